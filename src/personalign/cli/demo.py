@@ -1,0 +1,22 @@
+"""`personalign demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from personalign.cli import app
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("out/demo"), help="Where the demo writes its data, models and reports."),
+    quick: bool = typer.Option(False, help="Smaller population and fewer seeds (for tests)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    only: list[str] = typer.Option(None, help="Run only steps whose title contains this (repeatable)."),
+) -> None:
+    """Run the whole pipeline on a synthetic pluralistic population and print what each step shows."""
+    from personalign.demo import run_demo
+
+    run_demo(out, quick=quick, seed=seed, only=only or None)
