@@ -2,9 +2,147 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
 from personalign.cli import app
+from personalign.errors import ConfigError
 
 data_app = typer.Typer(help="Inspect, convert and synthesize preference data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+# ---------------------------------------------------------------- inspect / convert (readers, adapters, validation)
+def _parse_map(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--map old=new`` options as a column map."""
+    if not pairs:
+        return None
+    out = {}
+    for p in pairs:
+        old, sep, new = p.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise ConfigError(f"--map {p!r}: expected OLD=NEW (a column name, '=', its canonical name)")
+        out[old.strip()] = new.strip()
+    return out
+
+
+def _read(path: Path, fmt: str | None, user_col: str | None, mapping: list[str] | None):
+    from personalign.data.io import read_data
+
+    return read_data(path, fmt, user_col=user_col, column_map=_parse_map(mapping))
+
+
+def inspect_report(data) -> dict:
+    """What ``data inspect`` shows, as JSON-ready data: the summary, demographics and validation findings."""
+    from personalign.data.validate import validate
+
+    summary = data.summary()
+    demo = {}
+    for c in data.demographic_columns:
+        col = data.users[c]
+        demo[c] = {"distinct": int(col.nunique(dropna=True)), "missing": int(col.isna().sum()),
+                   "top": [str(v) for v in col.value_counts().head(3).index]}
+    report = validate(data)
+    return {**summary, "demographics": demo, "validation": report.to_dict()}
+
+
+@data_app.command("inspect")
+def inspect(
+    path: Path = typer.Argument(..., help="A file or folder of preference data."),
+    fmt: str = typer.Option(None, "--format", "-f", help="Format name (guessed when omitted)."),
+    user_col: str = typer.Option(None, "--user-col", help="Column that names the person."),
+    mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
+) -> None:
+    """Persons, items, judgments per kind and per person, demographics, contested items, validation findings."""
+    from rich.table import Table
+
+    from personalign.cli._common import console
+    from personalign.data.io import atomic_write
+
+    data = _read(path, fmt, user_col, mapping)
+    rep = inspect_report(data)
+    t = Table(title=f"{rep['name']}  ({path})", show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("persons", f"{rep['persons']:,}")
+    t.add_row("items", f"{rep['items']:,}")
+    for k, n in rep["judgments"].items():
+        if n:
+            t.add_row(k, f"{n:,}")
+    if rep["population_pairs"]:
+        t.add_row("population-level pairs", f"{rep['population_pairs']:,} (no person ids)")
+    jp = rep["judgments_per_person"]
+    if rep["persons"]:
+        t.add_row("judgments per person", f"min {jp['min']:,} / median {jp['median']:g} / max {jp['max']:,}")
+    if rep["rating_scale"]:
+        t.add_row("rating scale", f"{rep['rating_scale'][0]:g} .. {rep['rating_scale'][1]:g}")
+    demo = rep["demographics"]
+    t.add_row("demographic columns", ", ".join(f"{c} ({d['distinct']})" for c, d in demo.items()) or "none")
+    if rep["contested_share"] is not None:
+        t.add_row("contested items", f"{rep['contested_share']:.1%} of {rep['items_with_3plus_judges']:,} items "
+                  "with 3+ judges (largest answer share < 80%)")
+    findings = rep["validation"]["findings"]
+    t.add_row("validation", "[green]no findings[/]" if not findings else "[yellow]" + "\n".join(findings) + "[/]")
+    console.print(t)
+    if json_out is not None:
+        with atomic_write(json_out) as tmp:
+            tmp.write_text(json.dumps(rep, indent=2, default=str))
+        console.print(f"report written to [bold]{json_out}[/]")
+
+
+@data_app.command("convert")
+def convert(
+    path: Path = typer.Argument(..., help="A file or folder of preference data."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output: .parquet (lossless), .jsonl, .jsonl.gz or .csv."),
+    fmt: str = typer.Option(None, "--format", "-f", help="Input format name (guessed when omitted)."),
+    user_col: str = typer.Option(None, "--user-col", help="Column that names the person."),
+    mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
+) -> None:
+    """Read any supported format and write personalign's canonical file (written to a temp file, then renamed)."""
+    from personalign.cli._common import console
+    from personalign.data.io import write_data
+
+    data = _read(path, fmt, user_col, mapping)
+    write_data(data, out)
+    console.print(f"{data!r}\nwritten to [bold]{out}[/]")
+
+
+# ---------------------------------------------------------------- synth (owned by the synthetic-population work)
+from pathlib import Path as _SynthPath  # noqa: E402
+
+
+@data_app.command("synth")
+def synth(
+    out: _SynthPath = typer.Option(..., "--out", help="Folder to write the population into."),
+    persons: int = typer.Option(2000, "--persons", help="Number of persons."),
+    comparisons: int = typer.Option(40, "--comparisons", help="Training comparisons per person."),
+    alpha: float = typer.Option(0.1, "--alpha", help="Dirichlet concentration: small = people differ."),
+    profiles: int = typer.Option(4, "--profiles", help="Number of latent value profiles."),
+    adversarial: float = typer.Option(0.0, "--adversarial", help="Fraction of persons who prefer harmful content."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Bradley-Terry label temperature."),
+    context: float = typer.Option(0.0, "--context", help="How much weights shift with the prompt's domain."),
+    heldout: int = typer.Option(20, "--heldout-comparisons", help="Comparisons per person on held-out prompts."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same population)."),
+) -> None:
+    """Generate a synthetic pluralistic population with known true rewards (Parquet + truth JSON)."""
+    from personalign.cli._common import console
+    from personalign.data.synthetic import (
+        SyntheticConfig,
+        generate_population,
+        sample_comparisons,
+        summary_table,
+        write_population,
+    )
+
+    cfg = SyntheticConfig(persons=persons, comparisons_per_person=comparisons, alpha=alpha, n_profiles=profiles,
+                          adversarial_frac=adversarial, temperature=temperature, context_dependence=context,
+                          seed=seed)
+    data = generate_population(cfg)
+    test = sample_comparisons(data, heldout, prompts="heldout", seed=seed + 1) if heldout > 0 else None
+    summary = write_population(data, out, test)
+    console.print(summary_table(summary))
+    console.print(f"written to [bold]{out}[/]: population.parquet, "
+                  f"{'heldout.parquet, ' if test is not None else ''}truth.json, summary.json")

@@ -111,17 +111,30 @@ class PreferenceData:
     # ------------------------------------------------------------------ items
     def _fill_item_ids(self) -> None:
         """Give every judged text an item id and make sure the items table holds it."""
-        rows: dict[str, tuple[str, str]] = {}
+        items = self.items if self.items is not None else _empty(ITEM_COLUMNS)
+        items = items.reset_index(drop=True).copy()
+        for col in ITEM_COLUMNS:
+            if col not in items.columns:
+                items[col] = ""
+        items["item_id"] = items["item_id"].astype(str)
+        known = set(items["item_id"])
+        new_rows: dict[str, tuple[str, str]] = {}
+
+        def collect(ids: pd.Series, prompts: pd.Series, texts: pd.Series) -> None:
+            # only rows whose id the items table lacks cost a Python-level look (large data ships its items)
+            missing = ~ids.isin(known)
+            if missing.any():
+                for i, p, t in zip(ids[missing], prompts[missing], texts[missing]):
+                    new_rows.setdefault(i, (p, t))
+
         c = self.comparisons
         if len(c):
             for col, idcol in (("chosen", "chosen_id"), ("rejected", "rejected_id")):
-                ids = c[idcol]
-                need = ids.isna()
+                need = c[idcol].isna()
                 if need.any():
                     c.loc[need, idcol] = [item_id_for(p, t) for p, t in zip(c.loc[need, "prompt"], c.loc[need, col])]
                 c[idcol] = c[idcol].astype(str)
-                for i, p, t in zip(c[idcol], c["prompt"], c[col]):
-                    rows.setdefault(i, (p, t))
+                collect(c[idcol], c["prompt"], c[col])
         for tab in (self.ratings, self.votes):
             if len(tab):
                 need = tab["item_id"].isna()
@@ -130,22 +143,15 @@ class PreferenceData:
                         item_id_for(p, t) for p, t in zip(tab.loc[need, "prompt"], tab.loc[need, "response"])
                     ]
                 tab["item_id"] = tab["item_id"].astype(str)
-                for i, p, t in zip(tab["item_id"], tab["prompt"], tab["response"]):
-                    rows.setdefault(i, (p, t))
+                collect(tab["item_id"], tab["prompt"], tab["response"])
         if len(self.rankings):
             for p, resp in zip(self.rankings["prompt"], self.rankings["responses"]):
                 for t in resp:
-                    rows.setdefault(item_id_for(p, t), (p, t))
-        items = self.items if self.items is not None else _empty(ITEM_COLUMNS)
-        items = items.reset_index(drop=True).copy()
-        for col in ITEM_COLUMNS:
-            if col not in items.columns:
-                items[col] = ""
-        items["item_id"] = items["item_id"].astype(str)
-        known = set(items["item_id"])
-        new = [(i, p, t) for i, (p, t) in rows.items() if i not in known]
-        if new:
-            add = pd.DataFrame(new, columns=ITEM_COLUMNS)
+                    i = item_id_for(p, t)
+                    if i not in known:
+                        new_rows.setdefault(i, (p, t))
+        if new_rows:
+            add = pd.DataFrame([(i, p, t) for i, (p, t) in new_rows.items()], columns=ITEM_COLUMNS)
             items = pd.concat([items, add], ignore_index=True) if len(items) else add
         items["prompt"] = items["prompt"].fillna("").astype(str)
         items["text"] = items["text"].fillna("").astype(str)
@@ -167,7 +173,10 @@ class PreferenceData:
 
     @property
     def demographic_columns(self) -> list[str]:
-        return [c for c in self.users.columns if c != "user_id"]
+        """Side-information columns of ``users``; columns named in ``meta["truth_columns"]`` (e.g. the planted
+        profile of a synthetic person) are ground truth for evaluation and never count as side information."""
+        hidden = set(self.meta.get("truth_columns", []))
+        return [c for c in self.users.columns if c != "user_id" and c not in hidden]
 
     def counts(self) -> dict[str, int]:
         return {k: len(getattr(self, k)) for k in KINDS}

@@ -1,0 +1,184 @@
+"""One long table of pointwise judgments (person, item, value) that every audit section reads.
+
+Ratings are ordinal on ``rating_scale``; votes are -1 disagree / 0 pass / +1 agree. A person who judged an item
+twice counts once (the mean of the judgments). Comparisons-only data has no pointwise table; the sections that need
+one say so in their output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from personalign.data.core import POPULATION_USER, PreferenceData
+from personalign.errors import DataError
+
+
+@dataclass
+class Judgments:
+    """Pointwise judgments as integer codes: ``u`` (person index), ``i`` (item index), ``y`` (value)."""
+
+    users: list[str]
+    items: list[str]
+    prompts: list[str]  # prompt of each item (pairs are only formed within a prompt)
+    u: np.ndarray
+    i: np.ndarray
+    y: np.ndarray
+    kind: str  # "ratings" | "votes"
+    scale: tuple[float, float]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def midpoint(self) -> float:
+        return (self.scale[0] + self.scale[1]) / 2.0
+
+    @property
+    def levels(self) -> np.ndarray:
+        """The answer categories that occur (sorted)."""
+        return np.unique(self.y)
+
+    def side(self) -> np.ndarray:
+        """-1 / 0 / +1: below, at, above the scale's midpoint (a vote's sign; a pass is 0)."""
+        return np.sign(self.y - self.midpoint).astype(int)
+
+    def matrix(self) -> np.ndarray:
+        """Persons x items, NaN where a person did not judge the item."""
+        m = np.full((len(self.users), len(self.items)), np.nan)
+        m[self.u, self.i] = self.y
+        return m
+
+    def utility(self) -> np.ndarray:
+        """The value mapped to [0, 1] on the scale (0 = bottom, 1 = top)."""
+        lo, hi = self.scale
+        return (self.y - lo) / (hi - lo) if hi > lo else np.zeros_like(self.y)
+
+    def subset(self, mask: np.ndarray) -> Judgments:
+        """Only the judgments where ``mask`` is True, persons and items re-indexed."""
+        u, i, y = self.u[mask], self.i[mask], self.y[mask]
+        uu, u_new = np.unique(u, return_inverse=True)
+        ii, i_new = np.unique(i, return_inverse=True)
+        return Judgments(
+            users=[self.users[k] for k in uu], items=[self.items[k] for k in ii],
+            prompts=[self.prompts[k] for k in ii], u=u_new, i=i_new, y=y, kind=self.kind,
+            scale=self.scale, notes=list(self.notes),
+        )
+
+
+def judgments_from_data(data: PreferenceData) -> Judgments | None:
+    """The pointwise table of ``data`` (ratings first, else votes); None for comparisons-only data."""
+    if len(data.ratings):
+        tab, col, kind = data.ratings, "rating", "ratings"
+        scale = tuple(float(x) for x in (data.rating_scale or (tab[col].min(), tab[col].max())))
+    elif len(data.votes):
+        tab, col, kind, scale = data.votes, "vote", "votes", (-1.0, 1.0)
+    else:
+        return None
+    t = tab[tab["user_id"] != POPULATION_USER][["user_id", "item_id", "prompt", col]]
+    vals = pd.to_numeric(t[col], errors="coerce")
+    if vals.isna().any():
+        row = int(np.flatnonzero(vals.isna().to_numpy())[0])
+        raise DataError(f"got {t[col].iloc[row]!r}", field=col, row=row, expected="a number")
+    t = t.assign(**{col: vals})
+    notes = []
+    g = t.groupby(["user_id", "item_id"], sort=False)
+    if g.ngroups < len(t):
+        notes.append(f"{len(t) - g.ngroups} repeated (person, item) judgments averaged")
+        t = g.agg(prompt=("prompt", "first"), **{col: (col, "mean")}).reset_index()
+    uc = pd.Categorical(t["user_id"])
+    ic = pd.Categorical(t["item_id"])
+    prompt_of = t.groupby("item_id", observed=True)["prompt"].first()
+    items = [str(x) for x in ic.categories]
+    return Judgments(
+        users=[str(x) for x in uc.categories], items=items,
+        prompts=[str(prompt_of.get(x, "")) for x in items],
+        u=uc.codes.astype(np.int64), i=ic.codes.astype(np.int64), y=t[col].to_numpy(float),
+        kind=kind, scale=(scale[0], scale[1]), notes=notes,
+    )
+
+
+def restrict(j: Judgments, max_items: int | None, min_judgments: int = 1) -> Judgments:
+    """The ``max_items`` most-judged items, then persons with at least ``min_judgments`` judgments of them."""
+    keep = np.ones(j.n, bool)
+    if max_items is not None and len(j.items) > max_items:
+        counts = np.bincount(j.i, minlength=len(j.items))
+        # stable order: most judged first, ties by item index
+        top = np.argsort(-counts, kind="stable")[:max_items]
+        keep &= np.isin(j.i, top)
+    if min_judgments > 1:
+        per = np.bincount(j.u[keep], minlength=len(j.users))
+        keep &= per[j.u] >= min_judgments
+    if keep.all():
+        return j
+    if not keep.any():
+        raise DataError(
+            f"no judgments left after keeping the {max_items} most-judged items and persons with "
+            f">= {min_judgments} judgments", field="max_items", expected="a looser restriction"
+        )
+    return j.subset(keep)
+
+
+@dataclass
+class Pairs:
+    """Per-person strict preferences: person ``u`` preferred item ``a`` over item ``b``."""
+
+    u: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    n_users: int
+    n_items: int
+
+    def __len__(self) -> int:
+        return len(self.u)
+
+    def counts(self, items: np.ndarray | None = None) -> np.ndarray:
+        """Win-count matrix ``C[a, b]`` = number of (person, pair) preferring a over b."""
+        c = np.zeros((self.n_items, self.n_items))
+        np.add.at(c, (self.a, self.b), 1.0)
+        return c
+
+
+def pairs_from_judgments(j: Judgments, max_pairs_per_person: int | None = None, seed: int = 0) -> Pairs:
+    """Two items of one prompt that one person judged differently make one pair (the higher-valued one wins)."""
+    rng = np.random.default_rng(seed)
+    prompt_code = pd.Categorical(j.prompts).codes.astype(np.int64)[j.i]
+    order = np.lexsort((j.i, prompt_code, j.u))
+    u, i, y, p = j.u[order], j.i[order], j.y[order], prompt_code[order]
+    key = u * (int(p.max()) + 1 if len(p) else 1) + p
+    bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
+    us, As, Bs = [], [], []
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        if e - s < 2:
+            continue
+        a, b = np.triu_indices(e - s, k=1)
+        d = y[s + a] - y[s + b]
+        m = d != 0
+        a, b, d = a[m], b[m], d[m]
+        if max_pairs_per_person is not None and len(a) > max_pairs_per_person:
+            sel = rng.choice(len(a), size=max_pairs_per_person, replace=False)
+            a, b, d = a[sel], b[sel], d[sel]
+        win = np.where(d > 0, a, b) + s
+        lose = np.where(d > 0, b, a) + s
+        us.append(u[win])
+        As.append(i[win])
+        Bs.append(i[lose])
+    cat = (lambda xs: np.concatenate(xs).astype(np.int64)) if us else (lambda xs: np.zeros(0, np.int64))
+    return Pairs(cat(us), cat(As), cat(Bs), len(j.users), len(j.items))
+
+
+def pairs_from_comparisons(data: PreferenceData) -> tuple[Pairs, list[str], list[str]]:
+    """Strict per-person comparisons of comparison data (ties dropped), with the person and item id lists."""
+    c = data.comparisons
+    c = c[(c["user_id"] != POPULATION_USER) & ~c["tie"].astype(bool)]
+    uc = pd.Categorical(c["user_id"].astype(str))
+    ic = pd.Categorical(pd.concat([c["chosen_id"], c["rejected_id"]]).astype(str))
+    cats = ic.categories
+    a = pd.Categorical(c["chosen_id"].astype(str), categories=cats).codes.astype(np.int64)
+    b = pd.Categorical(c["rejected_id"].astype(str), categories=cats).codes.astype(np.int64)
+    pairs = Pairs(uc.codes.astype(np.int64), a, b, len(uc.categories), len(cats))
+    return pairs, [str(x) for x in uc.categories], [str(x) for x in cats]

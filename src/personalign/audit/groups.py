@@ -1,0 +1,180 @@
+"""Demographic groups: per-item answer distributions, divergence, opposite majorities, fit and representativeness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+
+from personalign.audit._table import Judgments
+
+
+def group_labels(users: pd.DataFrame, persons: list[str], columns: list[str] | None,
+                 max_levels: int = 12, bins: int = 4) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One label per person for each usable demographic column ('' when unknown).
+
+    Numeric columns with many values are cut into ``bins`` quantile bands; columns with one level or more than
+    ``max_levels`` levels are skipped (and named in the notes).
+    """
+    notes: list[str] = []
+    u = users.drop_duplicates("user_id").set_index("user_id")
+    cols = columns if columns is not None else [c for c in u.columns]
+    out: dict[str, np.ndarray] = {}
+    for c in cols:
+        if c not in u.columns:
+            from personalign.errors import ConfigError
+
+            raise ConfigError(f"--group-by {c!r}: no such column in the users table (have {list(u.columns)})")
+        s = u[c].reindex(persons)
+        num = pd.to_numeric(s, errors="coerce")
+        if num.notna().sum() >= 0.9 * s.notna().sum() and s.nunique() > max_levels:
+            s = pd.qcut(num, bins, duplicates="drop").astype(str).where(num.notna(), "")
+            notes.append(f"{c}: numeric, cut into {bins} quantile bands")
+        lab = s.fillna("").astype(str).replace({"nan": "", "None": ""}).to_numpy(object)
+        k = len(set(lab) - {""})
+        if k < 2 or k > max_levels:
+            notes.append(f"{c}: skipped ({k} levels)")
+            continue
+        out[c] = lab
+    return out, notes
+
+
+def _dists(j: Judgments, mask: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: answer counts over ``levels`` among the judgments in ``mask`` (items x levels), and totals."""
+    code = np.searchsorted(levels, j.y)
+    c = np.zeros((len(j.items), len(levels)))
+    np.add.at(c, (j.i[mask], code[mask]), 1.0)
+    return c, c.sum(1)
+
+
+def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) row by row."""
+    return jensenshannon(p, q, axis=1, base=2) ** 2
+
+
+def _wasserstein_rep(p: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """1 - W1(p, q) / (max level - min level) row by row (OpinionQA's representativeness)."""
+    span = levels[-1] - levels[0]
+    cdf = np.cumsum(p, 1) - np.cumsum(q, 1)
+    w = (np.abs(cdf[:, :-1]) * np.diff(levels)).sum(1)
+    return 1.0 - w / span if span > 0 else np.ones(len(p))
+
+
+def group_analysis(
+    j: Judgments,
+    labels: dict[str, np.ndarray],
+    *,
+    person_acc: np.ndarray | None = None,
+    person_n: np.ndarray | None = None,
+    min_group: int = 5,
+    min_judges: int = 3,
+    n_examples: int = 5,
+    item_text: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Per demographic column: groups' divergence from each other and from everyone, opposite majorities, fit."""
+    levels = j.levels
+    all_c, all_n = _dists(j, np.ones(j.n, bool), levels)
+    all_p = all_c / np.maximum(all_n, 1)[:, None]
+    side = j.side()
+    pos_all = np.bincount(j.i[side > 0], minlength=len(j.items))
+    neg_all = np.bincount(j.i[side < 0], minlength=len(j.items))
+    maj_all = np.sign(pos_all - neg_all)
+    mode_level = levels[np.argmax(all_c, 1)]
+    point = (levels[None, :] == mode_level[:, None]).astype(float)
+    item_text = item_text or {}
+    out: dict[str, Any] = {}
+    for col, lab in labels.items():
+        pl = lab[j.u]
+        names = [g for g in sorted(set(lab) - {""}) if (lab == g).sum() >= min_group]
+        if len(names) < 2:
+            out[col] = {"note": f"fewer than two groups with >= {min_group} persons"}
+            continue
+        dists, ns = {}, {}
+        for g in names:
+            c, n = _dists(j, pl == g, levels)
+            dists[g], ns[g] = c / np.maximum(n, 1)[:, None], n
+        k = len(names)
+        jsd = np.full((k, k), np.nan)
+        for x in range(k):
+            for y in range(k):
+                ok = (ns[names[x]] >= min_judges) & (ns[names[y]] >= min_judges)
+                if x == y:
+                    jsd[x, y] = 0.0
+                elif ok.any():
+                    jsd[x, y] = float(_jsd(dists[names[x]][ok], dists[names[y]][ok]).mean())
+        groups: dict[str, Any] = {}
+        worst_fit = None
+        for g in names:
+            ok = ns[g] >= min_judges
+            pos = np.bincount(j.i[(pl == g) & (side > 0)], minlength=len(j.items))
+            neg = np.bincount(j.i[(pl == g) & (side < 0)], minlength=len(j.items))
+            maj = np.sign(pos - neg)
+            both = ok & (maj != 0) & (maj_all != 0)
+            opposite = both & (maj != maj_all)
+            # examples: the opposite items where the group's own majority is strongest
+            strength = np.abs(pos - neg) / np.maximum(pos + neg, 1)
+            ex = np.flatnonzero(opposite)[np.argsort(-strength[opposite])][:n_examples]
+            rec: dict[str, Any] = {
+                "persons": int((lab == g).sum()),
+                "judgments": int((pl == g).sum()),
+                "items_with_enough_judges": int(ok.sum()),
+                "jsd_vs_everyone": float(_jsd(dists[g][ok], all_p[ok]).mean()) if ok.any() else None,
+                "opposite_majority_items": int(opposite.sum()),
+                "opposite_majority_share": float(opposite.sum() / both.sum()) if both.any() else None,
+                "opposite_examples": [
+                    {"item": j.items[e], "text": item_text.get(j.items[e], "")[:160],
+                     "group_positive_share": float(pos[e] / max(pos[e] + neg[e], 1)),
+                     "everyone_positive_share": float(pos_all[e] / max(pos_all[e] + neg_all[e], 1))}
+                    for e in ex
+                ],
+                "representativeness_pooled": float(_wasserstein_rep(all_p[ok], dists[g][ok], levels).mean())
+                if ok.any() else None,
+                "representativeness_majority_label": float(
+                    _wasserstein_rep(point[ok], dists[g][ok], levels).mean()) if ok.any() else None,
+            }
+            if person_acc is not None:
+                members = (lab == g) & (person_n >= 5) & ~np.isnan(person_acc)
+                if members.any():
+                    rec["aggregate_fit_mean"] = float(person_acc[members].mean())
+                    rec["aggregate_fit_share_below_60"] = float((person_acc[members] < 0.6).mean())
+                    rec["aggregate_fit_pooled"] = float(
+                        np.nansum(person_acc[members] * person_n[members]) / person_n[members].sum())
+                    if worst_fit is None or rec["aggregate_fit_mean"] < groups[worst_fit]["aggregate_fit_mean"]:
+                        worst_fit = g
+            groups[g] = rec
+        # the items where this column's groups differ most (their distributions, for the report)
+        ok_all = np.all([ns[g] >= min_judges for g in names], axis=0)
+        spread = np.zeros(len(j.items))
+        for g in names:
+            spread = np.maximum(spread, _jsd(dists[g], all_p))
+        top = np.flatnonzero(ok_all)[np.argsort(-spread[ok_all])][:10]
+        out[col] = {
+            "groups": groups,
+            "names": names,
+            "jsd_between": jsd.tolist(),
+            "mean_jsd_between": float(np.nanmean(jsd[~np.eye(k, dtype=bool)])) if k > 1 else None,
+            "least_represented_pooled": min(names, key=lambda g: groups[g]["representativeness_pooled"] or 1),
+            "worst_fit_group": worst_fit,
+            "most_divergent_items": [
+                {"item": j.items[t], "text": item_text.get(j.items[t], "")[:160],
+                 "levels": levels.tolist(),
+                 "everyone": all_p[t].round(4).tolist(),
+                 **{g: dists[g][t].round(4).tolist() for g in names}}
+                for t in top
+            ],
+        }
+    return out
+
+
+def worst_group(groups: dict[str, Any]) -> dict[str, Any] | None:
+    """The group (over all columns) the aggregated model fits worst, by mean per-person accuracy."""
+    best = None
+    for col, res in groups.items():
+        for g, rec in res.get("groups", {}).items():
+            v = rec.get("aggregate_fit_mean")
+            if v is not None and (best is None or v < best["aggregate_fit_mean"]):
+                best = {"column": col, "group": g, "aggregate_fit_mean": v, "persons": rec["persons"],
+                        "share_below_60": rec.get("aggregate_fit_share_below_60")}
+    return best

@@ -1,0 +1,249 @@
+"""Policy files: the universal constraints, what may be personalized, the trust region and monitor thresholds.
+
+A policy is a YAML or TOML file validated with pydantic. Every error names the file, the field path (e.g.
+``constraints[1].threshold``) and what was expected, and is raised as :class:`personalign.ConfigError`.
+
+Example (YAML, see ``personalign/bounds/policies/default.yaml``)::
+
+    name: default
+    constraints:
+      - name: harmless
+        scorer: {type: harmlessness}          # the packaged head; or {type: harmlessness, path: DIR}
+        threshold: calibrated                 # the head's calibrated threshold, or a number
+        direction: min                        # satisfied when score >= threshold ("max": score <= threshold)
+        severity: block
+        meaning: the response helps with harm most people reject
+    personalize: {dims: all, fixed: []}
+    trust_region: {rho: 2.0}
+    consensus: {enabled: true, gamma: 1.0}
+    fallback: {mode: refuse, refusal_text: "I can't help with that."}
+    monitors: {...}
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from personalign.errors import ConfigError
+
+POLICY_DIR = Path(__file__).resolve().parent / "policies"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScorerSpec(_Strict):
+    """Which scorer a constraint uses.
+
+    ``type``: ``harmlessness`` (a trained :class:`HarmlessnessHead`; ``path`` = its artifact dir, default the packaged
+    one), ``consensus`` (a :class:`ConsensusScorer`; ``path`` likewise), ``regex`` (``patterns``: a list of regular
+    expressions, score = number of matches), ``callable`` (``target``: ``module:function`` taking
+    ``(prompts, responses)`` and returning one score per response), ``attribute`` (``column`` of an items table
+    or a key of per-response metadata, e.g. a synthetic population's ``attr_harm``).
+    """
+
+    type: Literal["harmlessness", "consensus", "regex", "callable", "attribute"]
+    path: str | None = None
+    patterns: list[str] | None = None
+    target: str | None = None
+    column: str | None = None
+    ignore_case: bool = True
+    on: Literal["response", "prompt_response"] = "response"
+
+    @model_validator(mode="after")
+    def _needs(self) -> ScorerSpec:
+        if self.type == "regex" and not self.patterns:
+            raise ValueError("a regex scorer needs 'patterns': a non-empty list of regular expressions")
+        if self.type == "callable" and (not self.target or ":" not in self.target):
+            raise ValueError("a callable scorer needs 'target': 'module:function'")
+        if self.type == "attribute" and not self.column:
+            raise ValueError("an attribute scorer needs 'column': the metadata column to read")
+        if self.type == "regex":
+            import re
+
+            for i, p in enumerate(self.patterns or []):
+                try:
+                    re.compile(p)
+                except re.error as exc:
+                    raise ValueError(f"patterns[{i}] {p!r} is not a valid regular expression: {exc}") from None
+        return self
+
+
+class ConstraintSpec(_Strict):
+    """One universal constraint: satisfied when ``score >= threshold`` (direction min) or ``<=`` (max)."""
+
+    name: str = Field(min_length=1)
+    scorer: ScorerSpec
+    threshold: float | Literal["calibrated"] = "calibrated"
+    direction: Literal["min", "max"] = "min"
+    severity: Literal["block", "warn"] = "block"
+    meaning: str = ""
+
+
+class PersonalizeSpec(_Strict):
+    """Which latent dimensions of w_u may move away from the population; the others stay at the prior mean."""
+
+    dims: Literal["all"] | list[int] = "all"
+    fixed: list[int] = Field(default_factory=list)
+
+    @field_validator("fixed")
+    @classmethod
+    def _nonneg(cls, v: list[int]) -> list[int]:
+        if any(i < 0 for i in v):
+            raise ValueError("dimension indices must be >= 0")
+        return v
+
+
+class TrustRegionSpec(_Strict):
+    """||w_u - m||_{Sigma^-1} <= rho around the population prior N(m, Sigma); ``rho: null`` disables it."""
+
+    rho: float | None = Field(default=2.0, ge=0)
+
+
+class ConsensusSpec(_Strict):
+    """Deviation allowed on an item shrinks with agreement a: scale s(a) = (1 - a)^gamma of (r_u - r_pop)."""
+
+    enabled: bool = True
+    gamma: float = Field(default=1.0, ge=0)
+    min_agreement: float = Field(default=0.5, ge=0, le=1)
+
+
+class FallbackSpec(_Strict):
+    """What to do when no candidate satisfies the constraints."""
+
+    mode: Literal["refuse", "least_violating"] = "refuse"
+    refusal_text: str = "I can't help with that, but I'm happy to help with something else."
+
+
+class FilterBubbleSpec(_Strict):
+    n_clusters: int = Field(default=8, ge=2)
+    min_entropy_ratio: float = Field(default=0.5, ge=0, le=1)
+    default_diversity: float = Field(default=0.0, ge=0, le=1)
+
+
+class LockInSpec(_Strict):
+    half_life: float | None = Field(default=200.0, gt=0)
+    drift_window: int = Field(default=20, ge=2)
+    drift_threshold: float = Field(default=0.2, ge=0, le=1)
+    max_overconfidence: float = Field(default=0.15, ge=0, le=1)
+
+
+class SycophancySpec(_Strict):
+    margin: float = Field(default=0.1, ge=0, le=1)
+    probes: str | None = None
+
+
+class PoisoningSpec(_Strict):
+    person_weight_cap: float | None = Field(default=None, gt=0)
+    max_shift: float = Field(default=0.05, ge=0, le=1)
+
+
+class MonitorSpec(_Strict):
+    filter_bubble: FilterBubbleSpec = Field(default_factory=FilterBubbleSpec)
+    lock_in: LockInSpec = Field(default_factory=LockInSpec)
+    sycophancy: SycophancySpec = Field(default_factory=SycophancySpec)
+    poisoning: PoisoningSpec = Field(default_factory=PoisoningSpec)
+
+
+class Policy(_Strict):
+    """A validated policy. ``source`` is the file it came from (relative scorer paths resolve against it)."""
+
+    name: str = "policy"
+    version: int = 1
+    description: str = ""
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    personalize: PersonalizeSpec = Field(default_factory=PersonalizeSpec)
+    trust_region: TrustRegionSpec = Field(default_factory=TrustRegionSpec)
+    consensus: ConsensusSpec = Field(default_factory=ConsensusSpec)
+    fallback: FallbackSpec = Field(default_factory=FallbackSpec)
+    monitors: MonitorSpec = Field(default_factory=MonitorSpec)
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Policy:
+        seen: set[str] = set()
+        for c in self.constraints:
+            if c.name in seen:
+                raise ValueError(f"constraint name {c.name!r} appears twice (names must be unique)")
+            seen.add(c.name)
+        return self
+
+    def resolve(self, path: str | None) -> Path | None:
+        """A path from the policy, relative to the policy file's folder."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return p
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(err: dict[str, Any]) -> str:
+    msg = err.get("msg", "invalid")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    got = err.get("input")
+    if err.get("type") in ("missing",):
+        return "is required but missing"
+    if err.get("type") == "extra_forbidden":
+        return "is not a known field (check the spelling)"
+    if got is not None and not isinstance(got, dict | list):
+        return f"expected {msg[0].lower() + msg[1:]}, got {got!r}" if msg else f"invalid value {got!r}"
+    return msg
+
+
+def policy_from_dict(raw: Any, source: str = "<policy>") -> Policy:
+    """Validate a parsed policy; errors name ``source``, the field path and what was expected."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        pol = Policy.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        lines = [f"{source}: field '{_field_path(e['loc'])}': {_explain(e)}" for e in exc.errors()]
+        raise ConfigError("invalid policy: " + "; ".join(lines)) from None
+    return pol
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file (``.yaml``/``.yml`` or ``.toml``). A bare name finds a packaged policy."""
+    p = Path(path)
+    if not p.exists() and not p.suffix and (POLICY_DIR / f"{p.name}.yaml").exists():
+        p = POLICY_DIR / f"{p.name}.yaml"
+    if not p.exists():
+        raise ConfigError(f"{p}: policy file not found (packaged policies: {', '.join(list_policies())})")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".toml":
+            raw = tomllib.loads(text)
+        elif p.suffix.lower() in (".yaml", ".yml", ""):
+            raw = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{p}: expected a .yaml, .yml or .toml policy file")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return policy_from_dict(raw, source=str(p))
+
+
+def list_policies() -> list[str]:
+    """Names of the policies shipped with the package."""
+    return sorted(q.stem for q in POLICY_DIR.glob("*.yaml"))

@@ -1,0 +1,244 @@
+"""The service's database: persons (with their posterior), an append-only judgments table, API key hashes.
+
+SQLite (a file; the default) or PostgreSQL (by URL). Durability: SQLite runs in WAL mode with
+``synchronous=FULL`` so that a commit acknowledged to a client survives ``kill -9`` (and a power cut);
+PostgreSQL's default ``synchronous_commit=on`` does the same.
+
+Per-person serialization (no lost update when many clients send feedback for one person at once): a writer
+takes the person's row lock before reading the posterior - ``SELECT ... FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` (the database write lock) on SQLite - and commits the new judgment and the new posterior in
+the same transaction.
+
+Migrations run on start: a ``schema_version`` table records which numbered migrations were applied; applying
+is idempotent and serialized (an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so several
+workers may start at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+
+from personalign.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", String(40), nullable=False),
+)
+
+persons = Table(
+    "persons",
+    metadata,
+    Column("person_id", String(128), primary_key=True),
+    Column(
+        "posterior", Text, nullable=True
+    ),  # JSON of Posterior.to_dict(); NULL = prior (no judgments folded)
+    Column("model_version", String(64), nullable=True),  # model the posterior belongs to
+    Column("n_judgments", Integer, nullable=False, default=0),
+    Column("revision", Integer, nullable=False, default=0),  # +1 per stored change
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+judgments = Table(
+    "judgments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person_id", String(128), ForeignKey("persons.person_id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # comparison | rating
+    Column("prompt", Text, nullable=False, default=""),
+    Column("chosen", Text, nullable=True),
+    Column("rejected", Text, nullable=True),
+    Column("tie", Boolean, nullable=False, default=False),
+    Column("response", Text, nullable=True),
+    Column("rating", Float, nullable=True),
+    Column("weight", Float, nullable=False, default=1.0),
+    Column("request_id", String(128), nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_judgments_person", "person_id", "id"),
+    Index("ux_judgments_request", "person_id", "request_id", unique=True),
+    sqlite_autoincrement=True,  # ids never reused, so an acknowledged id names one judgment forever
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # admin | person
+    Column("person_id", String(128), nullable=True),
+    Column("label", String(200), nullable=False, default=""),
+    Column("created_at", String(40), nullable=False),
+    Index("ix_api_keys_person", "person_id"),
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def default_sqlite_url(path: str | Path = "personalign-serve.db") -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept a bare file path as a SQLite database; ``postgresql://`` means psycopg2."""
+    if "://" not in url:
+        return default_sqlite_url(url)
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, pool_size: int = 8) -> Engine:
+    """An engine with the durability settings described in the module docstring."""
+    url = normalize_url(url)
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database in (None, "", ":memory:"):
+            raise ConfigError(
+                "the service needs a SQLite file (or a PostgreSQL URL), not an in-memory database"
+            )
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30.0},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+            # Let SQLAlchemy (not pysqlite) emit BEGIN, so that writers can ask for BEGIN IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    if u.get_backend_name() == "postgresql":
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - psycopg2-binary is a dev dependency
+            raise ConfigError("a PostgreSQL URL needs psycopg2 (pip install psycopg2-binary)") from exc
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    raise ConfigError(
+        f"unsupported database URL {url!r}: expected sqlite:///FILE, a file path, or postgresql://..."
+    )
+
+
+@contextlib.contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: on SQLite it takes the write lock at BEGIN (IMMEDIATE), so a read-modify-write of a
+    posterior cannot interleave with another writer; on PostgreSQL callers lock rows with FOR UPDATE."""
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+# ------------------------------------------------------------------------------------------------ migrations
+def _m1_initial(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[persons, judgments, api_keys], checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _m1_initial)]
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema; returns the version now in the database. Safe to run any number of times
+    and from several processes at once."""
+    with write_tx(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7707)"))
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                f"database schema version {current} is newer than this personalign ({SCHEMA_VERSION}); upgrade it"
+            )
+        for version, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                conn.execute(schema_version.insert().values(version=version, applied_at=now()))
+                current = version
+    return current
+
+
+def delete_person(conn: Connection, person_id: str) -> dict[str, int]:
+    """Remove everything stored about a person (judgments, posterior, keys) in the caller's transaction."""
+    nj = conn.execute(delete(judgments).where(judgments.c.person_id == person_id)).rowcount
+    nk = conn.execute(delete(api_keys).where(api_keys.c.person_id == person_id)).rowcount
+    npr = conn.execute(delete(persons).where(persons.c.person_id == person_id)).rowcount
+    return {"judgments": int(nj or 0), "keys": int(nk or 0), "persons": int(npr or 0)}
+
+
+def ensure_person(conn: Connection, person_id: str) -> None:
+    """Create the person's row if it does not exist (atomic: INSERT ... ON CONFLICT DO NOTHING)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stamp = now()
+    conn.execute(
+        insert(persons)
+        .values(
+            person_id=person_id,
+            posterior=None,
+            model_version=None,
+            n_judgments=0,
+            revision=0,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        .on_conflict_do_nothing(index_elements=["person_id"])
+    )

@@ -1,0 +1,199 @@
+"""Request and response bodies of the HTTP API (pydantic v2); every field is documented in the OpenAPI schema.
+
+Size limits live here (text length, candidate and pair counts) so that a request over a limit is rejected with a
+422 before any work is done; the body-size limit (413) is enforced earlier, by :mod:`personalign.serve.app`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# Limits (per request). Chosen so that one request costs at most a few ms of featurization with cached texts.
+MAX_TEXT_CHARS = 8_000
+MAX_CANDIDATES = 64
+MAX_PAIRS = 256
+MAX_PERSON_ID_CHARS = 128
+MAX_BODY_BYTES = 512 * 1024
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+PERSON_ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
+PERSON_ID_PATTERN = re.compile(PERSON_ID_REGEX)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComparisonFeedback(_Body):
+    """The person preferred ``chosen`` over ``rejected`` for ``prompt`` (or found them equal with ``tie``)."""
+
+    kind: Literal["comparison"] = "comparison"
+    prompt: Text = Field("", description="The prompt both responses answer (may be empty).")
+    chosen: NonEmptyText = Field(description="The preferred response.")
+    rejected: NonEmptyText = Field(description="The other response.")
+    tie: bool = Field(False, description="True when the person judged both equally good.")
+    weight: float = Field(1.0, gt=0, le=100, description="Importance weight of this judgment.")
+    request_id: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="Client idempotency key: a retried request with the same id is stored once."
+    )
+
+
+class RatingFeedback(_Body):
+    """The person rated ``response`` to ``prompt``. Ratings become comparisons with the person's earlier ratings
+    of the same prompt (the higher rated is chosen), as in :meth:`PreferenceData.to_comparisons`."""
+
+    kind: Literal["rating"] = "rating"
+    prompt: Text = Field("", description="The prompt (ratings of the same prompt are compared).")
+    response: NonEmptyText = Field(description="The rated response.")
+    rating: float = Field(description="The rating (any scale; only the order within a prompt is used).")
+    weight: float = Field(1.0, gt=0, le=100)
+    request_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+Feedback = Annotated[ComparisonFeedback | RatingFeedback, Field(discriminator="kind")]
+
+
+class FeedbackOut(BaseModel):
+    person_id: str
+    judgment_id: int = Field(description="Id of the stored (committed) judgment.")
+    duplicate: bool = Field(False, description="True when request_id was already stored (nothing new added).")
+    pairs_folded: int = Field(description="Comparisons folded into the posterior by this judgment.")
+    n_judgments: int = Field(description="Judgments stored for this person.")
+    n_folded: int = Field(description="Comparisons folded into the posterior so far (Posterior.n).")
+    model_version: str
+
+
+class ScoreIn(_Body):
+    prompt: Text = Field("", description="The prompt the candidates answer.")
+    candidates: list[Text] = Field(
+        min_length=1, max_length=MAX_CANDIDATES, description="Candidate responses."
+    )
+
+
+class ConstraintReport(BaseModel):
+    admissible: list[bool] = Field(description="Per candidate: does it satisfy every universal constraint?")
+    detail: list[dict[str, Any]] = Field(description="Per candidate: per-constraint value and pass/fail.")
+
+
+class ScoreOut(BaseModel):
+    person_id: str
+    rewards: list[float] = Field(description="Personalized reward per candidate (higher is better).")
+    population_rewards: list[float] = Field(
+        description="Reward of the population (prior mean) per candidate."
+    )
+    model_version: str
+    personalized: bool = Field(description="False when the person has no judgments yet (prior = population).")
+    constraints: ConstraintReport | None = Field(None, description="Present when a bounds policy is loaded.")
+
+
+class RankIn(ScoreIn):
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_CANDIDATES, description="Return only the best k (best-of-n: 1)."
+    )
+
+
+class RankedCandidate(BaseModel):
+    index: int
+    text: str
+    reward: float
+    admissible: bool = True
+
+
+class RankOut(BaseModel):
+    person_id: str
+    ranking: list[RankedCandidate] = Field(description="Best first; with a policy, admissible ones first.")
+    best: RankedCandidate
+    bounded: bool = Field(description="True when a bounds policy decided the order.")
+    model_version: str
+
+
+class Pair(_Body):
+    prompt: Text = ""
+    a: NonEmptyText
+    b: NonEmptyText
+
+
+class SuggestIn(_Body):
+    pairs: list[Pair] = Field(
+        min_length=1, max_length=MAX_PAIRS, description="Candidate questions (unordered pairs)."
+    )
+
+
+class SuggestOut(BaseModel):
+    person_id: str
+    index: int = Field(description="Position in ``pairs`` of the most informative question.")
+    pair: Pair
+    model_version: str
+
+
+class PosteriorSummary(BaseModel):
+    k: int = Field(description="Number of personal parameters.")
+    mean: list[float]
+    mean_norm: float
+    distance_from_prior: float = Field(description="Mahalanobis distance of the mean from the prior mean.")
+    cov_trace: float
+    cov_logdet: float
+    prior_cov_trace: float
+    n_folded: int
+
+
+class ProfileOut(BaseModel):
+    person_id: str
+    exists: bool
+    n_judgments: int
+    n_comparisons: int
+    n_ratings: int
+    posterior: PosteriorSummary
+    model_version: str
+    created_at: str | None = None
+    updated_at: str | None = None
+    monitors: dict[str, Any] | None = Field(
+        None, description="Bounds monitor state, when bounds provides monitors."
+    )
+
+
+class DeleteOut(BaseModel):
+    person_id: str
+    deleted: dict[str, int]
+
+
+class KeyIn(_Body):
+    label: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class KeyOut(BaseModel):
+    key: str = Field(description="The API key. Shown once; only its hash is stored.")
+    key_id: str
+    role: str
+    person_id: str | None
+
+
+class ReloadIn(_Body):
+    model_dir: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="New model directory (default: reload the current directory)."
+    )
+    policy: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="New policy file (default: keep the current one)."
+    )
+
+
+class ReloadOut(BaseModel):
+    model_version: str
+    previous_version: str
+    model_dir: str
+    load_seconds: float
+
+
+class ErrorBody(BaseModel):
+    status: int
+    code: str
+    message: str
+    detail: Any = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,300 @@
+"""The model the service runs, swappable without stopping (hot reload), plus the feature cache and the posterior
+arithmetic shared by the endpoints.
+
+A request takes ``holder.current`` once, at its start, and uses that :class:`ModelState` to the end; a reload
+builds a new state aside and swaps one reference, so in-flight requests finish on the old model and new ones see
+the new model. Stored posteriors remember the model version they belong to; a posterior of another version is
+recomputed from the person's stored judgments (the judgments are the source of truth, the posterior a cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from personalign.errors import ConfigError
+
+PAIR_COLUMNS = ["user_id", "prompt", "chosen", "rejected", "tie", "weight"]
+
+
+class LRUEncoder:
+    """An in-process LRU cache of text -> embedding in front of an encoder (which may itself cache on disk).
+
+    With the MiniLM encoder a cold text costs ~10 ms on 2 cores and a disk-cache hit a file read; a hit here is a
+    dict lookup, which is what keeps scoring 16 known candidates within a few ms.
+    """
+
+    def __init__(self, inner: Any, maxsize: int = 100_000) -> None:
+        self.inner = inner
+        self.maxsize = int(maxsize)
+        self.name = getattr(inner, "name", type(inner).__name__)
+        self.dim = int(getattr(inner, "dim", 0))
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __getattr__(
+        self, item: str
+    ) -> Any:  # anything else (config(), cache_dir...) comes from the inner encoder
+        if item == "inner":  # not yet set (e.g. during copy/unpickle)
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False, **kw: Any) -> np.ndarray:
+        texts = list(texts)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        missing: dict[str, list[int]] = {}
+        with self._lock:
+            for i, t in enumerate(texts):
+                v = self._cache.get(t)
+                if v is None:
+                    missing.setdefault(t, []).append(i)
+                else:
+                    self._cache.move_to_end(t)
+                    out[i] = v
+            self.hits += len(texts) - sum(len(v) for v in missing.values())
+            self.misses += len(missing)
+        if missing:
+            uniq = list(missing)
+            vecs = np.asarray(self.inner.encode(uniq, show_progress=show_progress, **kw), dtype=np.float32)
+            with self._lock:
+                for t, v in zip(uniq, vecs, strict=True):
+                    v.setflags(write=False)
+                    self._cache[t] = v
+                    for i in missing[t]:
+                        out[i] = v
+                while len(self._cache) > self.maxsize:
+                    self._cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack(out).astype(np.float32, copy=False)
+
+    def stats(self) -> dict[str, int]:
+        return {"size": len(self._cache), "hits": self.hits, "misses": self.misses, "maxsize": self.maxsize}
+
+
+def _install_lru(model: Any, maxsize: int) -> LRUEncoder | None:
+    """Put an :class:`LRUEncoder` in front of the model's text encoder (featurizer.encoder), if it has one."""
+    for fattr in ("featurizer_", "featurizer"):
+        feat = getattr(model, fattr, None)
+        enc = getattr(feat, "encoder", None) if feat is not None else None
+        if enc is None or not hasattr(enc, "encode"):
+            continue
+        if isinstance(enc, LRUEncoder):
+            return enc
+        lru = LRUEncoder(enc, maxsize)
+        try:
+            feat.encoder = lru
+        except AttributeError:  # PairFeaturizer.encoder is a read-only property over _encoder
+            feat._encoder = lru
+        return lru
+    return None
+
+
+def model_version(model_dir: Path) -> str:
+    """A content hash of the model directory (file names and bytes): changes whenever the model does."""
+    h = hashlib.sha1()
+    for p in sorted(model_dir.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(model_dir)).encode())
+            h.update(b"\0")
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def load_policy(path: str | Path | None, model: Any) -> Any:
+    """Load a bounds policy file, if one is given (personalign.bounds)."""
+    if path is None:
+        return None
+    try:
+        from personalign import bounds
+    except ImportError as exc:  # pragma: no cover
+        raise ConfigError(
+            f"a policy was given ({path}) but personalign.bounds is not importable: {exc}"
+        ) from exc
+    loader = getattr(bounds, "load_policy", None)
+    cls = getattr(bounds, "BoundedPolicy", None)
+    if loader is not None:
+        return loader(path, model=model) if "model" in loader.__code__.co_varnames else loader(path)
+    if cls is not None and hasattr(cls, "from_file"):
+        return cls.from_file(path, model=model)
+    raise ConfigError(
+        f"a policy was given ({path}) but personalign.bounds provides no policy loader yet "
+        "(expected personalign.bounds.load_policy or BoundedPolicy.from_file)"
+    )
+
+
+@dataclass
+class ModelState:
+    """One loaded model (immutable once published) and what the endpoints need from it."""
+
+    model: Any
+    model_dir: Path
+    version: str
+    policy: Any = None
+    policy_path: str | None = None
+    lru: LRUEncoder | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, policy: str | Path | None = None, lru_size: int = 100_000
+    ) -> ModelState:
+        from personalign.models import load_model
+
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise ConfigError(f"model directory {model_dir} does not exist")
+        version = model_version(model_dir)
+        model = load_model(model_dir)
+        lru = _install_lru(model, lru_size)
+        pol = load_policy(policy, model)
+        return cls(model, model_dir, version, pol, str(policy) if policy else None, lru)
+
+    # -------------------------------------------------------------------------------- posterior arithmetic
+    def prior(self) -> Any:
+        return self.model.prior()
+
+    def posterior_from_json(self, blob: str | None, version: str | None) -> Any | None:
+        """The stored posterior if it belongs to this model, else None (caller recomputes)."""
+        import json
+
+        from personalign.models.base import Posterior
+
+        if blob is None or version != self.version:
+            return None
+        return Posterior.from_dict(json.loads(blob))
+
+    def fold(self, posterior: Any, pairs: pd.DataFrame) -> Any:
+        """Fold comparisons into a posterior (pure)."""
+        if len(pairs) == 0:
+            return posterior
+        return self.model.update(posterior, pairs)
+
+    def replay(self, person_id: str, rows: Iterable[Any]) -> tuple[Any, int]:
+        """The posterior from the prior and all of a person's judgments (in id order), as the online path would
+        have folded them; returns (posterior, number of judgments)."""
+        post = self.prior()
+        history: dict[str, list[tuple[str, float, float]]] = {}
+        n = 0
+        for r in rows:
+            n += 1
+            post = self.fold(post, judgment_pairs(person_id, r, history))
+        return post, n
+
+    # ------------------------------------------------------------------------------------------- scoring
+    def score(self, posterior: Any, prompt: str, candidates: Sequence[str]) -> np.ndarray:
+        prompts = [prompt] * len(candidates)
+        return np.asarray(self.model.score_posterior(posterior, prompts, list(candidates)), dtype=float)
+
+    def constraint_report(
+        self, prompt: str, candidates: Sequence[str]
+    ) -> tuple[list[bool], list[dict]] | None:
+        """Per candidate: admissible under the policy's universal constraints, and per-constraint detail."""
+        if self.policy is None:
+            return None
+        pol = self.policy
+        rep = (
+            pol.check(prompt, list(candidates))
+            if hasattr(pol, "check")
+            else pol.constraint_report(prompt, list(candidates))
+        )
+        if isinstance(rep, pd.DataFrame):
+            adm = rep["admissible"].astype(bool).tolist()
+            detail = rep.drop(columns=["admissible"]).to_dict(orient="records")
+            return adm, detail
+        adm = [bool(a) for a in rep["admissible"]]
+        return adm, list(rep.get("detail", [{} for _ in adm]))
+
+    def suggest(self, posterior: Any, pairs: pd.DataFrame) -> int:
+        return int(self.model.suggest_query(posterior, pairs))
+
+
+def judgment_pairs(
+    person_id: str, row: Any, history: dict[str, list[tuple[str, float, float]]]
+) -> pd.DataFrame:
+    """The comparisons one stored judgment contributes, given the person's earlier ratings (``history``, per
+    prompt, updated in place). A comparison is itself; a rating pairs with every earlier rating of the same prompt
+    that differs (the higher rated chosen; weight = the smaller weight), as PreferenceData.to_comparisons does."""
+    if row.kind == "comparison":
+        return pd.DataFrame(
+            [(person_id, row.prompt or "", row.chosen, row.rejected, bool(row.tie), float(row.weight))],
+            columns=PAIR_COLUMNS,
+        )
+    prompt = row.prompt or ""
+    earlier = history.setdefault(prompt, [])
+    out = []
+    for text, rating, weight in earlier:
+        if text == row.response or rating == row.rating:
+            continue
+        hi, lo = (row.response, text) if row.rating > rating else (text, row.response)
+        out.append((person_id, prompt, hi, lo, False, float(min(weight, row.weight))))
+    earlier.append((row.response, float(row.rating), float(row.weight)))
+    return pd.DataFrame(out, columns=PAIR_COLUMNS)
+
+
+def summarize(posterior: Any, prior: Any) -> dict[str, Any]:
+    """Parameter summary and uncertainty of a posterior, for the profile endpoint."""
+    mean = np.asarray(posterior.mean, dtype=float).ravel()
+    cov = np.asarray(posterior.cov, dtype=float).reshape(len(mean), len(mean))
+    pmean = np.asarray(prior.mean, dtype=float).ravel()
+    pcov = np.asarray(prior.cov, dtype=float).reshape(len(pmean), len(pmean))
+    k = len(mean)
+    if k:
+        sign, logdet = np.linalg.slogdet(cov)
+        d = mean - pmean
+        dist = float(np.sqrt(max(d @ np.linalg.lstsq(pcov, d, rcond=None)[0], 0.0)))
+        logdet = float(logdet) if sign > 0 else float("-inf")
+    else:
+        logdet, dist = 0.0, 0.0
+    return {
+        "k": k,
+        "mean": [float(x) for x in mean],
+        "mean_norm": float(np.linalg.norm(mean)),
+        "distance_from_prior": dist,
+        "cov_trace": float(np.trace(cov)) if k else 0.0,
+        "cov_logdet": logdet if np.isfinite(logdet) else -1e308,
+        "prior_cov_trace": float(np.trace(pcov)) if k else 0.0,
+        "n_folded": int(getattr(posterior, "n", 0)),
+    }
+
+
+class ModelHolder:
+    """Holds the current :class:`ModelState`; ``reload`` swaps it atomically (one reference assignment)."""
+
+    def __init__(self, state: ModelState, lru_size: int = 100_000) -> None:
+        self._state = state
+        self._reload_lock = threading.Lock()
+        self.lru_size = lru_size
+        self.reloads = 0
+
+    @property
+    def current(self) -> ModelState:
+        return self._state
+
+    def reload(
+        self, model_dir: str | Path | None = None, policy: str | Path | None = None
+    ) -> tuple[ModelState, str]:
+        """Load a model (default: the current directory again) and publish it; returns (new state, old version)."""
+        with self._reload_lock:
+            old = self._state
+            new = ModelState.load(
+                model_dir if model_dir is not None else old.model_dir,
+                policy if policy is not None else old.policy_path,
+                self.lru_size,
+            )
+            self._state = new
+            self.reloads += 1
+            return new, old.version

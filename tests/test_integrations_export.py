@@ -1,0 +1,123 @@
+"""Portable reward artifacts load and score in a fresh process that never imports personalign."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from personalign.bounds.bounded import BoundedPolicy
+from personalign.bounds.policy import policy_from_dict
+from personalign.data.synthetic import generate_population
+from personalign.errors import ConfigError
+from personalign.features import HashingEncoder, PairFeaturizer
+from personalign.integrations._reward import PersonalReward
+from personalign.integrations.export import export_reward
+from personalign.models import LowRankBT
+
+PROMPT = "How do I keep basil fresh?"
+CANDS = [
+    "Short answer: keep it in water on the counter.",
+    "Certainly. The following considerations apply. Store basil at room temperature in water.",
+    "Okay, so here's the thing. Stick it in a glass of water like flowers lol.",
+    "Honestly, this is a stupid question and you should be embarrassed. Put it in water.",
+    "",
+]
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from reward_model import PortableReward
+    table = json.load(open(sys.argv[2]))
+    enc = lambda texts: np.asarray([table[t] for t in texts])
+    rm = PortableReward.from_pretrained(sys.argv[1], encoder=enc)
+    out = {"score": rm.score(table["__prompts__"], table["__responses__"]).tolist(),
+           "personal": rm.personal(table["__prompts__"], table["__responses__"]).tolist()}
+    import torch
+    head = rm.torch_head()
+    ex = torch.tensor(rm.encode(table["__prompts__"])); ey = torch.tensor(rm.encode(table["__responses__"]))
+    out["torch"] = head(ex, ey).tolist()
+    out["personalign_loaded"] = any(m.startswith("personalign") for m in sys.modules)
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    data = generate_population(persons=30, comparisons_per_person=40, seed=1)
+    return LowRankBT(rank=3, featurizer=PairFeaturizer(HashingEncoder(128)), random_state=0).fit(data)
+
+
+def _policy(model, rho=0.5):
+    pol = policy_from_dict(
+        {"name": "t", "constraints": [{"name": "no_insults", "scorer": {"type": "regex", "patterns": ["stupid"]},
+                                       "threshold": 0, "direction": "max"}],
+         "trust_region": {"rho": rho}}
+    )
+    return BoundedPolicy(model, pol)
+
+
+def _run_child(art, model, prompts, responses, tmp_path):
+    enc = model.featurizer.encoder
+    texts = sorted({t for t in prompts + responses if t})
+    table = {t: v.tolist() for t, v in zip(texts, enc.encode(texts))}
+    table["__prompts__"], table["__responses__"] = prompts, responses
+    (tmp_path / "emb.json").write_text(json.dumps(table))
+    (tmp_path / "child.py").write_text(CHILD)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    # run from an empty folder with no path to the project's sources: personalign cannot be imported by accident
+    res = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "child.py"), str(art), str(tmp_path / "emb.json")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_portable_bounded_reward_equals_personalign(model, tmp_path):
+    policy = _policy(model)
+    user = list(model.user_units_)[3]
+    art = export_reward(model, tmp_path / "art", user_id=user, policy=policy)
+    assert {p.name for p in art.iterdir()} == {"config.json", "reward_head.safetensors", "reward_model.py", "README.md"}
+    assert "personalign" not in (art / "reward_model.py").read_text().replace("personalign portable", "")
+    prompts = [PROMPT] * len(CANDS) + ["Any tips for a trip to Rome?"] * 2
+    responses = CANDS + CANDS[:2]
+    got = _run_child(art, model, prompts, responses, tmp_path)
+    assert got["personalign_loaded"] is False
+    want = PersonalReward(model, policy)(user, prompts, responses)
+    np.testing.assert_allclose(got["score"], want, rtol=0, atol=1e-9)
+    assert got["score"][3] < min(got["score"][:3])  # the insult is ranked last by the artifact too
+    # the personal head is the trust-region-projected person, not the raw one
+    np.testing.assert_allclose(got["personal"], policy.personal_reward(user, prompts, responses), atol=1e-9)
+    np.testing.assert_allclose(got["torch"], got["personal"], atol=1e-9)
+
+
+def test_unbounded_and_population_exports(model, tmp_path):
+    user = list(model.user_units_)[0]
+    art = export_reward(model, tmp_path / "u", user_id=user)
+    got = _run_child(art, model, [PROMPT] * 4, CANDS[:4], tmp_path)
+    np.testing.assert_allclose(got["score"], model.score(user, PROMPT, CANDS[:4]), atol=1e-9)
+    pop = export_reward(model, tmp_path / "pop")
+    got = _run_child(pop, model, [PROMPT] * 4, CANDS[:4], tmp_path)
+    np.testing.assert_allclose(got["score"], model.score_posterior(model.prior(), PROMPT, CANDS[:4]), atol=1e-9)
+    assert json.loads((pop / "config.json").read_text())["subject"]["kind"] == "population"
+
+
+def test_export_refuses_what_it_cannot_carry(model, tmp_path):
+    pol = policy_from_dict(
+        {"name": "t", "constraints": [{"name": "custom", "scorer": {"type": "callable", "target": "numpy:ones_like"},
+                                       "threshold": 0}]}
+    )
+    with pytest.raises(ConfigError, match="cannot be exported"):
+        export_reward(model, tmp_path / "x", user_id="u00", policy=BoundedPolicy(model, pol))
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="not a unit"):
+        export_reward(model, tmp_path / "y", group="nope")
