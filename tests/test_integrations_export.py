@@ -87,7 +87,8 @@ def test_portable_bounded_reward_equals_personalign(model, tmp_path):
     user = list(model.user_units_)[3]
     art = export_reward(model, tmp_path / "art", user_id=user, policy=policy)
     assert {p.name for p in art.iterdir()} == {"config.json", "reward_head.safetensors", "reward_model.py", "README.md"}
-    assert "personalign" not in (art / "reward_model.py").read_text().replace("personalign portable", "")
+    src = (art / "reward_model.py").read_text()
+    assert "import personalign" not in src and "from personalign" not in src
     prompts = [PROMPT] * len(CANDS) + ["Any tips for a trip to Rome?"] * 2
     responses = CANDS + CANDS[:2]
     got = _run_child(art, model, prompts, responses, tmp_path)

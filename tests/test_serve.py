@@ -77,11 +77,11 @@ def fresh_db(kind: str, tmp: Path) -> Iterator[str]:
     from sqlalchemy.engine import make_url
 
     name = f"pa_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(sdb.normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        yield make_url(sdb.normalize_url(PG_URL)).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -329,9 +329,11 @@ def test_feedback_personalizes_scores(srv: Srv, local_model) -> None:
         sb = np.asarray(c.post("/v1/persons/short-lover/score", json=cands, headers=kb).json()["rewards"])
         prof = c.get("/v1/persons/long-lover", headers=ka).json()
     lengths = np.asarray([len(t) for t in TEXTS], float)
-    # each person's rewards now follow what they said, in opposite directions
-    assert np.corrcoef(lengths, sa)[0, 1] > 0.3
-    assert np.corrcoef(lengths, sb)[0, 1] < -0.3
+    pop = np.asarray(r0["population_rewards"])
+    # each person's deviation from the population follows what they said, in opposite directions
+    assert np.corrcoef(lengths, sa - pop)[0, 1] > 0.3
+    assert np.corrcoef(lengths, sb - pop)[0, 1] < -0.3
+    assert np.corrcoef(lengths, sa - sb)[0, 1] > 0.5
     # the stored posterior is exactly the model's own online folding of the stored judgments
     rows, prow = stored(srv, "long-lover")
     assert len(rows) == 16 == prow["n_judgments"] == prof["n_judgments"] == prof["n_comparisons"]

@@ -152,7 +152,7 @@ def pairs_from_judgments(j: Judgments, max_pairs_per_person: int | None = None, 
     key = u * (int(p.max()) + 1 if len(p) else 1) + p
     bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
     us, As, Bs = [], [], []
-    for s, e in zip(bounds[:-1], bounds[1:]):
+    for s, e in zip(bounds[:-1], bounds[1:], strict=False):
         if e - s < 2:
             continue
         a, b = np.triu_indices(e - s, k=1)

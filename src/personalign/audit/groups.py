@@ -50,8 +50,9 @@ def _dists(j: Judgments, mask: np.ndarray, levels: np.ndarray) -> tuple[np.ndarr
 
 
 def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon divergence (base 2, in [0, 1]) row by row."""
-    return jensenshannon(p, q, axis=1, base=2) ** 2
+    """Jensen-Shannon divergence (base 2, in [0, 1]) row by row (NaN for a row without answers)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return jensenshannon(p, q, axis=1, base=2) ** 2
 
 
 def _wasserstein_rep(p: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -148,7 +149,7 @@ def group_analysis(
         ok_all = np.all([ns[g] >= min_judges for g in names], axis=0)
         spread = np.zeros(len(j.items))
         for g in names:
-            spread = np.maximum(spread, _jsd(dists[g], all_p))
+            spread = np.fmax(spread, np.nan_to_num(_jsd(dists[g], all_p)))
         top = np.flatnonzero(ok_all)[np.argsort(-spread[ok_all])][:10]
         out[col] = {
             "groups": groups,

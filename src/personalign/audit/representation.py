@@ -52,7 +52,7 @@ def model_pair_scores(model_dir: str | Path, j: Judgments, pairs: Pairs, item_te
     uu, ii = key // pairs.n_items, key % pairs.n_items
     scores = np.asarray(model.score([j.users[k] for k in uu], [j.prompts[k] for k in ii],
                                     [item_text.get(j.items[k], "") for k in ii]), float)
-    lookup = dict(zip(key.tolist(), scores.tolist()))
+    lookup = dict(zip(key.tolist(), scores.tolist(), strict=False))
     sa = np.array([lookup[k] for k in (pairs.u * pairs.n_items + pairs.a).tolist()])
     sb = np.array([lookup[k] for k in (pairs.u * pairs.n_items + pairs.b).tolist()])
     return (sa, sb), type(model).__name__

@@ -44,7 +44,7 @@ def fit_bt(pairs_or_counts: Pairs | np.ndarray, alpha: float = 0.01) -> np.ndarr
     except RuntimeError:  # no convergence: the stable gradient method
         n = len(c)
         a, b = np.nonzero(c)
-        data = [(int(x), int(y)) for x, y, k in zip(a, b, c[a, b].astype(int)) for _ in range(k)]
+        data = [(int(x), int(y)) for x, y, k in zip(a, b, c[a, b].astype(int), strict=False) for _ in range(k)]
         theta = choix.opt_pairwise(n, data, alpha=max(alpha, 1e-3), method="BFGS")
     return np.asarray(theta, float)
 
@@ -62,11 +62,11 @@ def _profile(j: Judgments, idx: np.ndarray, sign: float) -> ProfileWithTies:
     u, i, y = u[order], i[order], y[order]
     bounds = np.flatnonzero(np.r_[True, u[1:] != u[:-1], True])
     ballots: dict[tuple, int] = {}
-    for s, e in zip(bounds[:-1], bounds[1:]):
+    for s, e in zip(bounds[:-1], bounds[1:], strict=False):
         vals = y[s:e]
         levels = np.unique(vals)[::-1]
         rank = {v: r + 1 for r, v in enumerate(levels)}
-        key = tuple(sorted((pos[int(c)], rank[v]) for c, v in zip(i[s:e], vals)))
+        key = tuple(sorted((pos[int(c)], rank[v]) for c, v in zip(i[s:e], vals, strict=False)))
         ballots[key] = ballots.get(key, 0) + 1
     rankings = [dict(k) for k in ballots]
     return ProfileWithTies(rankings, rcounts=list(ballots.values()), candidates=list(range(len(idx))))
@@ -144,15 +144,20 @@ def welfare(j: Judgments, idx: np.ndarray, sign: float, groups: dict[str, np.nda
 
 
 def analyze_profile(
-    j: Judgments,
+    j: Judgments | None,
     pairs: Pairs,
     idx: np.ndarray,
     *,
+    item_ids: list[str] | None = None,
     sign: float = 1.0,
     groups: dict[str, np.ndarray] | None = None,
     bt_alpha: float = 0.01,
 ) -> dict[str, Any]:
-    """Every social-choice figure for the items ``idx`` (indices into ``j.items``)."""
+    """Every social-choice figure for the items ``idx`` (indices into the item list).
+
+    Without a pointwise table ``j`` (comparison data), plurality and welfare are left out.
+    """
+    item_ids = j.items if j is not None else item_ids
     idx = np.asarray(idx)
     pos = -np.ones(len(j.items), dtype=np.int64)
     pos[idx] = np.arange(len(idx))
@@ -163,7 +168,7 @@ def analyze_profile(
     S = support_matrix(sub)
     M = S - S.T
     n = len(idx)
-    labels = [j.items[k] for k in idx]
+    labels = [item_ids[k] for k in idx]
     mg = MarginGraph(list(range(n)), [(x, y, int(M[x, y])) for x in range(n) for y in range(n) if M[x, y] > 0])
     cw = mg.condorcet_winner()
     wcw = mg.weak_condorcet_winner() or []
@@ -173,13 +178,13 @@ def analyze_profile(
     maximin = sorted(int(x) for x in vm.minimax(mg))
     borda_scores = M.sum(axis=1)
     borda = _winners(borda_scores)
-    prof = _profile(j, idx, sign)
-    plur_scores = prof.tops_scores(score_type="split")
-    plur_arr = np.array([plur_scores[c] for c in range(n)], float)
-    plurality = _winners(plur_arr)
     theta = fit_bt(sub.counts(), alpha=bt_alpha)
     bt = _winners(theta, tol=1e-7)
-    rules = {"borda": borda, "copeland": copeland, "maximin": maximin, "plurality": plurality, "bt": bt}
+    rules = {"borda": borda, "copeland": copeland, "maximin": maximin, "bt": bt}
+    if j is not None:
+        prof = _profile(j, idx, sign)
+        plur_scores = prof.tops_scores(score_type="split")
+        rules["plurality"] = _winners(np.array([plur_scores[c] for c in range(n)], float))
     if cw is not None:
         rules_cw = {k: (int(cw) in v) for k, v in rules.items()}
     else:
@@ -195,26 +200,7 @@ def analyze_profile(
     A_sig = sig.astype(float)
     sig_tri = int(round(np.trace(A_sig @ A_sig @ A_sig) / 3))
     cycle = find_cycle(S, smith) if len(smith) > 2 else []
-    # welfare: utilitarian vs egalitarian choices against the aggregate (BT) choice
-    w = welfare(j, idx, sign, groups)
-    mean_u = np.array(w["mean"])
-    p_min = np.array(w["min"])
-    g_min = np.array([np.nan if v is None else v for v in w["worst_group_mean"]])
-    util_choice = int(np.nanargmax(mean_u))
-    egal_person = int(np.lexsort((-mean_u, -np.nan_to_num(np.array(w["p10"]), nan=-1)))[0])
-    egal_group = int(np.nanargmax(np.where(np.isnan(g_min), -np.inf, g_min))) if np.isfinite(g_min).any() else None
-    bt_choice = int(np.argmax(theta))
-
-    def choice(c: int | None) -> dict[str, Any] | None:
-        if c is None:
-            return None
-        return {
-            "item": labels[c], "index": c, "mean_utility": w["mean"][c], "worst_person_utility": w["min"][c],
-            "p10_person_utility": w["p10"][c], "share_of_judges_at_bottom": w["share_at_bottom"][c],
-            "worst_group": w["worst_group"][c], "worst_group_mean_utility": w["worst_group_mean"][c],
-        }
-
-    return {
+    res = {
         "n_items": n,
         "n_persons": int(len(np.unique(sub.u))),
         "items": labels,
@@ -231,39 +217,68 @@ def analyze_profile(
         "rules_disagree": disagree,
         "any_disagreement": bool(any(disagree.values())),
         "kendall_tau_bt_borda": None if tau is None else float(tau),
-        "welfare": {
-            "aggregate_bt_choice": choice(bt_choice),
-            "utilitarian_choice": choice(util_choice),
-            "egalitarian_person_choice": choice(egal_person),
-            "egalitarian_group_choice": choice(egal_group),
-            "egalitarian_person_rule": "max of the bottom-decile utility, then the mean",
-            "egalitarian_group_rule": "max of the worst group's mean utility",
-        },
+        "welfare": None,
         "_support": S,
         "_theta": theta,
         "_borda": borda_scores,
         "_cycle_idx": cycle,
         "_smith_idx": smith,
     }
+    if j is None:
+        return res
+    # welfare: utilitarian vs egalitarian choices against the aggregate (BT) choice
+    w = welfare(j, idx, sign, groups)
+    mean_u = np.array(w["mean"])
+    g_min = np.array([np.nan if v is None else v for v in w["worst_group_mean"]])
+    util_choice = int(np.nanargmax(mean_u))
+    egal_person = int(np.lexsort((-mean_u, -np.nan_to_num(np.array(w["p10"]), nan=-1)))[0])
+    egal_group = int(np.nanargmax(np.where(np.isnan(g_min), -np.inf, g_min))) if np.isfinite(g_min).any() else None
+    bt_choice = int(np.argmax(theta))
+
+    def choice(c: int | None) -> dict[str, Any] | None:
+        if c is None:
+            return None
+        return {
+            "item": labels[c], "index": c, "mean_utility": w["mean"][c], "worst_person_utility": w["min"][c],
+            "p10_person_utility": w["p10"][c], "share_of_judges_at_bottom": w["share_at_bottom"][c],
+            "worst_group": w["worst_group"][c], "worst_group_mean_utility": w["worst_group_mean"][c],
+        }
+
+    res["welfare"] = {
+        "aggregate_bt_choice": choice(bt_choice),
+        "utilitarian_choice": choice(util_choice),
+        "egalitarian_person_choice": choice(egal_person),
+        "egalitarian_group_choice": choice(egal_group),
+        "egalitarian_person_rule": "max of the bottom-decile utility, then the mean",
+        "egalitarian_group_rule": "max of the worst group's mean utility",
+    }
+    return res
 
 
 def social_choice(
-    j: Judgments,
+    j: Judgments | None,
     pairs: Pairs,
     *,
+    item_ids: list[str] | None = None,
+    item_prompts: list[str] | None = None,
     max_items: int = 40,
     sign: float = 1.0,
     groups: dict[str, np.ndarray] | None = None,
     max_prompts: int = 200,
 ) -> dict[str, Any]:
     """Social choice on the most-judged items; per prompt when items belong to several prompts (candidate sets)."""
-    prompts = np.array(j.prompts, dtype=object)
-    counts = np.bincount(j.i, minlength=len(j.items))
+    item_ids = j.items if j is not None else item_ids
+    prompts = np.array(j.prompts if j is not None else item_prompts, dtype=object)
+    n_all = len(item_ids)
+    if j is not None:
+        counts = np.bincount(j.i, minlength=n_all)
+    else:
+        counts = np.bincount(pairs.a, minlength=n_all) + np.bincount(pairs.b, minlength=n_all)
     uniq = np.unique(prompts)
     if len(uniq) == 1:
         idx = np.argsort(-counts, kind="stable")[:max_items]
-        res = analyze_profile(j, pairs, np.sort(idx), sign=sign, groups=groups)
-        res["selection"] = f"the {len(idx)} most-judged items of {len(j.items)}"
+        res = analyze_profile(j, pairs, np.sort(idx), item_ids=item_ids, sign=sign, groups=groups)
+        res["selection"] = f"the {len(idx)} most-judged items of {n_all}"
         return {"mode": "single set", "main": res}
     per: list[dict[str, Any]] = []
     sets = []
@@ -273,12 +288,12 @@ def social_choice(
             sets.append((counts[idx].sum(), p, idx[np.argsort(-counts[idx], kind="stable")[:max_items]]))
     sets.sort(key=lambda t: -t[0])
     for _, _p, idx in sets[:max_prompts]:
-        r = analyze_profile(j, pairs, np.sort(idx), sign=sign, groups=None)
+        r = analyze_profile(j, pairs, np.sort(idx), item_ids=item_ids, sign=sign, groups=None)
         if r["n_persons"] >= 3:
             per.append(r)
     if not per:
         return {"mode": "per prompt", "note": "no prompt has 3+ candidates judged by 3+ persons", "main": None}
-    main = analyze_profile(j, pairs, np.sort(sets[0][2]), sign=sign, groups=groups)
+    main = analyze_profile(j, pairs, np.sort(sets[0][2]), item_ids=item_ids, sign=sign, groups=groups)
     main["selection"] = "the prompt with the most judgments"
     return {
         "mode": "per prompt",

@@ -198,6 +198,37 @@ class BoundedPolicy:
                 r_u = r_pop + s * (r_u - r_pop)
         return r_u
 
+    def personal_matrix(self, persons: np.ndarray, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """r~ for many raw weight vectors at once: (n_persons, n_responses) (the vectorized path of
+        :meth:`personal_reward`, for audits and figures; uses the model's ``basis`` when it has one)."""
+        responses = [str(r) for r in responses]
+        prompts = [prompts] * len(responses) if isinstance(prompts, str) else [str(p) for p in prompts]
+        prior = self._prior()
+        m = np.asarray(prior.mean, dtype=np.float64)
+        W = np.atleast_2d(np.asarray(persons, dtype=np.float64))
+        if m.size == 0:
+            r = np.asarray(self.model.score_posterior(m, prompts, responses), float)
+            return np.tile(r, (len(W), 1))
+        pz = self.policy.personalize
+        Wp = project_trust_region(
+            W, m, np.asarray(prior.cov), self.policy.trust_region.rho, fixed=pz.fixed,
+            personalizable=None if pz.dims == "all" else pz.dims,
+        )
+        if hasattr(self.model, "basis"):
+            s, g = self.model.basis(prompts, responses)
+            with np.errstate(invalid="ignore", over="ignore"):
+                r_u = s[None, :] + Wp @ np.asarray(g, float).T
+            r_pop = s + np.asarray(g, float) @ m
+        else:
+            r_u = np.stack([np.asarray(self.model.score_posterior(w, prompts, responses), float) for w in Wp])
+            r_pop = np.asarray(self.model.score_posterior(m, prompts, responses), float)
+        cs = self.policy.consensus
+        if cs.enabled and self.agreement is not None:
+            sc = consensus_scale(self.agreement(prompts, responses), cs.gamma, cs.min_agreement)
+            with np.errstate(invalid="ignore"):
+                r_u = r_pop[None, :] + sc[None, :] * (r_u - r_pop[None, :])
+        return r_u
+
     # ------------------------------------------------------------------------------------- public API
     def reward(self, person: Any, prompt: str | Sequence[str], response: str | Sequence[str]) -> np.ndarray | float:
         """Bounded reward R_u in [0, 1] (violating) or [2, 3] (satisfying); a single response gives a float."""

@@ -184,27 +184,33 @@ class Policy(_Strict):
         return p
 
 
+_TYPE_TAGS = {"float", "int", "str", "bool", "list", "dict", "none"}
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif str(part).lower() in _TYPE_TAGS or "[" in str(part) or "-" in str(part):
+            continue  # pydantic's union-branch tags (float, literal['calibrated'], ...) are not field names
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
 
 
 def _explain(err: dict[str, Any]) -> str:
-    msg = err.get("msg", "invalid")
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    got = err.get("input")
-    if err.get("type") in ("missing",):
+    if err.get("type") == "missing":
         return "is required but missing"
     if err.get("type") == "extra_forbidden":
         return "is not a known field (check the spelling)"
-    if got is not None and not isinstance(got, dict | list):
-        return f"expected {msg[0].lower() + msg[1:]}, got {got!r}" if msg else f"invalid value {got!r}"
+    msg = str(err.get("msg", "invalid"))
+    for pre in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(pre):
+            return msg[len(pre) :]
+    if msg.startswith("Input should be "):
+        msg = msg[len("Input should be ") :].split(", unable to")[0]
+        return f"expected {msg}"
     return msg
 
 
@@ -215,8 +221,23 @@ def policy_from_dict(raw: Any, source: str = "<policy>") -> Policy:
     try:
         pol = Policy.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        lines = [f"{source}: field '{_field_path(e['loc'])}': {_explain(e)}" for e in exc.errors()]
-        raise ConfigError("invalid policy: " + "; ".join(lines)) from None
+        by_path: dict[str, list[str]] = {}
+        got: dict[str, Any] = {}
+        for e in exc.errors():
+            path = _field_path(e["loc"])
+            text = _explain(e)
+            if text not in by_path.setdefault(path, []):
+                by_path[path].append(text)
+            if not isinstance(e.get("input"), dict | list) and e.get("type") != "missing":
+                got[path] = e.get("input")
+        lines = []
+        for path, texts in by_path.items():
+            exp = [t[len("expected ") :] for t in texts if t.startswith("expected ")]
+            other = [t for t in texts if not t.startswith("expected ")]
+            parts = other + ([f"expected {' or '.join(exp)}"] if exp else [])
+            tail = f", got {got[path]!r}" if path in got and exp else ""
+            lines.append(f"{source}: field '{path}': {'; '.join(parts)}{tail}")
+        raise ConfigError("invalid policy: " + " | ".join(lines)) from None
     return pol
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from personalign.cli import app
 from personalign.errors import ConfigError
+
+if TYPE_CHECKING:
+    from personalign.data.core import PreferenceData
 
 data_app = typer.Typer(help="Inspect, convert and synthesize preference data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -28,13 +32,13 @@ def _parse_map(pairs: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def _read(path: Path, fmt: str | None, user_col: str | None, mapping: list[str] | None):
+def _read(path: Path, fmt: str | None, user_col: str | None, mapping: list[str] | None) -> PreferenceData:
     from personalign.data.io import read_data
 
     return read_data(path, fmt, user_col=user_col, column_map=_parse_map(mapping))
 
 
-def inspect_report(data) -> dict:
+def inspect_report(data: PreferenceData) -> dict:
     """What ``data inspect`` shows, as JSON-ready data: the summary, demographics and validation findings."""
     from personalign.data.validate import validate
 
@@ -42,8 +46,11 @@ def inspect_report(data) -> dict:
     demo = {}
     for c in data.demographic_columns:
         col = data.users[c]
-        demo[c] = {"distinct": int(col.nunique(dropna=True)), "missing": int(col.isna().sum()),
-                   "top": [str(v) for v in col.value_counts().head(3).index]}
+        demo[c] = {
+            "distinct": int(col.nunique(dropna=True)),
+            "missing": int(col.isna().sum()),
+            "top": [str(v) for v in col.value_counts().head(3).index],
+        }
     report = validate(data)
     return {**summary, "demographics": demo, "validation": report.to_dict()}
 
@@ -82,10 +89,15 @@ def inspect(
     demo = rep["demographics"]
     t.add_row("demographic columns", ", ".join(f"{c} ({d['distinct']})" for c, d in demo.items()) or "none")
     if rep["contested_share"] is not None:
-        t.add_row("contested items", f"{rep['contested_share']:.1%} of {rep['items_with_3plus_judges']:,} items "
-                  "with 3+ judges (largest answer share < 80%)")
+        t.add_row(
+            "contested items",
+            f"{rep['contested_share']:.1%} of {rep['items_with_3plus_judges']:,} items "
+            "with 3+ judges (largest answer share < 80%)",
+        )
     findings = rep["validation"]["findings"]
-    t.add_row("validation", "[green]no findings[/]" if not findings else "[yellow]" + "\n".join(findings) + "[/]")
+    t.add_row(
+        "validation", "[green]no findings[/]" if not findings else "[yellow]" + "\n".join(findings) + "[/]"
+    )
     console.print(t)
     if json_out is not None:
         with atomic_write(json_out) as tmp:
@@ -96,7 +108,9 @@ def inspect(
 @data_app.command("convert")
 def convert(
     path: Path = typer.Argument(..., help="A file or folder of preference data."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output: .parquet (lossless), .jsonl, .jsonl.gz or .csv."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output: .parquet (lossless), .jsonl, .jsonl.gz or .csv."
+    ),
     fmt: str = typer.Option(None, "--format", "-f", help="Input format name (guessed when omitted)."),
     user_col: str = typer.Option(None, "--user-col", help="Column that names the person."),
     mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
@@ -121,10 +135,14 @@ def synth(
     comparisons: int = typer.Option(40, "--comparisons", help="Training comparisons per person."),
     alpha: float = typer.Option(0.1, "--alpha", help="Dirichlet concentration: small = people differ."),
     profiles: int = typer.Option(4, "--profiles", help="Number of latent value profiles."),
-    adversarial: float = typer.Option(0.0, "--adversarial", help="Fraction of persons who prefer harmful content."),
+    adversarial: float = typer.Option(
+        0.0, "--adversarial", help="Fraction of persons who prefer harmful content."
+    ),
     temperature: float = typer.Option(1.0, "--temperature", help="Bradley-Terry label temperature."),
     context: float = typer.Option(0.0, "--context", help="How much weights shift with the prompt's domain."),
-    heldout: int = typer.Option(20, "--heldout-comparisons", help="Comparisons per person on held-out prompts."),
+    heldout: int = typer.Option(
+        20, "--heldout-comparisons", help="Comparisons per person on held-out prompts."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same population)."),
 ) -> None:
     """Generate a synthetic pluralistic population with known true rewards (Parquet + truth JSON)."""
@@ -137,12 +155,21 @@ def synth(
         write_population,
     )
 
-    cfg = SyntheticConfig(persons=persons, comparisons_per_person=comparisons, alpha=alpha, n_profiles=profiles,
-                          adversarial_frac=adversarial, temperature=temperature, context_dependence=context,
-                          seed=seed)
+    cfg = SyntheticConfig(
+        persons=persons,
+        comparisons_per_person=comparisons,
+        alpha=alpha,
+        n_profiles=profiles,
+        adversarial_frac=adversarial,
+        temperature=temperature,
+        context_dependence=context,
+        seed=seed,
+    )
     data = generate_population(cfg)
     test = sample_comparisons(data, heldout, prompts="heldout", seed=seed + 1) if heldout > 0 else None
     summary = write_population(data, out, test)
     console.print(summary_table(summary))
-    console.print(f"written to [bold]{out}[/]: population.parquet, "
-                  f"{'heldout.parquet, ' if test is not None else ''}truth.json, summary.json")
+    console.print(
+        f"written to [bold]{out}[/]: population.parquet, "
+        f"{'heldout.parquet, ' if test is not None else ''}truth.json, summary.json"
+    )

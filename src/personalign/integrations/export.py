@@ -125,7 +125,10 @@ def export_reward(
         if cs.enabled and policy.agreement is not None:
             raise ConfigError("consensus-aware bounds use a per-item agreement table and cannot be exported portably")
         if w.size:
-            w = policy.weights(w)  # the trust-region projection, as BoundedPolicy applies it
+            from personalign.models.base import Posterior
+
+            # the trust-region projection, as BoundedPolicy applies it (a Posterior: weights() reads its mean)
+            w = policy.weights(Posterior(w, np.eye(w.size), 0))
         constraints, tensors = _constraint_entries(policy, feat_cfg)
     tensors["personal.weight"] = _linear_head(model, w)
     cfg = {

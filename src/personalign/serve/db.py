@@ -112,11 +112,13 @@ def default_sqlite_url(path: str | Path = "personalign-serve.db") -> str:
 
 
 def normalize_url(url: str) -> str:
-    """Accept a bare file path as a SQLite database; ``postgresql://`` means psycopg2."""
+    """Accept a bare file path as a SQLite database; ``postgresql://`` (no driver named) means psycopg2."""
     if "://" not in url:
         return default_sqlite_url(url)
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        # SQLAlchemy 2.1 defaults to psycopg 3; the project ships psycopg2(-binary)
+        return "postgresql+psycopg2://" + rest
     return url
 
 

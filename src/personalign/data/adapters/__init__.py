@@ -95,8 +95,10 @@ def detect_format(path: str | Path) -> str:
             return "polis"
         if "pilot_annotations.csv" in names:
             return "toxicity"
-        if any(n.endswith("_annotators_meta.json") for n in names):
-            return "lewidi"
+        if any(n.endswith("_annotators_meta.json") for n in names) or any(
+            p.is_dir() and any(p.glob("*_annotators_meta.json")) for p in path.iterdir()
+        ):
+            return "lewidi"  # a folder of LeWiDi datasets: the adapter asks which one
         if "dataset_info.json" in names or "dataset_dict.json" in names or "state.json" in names:
             return "hf"
         raise DataError(

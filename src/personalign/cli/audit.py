@@ -1,0 +1,40 @@
+"""`personalign audit`: what one aggregated reward would hide in a dataset (audit.json, report.html, plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from personalign.cli import app
+from personalign.cli._common import console
+
+
+@app.command("audit")
+def audit(
+    data: Path = typer.Argument(..., help="data file or folder"),
+    format: str = typer.Option(None, "--format", "-f", help="data format (popquorn, toxicity, polis, ...)"),
+    group_by: list[str] = typer.Option(None, "--group-by", help="demographic column(s); default: every usable one"),
+    model: Path = typer.Option(None, "--model", help="a saved personalign model to compare with"),
+    max_items: int = typer.Option(None, "--max-items", help="keep only the N most-judged items"),
+    min_judgments: int = typer.Option(1, "--min-judgments", help="keep persons with at least this many judgments"),
+    sc_items: int = typer.Option(40, "--sc-items", help="items in the social-choice profile"),
+    polarity: str = typer.Option("higher", "--polarity", help="'higher' or 'lower' values preferred"),
+    permutations: int = typer.Option(99, "--permutations", help="permutations of the structure test"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+) -> None:
+    """Audit what one aggregated reward hides: disagreement, social choice, groups, who loses, personal structure."""
+    from personalign.audit.report import run_audit, summary_table, write_audit
+    from personalign.data.io import read_data
+
+    d = read_data(data, format=format)
+    with console.status("auditing ...") as status:
+        res = run_audit(
+            d, group_by=group_by or None, model_dir=model, max_items=max_items, min_judgments=min_judgments,
+            sc_items=sc_items, polarity=polarity, n_permutations=permutations, seed=seed,
+            progress=lambda m: status.update(f"auditing: {m} ..."),
+        )
+    write_audit(res, out)
+    console.print(summary_table(res))
+    console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")

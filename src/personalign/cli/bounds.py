@@ -1,0 +1,130 @@
+"""`personalign bounds ...`: check a model against a policy, train the universal scorers, the synthetic report."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from personalign.cli import app
+from personalign.cli._common import console
+
+bounds_app = typer.Typer(help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True)
+app.add_typer(bounds_app, name="bounds")
+
+
+def _cmdline() -> str:
+    return "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@bounds_app.command("validate")
+def validate(policy: str = typer.Argument(..., help="Policy file (.yaml/.toml) or a packaged policy name.")) -> None:
+    """Validate a policy file and print what it declares."""
+    from personalign.bounds.policy import load_policy
+
+    pol = load_policy(policy)
+    console.print(f"[green]ok[/] {pol.source}: policy {pol.name!r}, {len(pol.constraints)} constraints, "
+                  f"rho={pol.trust_region.rho}, consensus={'on' if pol.consensus.enabled else 'off'}")
+    for c in pol.constraints:
+        op = ">=" if c.direction == "min" else "<="
+        console.print(f"  - {c.name}: {c.scorer.type} {op} {c.threshold} ({c.severity}) {c.meaning}")
+
+
+@bounds_app.command("check")
+def check(
+    data: Path = typer.Argument(..., help="Preference data file (any format personalign reads)."),
+    policy: str = typer.Option("default", help="Policy file or packaged policy name."),
+    model: Path = typer.Option(..., help="A saved personalign model directory."),
+    format: str = typer.Option(None, "--format", help="Data format (default: inferred from the file)."),
+    out: Path = typer.Option(Path("out/bounds-check"), help="Where to write report.json and report.md."),
+    max_persons: int = typer.Option(None, help="Check at most this many persons."),
+) -> None:
+    """Check a model against a policy on DATA: constraint pass rates, per-person violation rates without and with
+    the policy, trust-region distances. Writes OUT/report.json and OUT/report.md."""
+    from personalign.bounds.bounded import BoundedPolicy
+    from personalign.bounds.policy import load_policy
+    from personalign.bounds.report import _atomic_write, check_report
+    from personalign.data.io import read_data
+    from personalign.models import load_model
+
+    d = read_data(data, format=format) if format else read_data(data)
+    m = load_model(model)
+    bp = BoundedPolicy(m, load_policy(policy), items=d.items)
+    rep = check_report(bp, d, max_persons=max_persons)
+    rep["command"] = _cmdline()
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "report.json", json.dumps(rep, indent=1))
+    lines = [f"# bounds check: policy {rep['policy']}", "", f"Command: `{rep['command']}`", "",
+             f"- items: {rep['items']}, satisfying all constraints: {rep['items_satisfying']}",
+             *[f"- constraint {k}: pass rate {v:.3f} (threshold {rep['thresholds'][k]:.4g})"
+               for k, v in rep["constraint_pass_rates"].items()],
+             f"- separable pairs (one satisfies, one violates, same prompt): {rep['separable_pairs']}",
+             f"- persons checked: {rep['persons']}"]
+    if "trust_region" in rep:
+        tr = rep["trust_region"]
+        lines.append(f"- trust region rho={tr['rho']}: median distance {tr['distance_median']:.2f}, "
+                     f"max {tr['distance_max']:.2f}, projected {tr['projected_share']:.1%}")
+    if "violation_without" in rep:
+        lines.append(f"- violation rate without policy: mean {rep['violation_without']['mean']:.3f}, "
+                     f"max {rep['violation_without']['max']:.3f} ({rep['violation_without']['worst_person']})")
+        lines.append(f"- violation rate with policy: mean {rep['violation_with']['mean']:.3f}, "
+                     f"max {rep['violation_with']['max']:.3f}")
+    md = "\n".join(lines) + "\n"
+    _atomic_write(out / "report.md", md)
+    console.print(md, markup=False, highlight=False)
+    console.print(f"written {out / 'report.json'} and {out / 'report.md'}")
+
+
+@bounds_app.command("train-scorers")
+def train_scorers(
+    out: Path = typer.Option(None, help="Artifact folder (default: the package's bounds/artifacts)."),
+    shared: Path = typer.Option(None, help="The real-data folder (default ../shared/data)."),
+    seed: int = typer.Option(0, help="Split seed."),
+    which: str = typer.Option("both", help="harmlessness, consensus or both."),
+) -> None:
+    """Train the harmlessness head (HH-RLHF harmless pairs) and the consensus scorer (POPQUORN + toxicity),
+    print their held-out accuracy and save them (head.json per scorer)."""
+    from personalign.bounds.scorers import ARTIFACT_DIR, default_shared_data, train_consensus, train_harmlessness
+
+    base = out or ARTIFACT_DIR
+    sd = shared or default_shared_data()
+    if which in ("both", "harmlessness"):
+        h = train_harmlessness(base / "harmlessness", sd / "hh-rlhf-harmless-test" / "test.jsonl.gz", seed=seed)
+        m = h.metrics_
+        console.print(f"harmlessness head: held-out pair accuracy {m['test_pair_accuracy']:.3f} "
+                      f"(± {m['test_pair_accuracy_se']:.3f}, n={m['n_test']}), l2={m['l2']}, threshold {m['threshold']:.4f}")
+    if which in ("both", "consensus"):
+        c = train_consensus(base / "consensus", sd, seed=seed)
+        m = c.metrics_
+        console.print(f"consensus scorer: held-out accuracy {m['test_accuracy']:.3f}, balanced {m['test_balanced_accuracy']:.3f}, "
+                      f"AUC {m['test_auc']:.3f} (n={m['n_test']}), threshold {m['threshold']:.3f}")
+    console.print(f"saved under {base}")
+
+
+@bounds_app.command("train-harmlessness")
+def train_harmlessness_cmd(
+    out: Path = typer.Option(None, help="Artifact folder (default: the package's bounds/artifacts)."),
+    seed: int = typer.Option(0, help="Split seed."),
+) -> None:
+    """Train only the harmlessness head (same as train-scorers --which harmlessness)."""
+    train_scorers(out=out, shared=None, seed=seed, which="harmlessness")
+
+
+@bounds_app.command("report")
+def report(
+    out: Path = typer.Option(Path("results/bounds"), help="Where to write JSON, markdown and figures."),
+    persons: int = typer.Option(200, help="Synthetic persons (10% adversarial)."),
+    seed: int = typer.Option(0),
+    poisoning: bool = typer.Option(True, help="Run the poisoning curve (slowest part)."),
+) -> None:
+    """Violation rates with/without policy, personalization tax, monitor findings, poisoning curve."""
+    from personalign.bounds.report import run_synthetic_report
+
+    res = run_synthetic_report(out, persons=persons, seed=seed, poisoning=poisoning, command=_cmdline())
+    for name, v in res["violations"].items():
+        console.print(f"{name}: max per-person violation without {v['max_over_persons_without']:.3f}, "
+                      f"with {v['max_over_persons_with']:.3f}")
+    console.print(f"written under {out} ({res['seconds']:.0f} s)")

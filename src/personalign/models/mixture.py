@@ -1,0 +1,281 @@
+"""Latent-class mixture of Bradley-Terry rewards fitted by EM (the PAL / MaxMin-RLHF family).
+
+Model: C classes with rewards ``r_c(x, y) = (mu + b_c)^T phi(x, y)``; person u belongs to one class,
+``c_u ~ Categorical(pi)``, and all of u's comparisons follow ``P(y1 > y2) = sigmoid(r_c(y1) - r_c(y2))``.
+In the shared linear-Gaussian layout this is ``r_u = s(phi) + g(phi)^T w_u`` with ``g = B^T phi`` (B = [b_1..b_C],
+K = C) and ``w_u`` restricted to the one-hot vectors: the low-rank model with its prior replaced by a discrete one.
+A person's belief is the vector of responsibilities ``rho_u = P(c_u = c | judgments)``; it is reported as a
+:class:`Posterior` with ``mean = rho_u`` and ``cov = diag(rho_u) - rho_u rho_u^T`` (the covariance of the one-hot
+class indicator), so ``score`` gives the posterior-mean reward ``mu + B rho_u`` and ``adapt``/``update`` are exact
+Bayes updates of ``rho`` (no Laplace approximation is needed).
+
+Fitting: EM. E-step: ``rho_uc ∝ pi_c prod_i sigmoid(+-z_ic)`` over the person's comparisons; M-step: ``pi = mean_u
+rho_u`` and ``(mu, B)`` by L-BFGS on ``sum_i sum_c rho_{u(i)c} BCE(z_ic, y_i)`` + ``l2`` penalties; stopped on the
+validation log loss (predictive ``sum_c rho_uc sigmoid(z_ic)``), best state kept. :meth:`MixtureBT.maxmin_score` gives
+the egalitarian (MaxMin-RLHF) reward ``min_c r_c``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from personalign.data.core import PreferenceData
+from personalign.features.pairs import PairFeaturizer
+from personalign.models.base import LinearBasis, LinearGaussianModel, Posterior, TrainArrays, _as_list
+
+_EPS = 1e-12
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
+def _onehot_cov(r: np.ndarray) -> np.ndarray:
+    """Covariance of a one-hot indicator with probabilities ``r`` (rows: ``(..., C) -> (..., C, C)``)."""
+    r = np.asarray(r, float)
+    return np.einsum("...i,ij->...ij", r, np.eye(r.shape[-1])) - r[..., :, None] * r[..., None, :]
+
+
+class MixtureBT(LinearGaussianModel):
+    """C latent classes of Bradley-Terry rewards, ``r_c = (mu + b_c)^T phi``, fitted by EM (see module docstring).
+
+    ``n_classes`` (alias ``rank`` for :func:`make_model`), ``em_iters`` EM rounds (each M-step runs
+    ``m_step_iter`` L-BFGS iterations), ``n_init`` random restarts (best validation loss wins).
+    """
+
+    store_unit_covs = True
+
+    def __init__(
+        self,
+        n_classes: int = 4,
+        featurizer: PairFeaturizer | None = None,
+        *,
+        rank: int | None = None,
+        em_iters: int = 30,
+        m_step_iter: int = 10,
+        n_init: int = 1,
+        l2_mean: float = 1e-3,
+        l2_basis: float = 1e-2,
+        validation_fraction: float = 0.1,
+        patience: int = 4,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            featurizer, l2_mean=l2_mean, l2_basis=l2_basis, prior_precision=1.0, max_iter=em_iters,
+            validation_fraction=validation_fraction, patience=patience, random_state=random_state, verbose=verbose,
+        )
+        self.n_classes = int(rank if rank is not None else n_classes)
+        self.em_iters = em_iters
+        self.m_step_iter = m_step_iter
+        self.n_init = n_init
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return self.n_classes
+
+    @rank.setter
+    def rank(self, value: int | None) -> None:
+        if value is not None:
+            self.n_classes = int(value)
+
+    def get_params(self) -> dict[str, Any]:
+        p = super().get_params()
+        p.pop("rank", None)  # the alias is not a separate hyper-parameter
+        p.pop("prior_precision", None)
+        p.pop("max_iter", None)
+        return p
+
+    # ------------------------------------------------------------------ fit (EM)
+    def fit_arrays(self, train: TrainArrays, val: TrainArrays | None = None) -> MixtureBT:
+        """EM on array-level data (``train.unit`` indexes ``self.units_``; -1 = population rows)."""
+        if not hasattr(self, "units_") or self.units_ is None:
+            n_units = int(train.unit.max()) + 1 if len(train.unit) else 0
+            self.units_ = [str(i) for i in range(n_units)]
+            self.user_units_ = {u: i for i, u in enumerate(self.units_)}
+        d, C, U = train.X.shape[1], self.n_classes, len(self.units_)
+        best: tuple[float, Any] = (float("inf"), None)
+        histories = []
+        for restart in range(max(1, self.n_init)):
+            state, hist = self._em_once(train, val, d, C, U, int(self.random_state) + 1000 * restart)
+            histories.append(hist)
+            score = hist["best_val_loss"] if hist["best_val_loss"] is not None else hist["train_loss"][-1]
+            if score < best[0]:
+                best = (score, state)
+        mu, B, pi, R = best[1]
+        self.n_features_ = d
+        self.mu_, self.B_ = mu, B
+        self.prior_mean_ = pi
+        self.prior_cov_ = _onehot_cov(pi)
+        self.unit_means_ = R
+        self.unit_covs_ = _onehot_cov(R)
+        self.added_: dict[str, Posterior] = {}
+        self.history_ = {**histories[int(np.argmin([h["score"] for h in histories]))], "restarts": len(histories)}
+        self.fitted_ = True
+        return self
+
+    def _em_once(
+        self, train: TrainArrays, val: TrainArrays | None, d: int, C: int, U: int, seed: int
+    ) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        basis = LinearBasis(d, C, False, gen, init_scale=0.1)
+        X = torch.from_numpy(np.ascontiguousarray(train.X, dtype=np.float32))
+        ci, ri = torch.from_numpy(train.ci), torch.from_numpy(train.ri)
+        unit = torch.from_numpy(train.unit)
+        y = torch.from_numpy(train.y.astype(np.float32))
+        wt = torch.from_numpy(train.wt.astype(np.float32))
+        wsum = float(wt.sum())
+        # random soft start: persons lean to one class each, so the first M-step already separates classes
+        rng = np.random.default_rng(seed)
+        R = rng.dirichlet(np.full(C, 0.5), size=U)
+        pi = np.full(C, 1.0 / C)
+        opt = torch.optim.LBFGS(
+            basis.parameters(), lr=1.0, max_iter=self.m_step_iter, history_size=10, line_search_fn="strong_wolfe"
+        )
+        hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "stopped_early": False}
+        best: tuple[float, Any] = (float("inf"), None)
+        bad = 0
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.em_iters, desc="fitting MixtureBT (EM)", unit="round")
+        for _ in range(max(1, self.em_iters)):
+            # M-step: class rewards given responsibilities (population rows weighted by pi)
+            Rt = torch.from_numpy(np.vstack([R, pi[None, :]]).astype(np.float32))
+            u_idx = torch.where(unit < 0, torch.full_like(unit, U), unit)
+            resp = Rt[u_idx]  # (n, C)
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                P = basis(X)
+                z = (P[ci, :1] - P[ri, :1]) + (P[ci, 1:] - P[ri, 1:])  # (n, C)
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                    z, y[:, None].expand_as(z), reduction="none"
+                )
+                loss = ((bce * resp).sum(1) * wt).sum() + basis.penalty(self.l2_mean, self.l2_basis)
+                loss = loss / wsum
+                loss.backward()
+                return loss
+
+            loss = float(opt.step(closure))
+            hist["train_loss"].append(loss)
+            mu = basis.mu.detach().double().numpy().copy()
+            B = basis.B.detach().double().numpy().copy()
+            # E-step
+            pi_new, R = self._responsibilities(train, mu, B, pi, U)
+            pi = np.clip(pi_new, 1e-6, None)
+            pi = pi / pi.sum()
+            vl = self._val_loss(val, mu, B, pi, R) if val is not None and len(val) else None
+            if vl is not None:
+                hist["val_loss"].append(vl)
+            crit = vl if vl is not None else loss
+            if crit < best[0] - 1e-6:
+                best = (crit, (mu, B, pi.copy(), R.copy()))
+                bad = 0
+            else:
+                bad += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", val=f"{vl:.4f}" if vl is not None else "-")
+            if bad >= self.patience:
+                hist["stopped_early"] = True
+                break
+        if bar is not None:
+            bar.close()
+        hist["best_val_loss"] = best[0] if val is not None and len(val) else None
+        hist["score"] = best[0]
+        return best[1], hist
+
+    @staticmethod
+    def _class_margins(X: np.ndarray, ci: np.ndarray, ri: np.ndarray, mu: np.ndarray, B: np.ndarray) -> np.ndarray:
+        S, G = X @ mu, X @ B
+        return (S[ci] - S[ri])[:, None] + (G[ci] - G[ri])
+
+    def _responsibilities(
+        self, t: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, U: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(t.X, np.float64)
+        z = self._class_margins(X, t.ci, t.ri, mu, B)
+        y, wt = t.y[:, None].astype(float), t.wt[:, None].astype(float)
+        ll = wt * (y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z))
+        keep = t.unit >= 0
+        L = np.zeros((U, z.shape[1]))
+        np.add.at(L, t.unit[keep], ll[keep])
+        L += np.log(np.maximum(pi, _EPS))
+        L -= L.max(1, keepdims=True)
+        R = np.exp(L)
+        R /= R.sum(1, keepdims=True)
+        return R.mean(0) if U else pi, R
+
+    def _val_loss(self, v: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, R: np.ndarray) -> float:
+        z = self._class_margins(np.asarray(v.X, np.float64), v.ci, v.ri, mu, B)
+        resp = np.vstack([R, pi[None, :]])[np.where(v.unit < 0, len(R), v.unit)]
+        p = np.clip((resp / (1 + np.exp(-z))).sum(1), 1e-7, 1 - 1e-7)  # posterior predictive
+        y, wt = v.y.astype(float), v.wt.astype(float)
+        return float(-(wt * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / wt.sum())
+
+    # ------------------------------------------------------------------ persons
+    def adapt_arrays(
+        self, D: np.ndarray, a: np.ndarray, y: np.ndarray, wt: np.ndarray, prior: Posterior
+    ) -> Posterior:
+        """Exact Bayes update of the class responsibilities (``D[:, c]`` is class c's margin minus the shared one)."""
+        if len(a) == 0:
+            return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
+        z = a[:, None] + D
+        ll = (wt[:, None] * (y[:, None] * _log_sigmoid(z) + (1 - y[:, None]) * _log_sigmoid(-z))).sum(0)
+        L = np.log(np.maximum(prior.mean, _EPS)) + ll
+        r = np.exp(L - L.max())
+        r /= r.sum()
+        return Posterior(r, _onehot_cov(r), prior.n + len(a))
+
+    def query_scores(self, posterior: Posterior, D: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Mutual information between a pair's answer and the person's class: ``H(E_c p_c) - E_c H(p_c)``."""
+        r = posterior.mean
+        p = 1.0 / (1.0 + np.exp(-(a[:, None] + D)))
+
+        def h(q: np.ndarray) -> np.ndarray:
+            q = np.clip(q, 1e-12, 1 - 1e-12)
+            return -(q * np.log(q) + (1 - q) * np.log1p(-q))
+
+        return h(p @ r) - h(p) @ r
+
+    def predict_proba(self, comparisons: pd.DataFrame) -> np.ndarray:
+        """Posterior-predictive P(chosen > rejected) = ``sum_c rho_uc sigmoid(r_c(chosen) - r_c(rejected))``."""
+        self._check_fitted()
+        c = comparisons
+        prompts = c["prompt"].fillna("").astype(str).tolist() if "prompt" in c.columns else [""] * len(c)
+        users = c["user_id"].astype(str).tolist()
+        s1, g1 = self.basis(prompts, c["chosen"].astype(str).tolist())
+        s2, g2 = self.basis(prompts, c["rejected"].astype(str).tolist())
+        z = (s1 - s2)[:, None] + (g1 - g2)
+        R = np.stack([self.weights_for(u) for u in users]) if len(users) else np.zeros((0, self.K_))
+        return (R / (1.0 + np.exp(-z))).sum(1)
+
+    def class_rewards(self, prompts: str | list[str], responses: list[str] | str) -> np.ndarray:
+        """``(n, C)`` rewards of every class."""
+        s, g = self.basis(prompts, _as_list(responses))
+        return s[:, None] + g
+
+    def maxmin_score(self, prompts: str | list[str], responses: list[str] | str) -> np.ndarray:
+        """The egalitarian reward of MaxMin-RLHF: the worst class's reward ``min_c r_c(x, y)``."""
+        return self.class_rewards(prompts, responses).min(1)
+
+    def assignments(self) -> pd.Series:
+        """Most likely class of every trained person."""
+        self._check_fitted()
+        rows = {u: int(np.argmax(self.unit_means_[j])) for u, j in self.user_units_.items()}
+        return pd.Series(rows, name="class")
+
+    def fit(self, data: PreferenceData, val_data: PreferenceData | None = None) -> MixtureBT:
+        """EM fit on ``data.to_comparisons()`` (see the module docstring); returns self."""
+        self.units_ = None  # fit_arrays sets units from the data through the base class
+        return super().fit(data, val_data)  # type: ignore[return-value]
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"n_classes": self.n_classes}

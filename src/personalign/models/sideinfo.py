@@ -1,0 +1,215 @@
+"""Side information: the prior mean of a person's weights depends on their demographics (cold start).
+
+Model: ``w_u ~ N(A^T x_u, Sigma_x)`` with ``x_u = [1, onehot(demographics_u)]`` (numeric columns standardized),
+on top of :class:`~personalign.models.lowrank.LowRankBT` (same basis ``mu, B``). After the low-rank fit, empirical
+Bayes alternates ``side_em_iters`` times: ridge regression of the persons' posterior means on ``x_u``
+(``A = (X^T X + lambda I)^{-1} X^T W``, intercept unpenalized), residual covariance
+``Sigma_x = mean_u [C_u + (w_u - A^T x_u)(w_u - A^T x_u)^T]``, then every person's Laplace posterior under their
+own demographic prior. ``prior(user_row)`` returns ``N(A^T x(row), Sigma_x)``: a new person with demographics but no
+judgments is scored from the demographic prior, and ``adapt(..., user_row=row)`` starts from it. Without a row the
+population prior (marginal over demographics) is used. Unknown categories / missing columns contribute the
+training frequency of each category (their expected one-hot), so a missing column means "average person".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from personalign.data.core import PreferenceData
+from personalign.errors import ConfigError, DataError
+from personalign.features.pairs import PairFeaturizer
+from personalign.models.base import Posterior, TrainArrays, batched_laplace
+from personalign.models.lowrank import LowRankBT
+
+
+class SideInfoEncoder:
+    """Demographic columns -> design rows ``[1, onehot...]`` (categorical) / standardized values (numeric)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.spec: dict[str, dict[str, Any]] = {}
+
+    def fit(self, users: pd.DataFrame) -> SideInfoEncoder:
+        for c in self.columns:
+            if c not in users.columns:
+                raise DataError(
+                    f"side-information column {c!r} is not in the users table", field=c,
+                    expected=f"one of {[x for x in users.columns if x != 'user_id']}",
+                )
+            col = users[c]
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.nunique() > 10:
+                v = col.astype(float)
+                self.spec[c] = {"kind": "numeric", "mean": float(v.mean()), "sd": float(v.std() or 1.0)}
+            else:
+                vals = col.dropna().astype(str)
+                cats = sorted(vals.unique())
+                freq = vals.value_counts(normalize=True).reindex(cats).fillna(0).tolist()
+                self.spec[c] = {"kind": "categorical", "categories": cats, "freq": freq}
+        return self
+
+    @property
+    def dim(self) -> int:
+        return 1 + sum(1 if s["kind"] == "numeric" else len(s["categories"]) for s in self.spec.values())
+
+    def row(self, user_row: dict | pd.Series | None) -> np.ndarray:
+        parts = [np.ones(1)]
+        for c, s in self.spec.items():
+            v = None if user_row is None else user_row.get(c, None)
+            missing = v is None or (isinstance(v, float) and np.isnan(v))
+            if s["kind"] == "numeric":
+                parts.append(np.array([0.0 if missing else (float(v) - s["mean"]) / s["sd"]]))
+            else:
+                cats = s["categories"]
+                if missing or str(v) not in cats:
+                    parts.append(np.asarray(s["freq"], float))
+                else:
+                    e = np.zeros(len(cats))
+                    e[cats.index(str(v))] = 1.0
+                    parts.append(e)
+        return np.concatenate(parts)
+
+    def matrix(self, users: pd.DataFrame) -> np.ndarray:
+        recs = users.to_dict("records")
+        return np.stack([self.row(r) for r in recs]) if recs else np.zeros((0, self.dim))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "spec": self.spec}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SideInfoEncoder:
+        enc = cls(d["columns"])
+        enc.spec = {c: d["spec"][c] for c in d["columns"]}
+        return enc
+
+
+class SideInfoLowRankBT(LowRankBT):
+    """LowRankBT whose prior mean depends on demographics: ``w_u ~ N(A^T x_u, Sigma_x)`` (see module docstring).
+
+    ``side_info``: users-table columns; None = ``data.meta["side_information_columns"]`` or every demographic
+    column. ``side_ridge``: ridge penalty of the map ``A``.
+    """
+
+    def __init__(
+        self,
+        rank: int = 8,
+        featurizer: PairFeaturizer | None = None,
+        *,
+        side_info: list[str] | None = None,
+        side_ridge: float = 1.0,
+        side_em_iters: int = 5,
+        em_iters: int = 10,
+        jitter: float = 1e-4,
+        l2_mean: float = 1e-3,
+        l2_basis: float = 1.0,
+        prior_precision: float = 1.0,
+        max_iter: int = 300,
+        validation_fraction: float = 0.1,
+        patience: int = 3,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            rank, featurizer, em_iters=em_iters, jitter=jitter, l2_mean=l2_mean, l2_basis=l2_basis,
+            prior_precision=prior_precision, max_iter=max_iter, validation_fraction=validation_fraction,
+            patience=patience, random_state=random_state, verbose=verbose,
+        )
+        self.side_info = None if side_info is None else list(side_info)
+        self.side_ridge = side_ridge
+        self.side_em_iters = side_em_iters
+
+    def fit(self, data: PreferenceData, val_data: PreferenceData | None = None) -> SideInfoLowRankBT:
+        if not isinstance(data, PreferenceData):
+            raise DataError("SideInfoLowRankBT needs a PreferenceData with a users table", field="data")
+        cols = self.side_info
+        if cols is None:
+            cols = list(data.meta.get("side_information_columns") or data.demographic_columns)
+        if not cols:
+            raise DataError(
+                "no side-information columns: the users table has no demographic columns", field="users",
+                expected="users columns such as age_band, region (or pass side_info=[...])",
+            )
+        self.side_encoder_ = SideInfoEncoder(cols).fit(data.users)
+        users = data.users.drop_duplicates("user_id")
+        self._users_table = users.set_index(users["user_id"].astype(str))
+        try:
+            super().fit(data, val_data)
+        finally:
+            del self._users_table
+        return self
+
+    def _after_fit(self, train: TrainArrays) -> None:
+        super()._after_fit(train)  # low-rank empirical Bayes: mu, B frozen, N(m, Sigma), persons' posteriors
+        U, K = len(self.units_), self.K_
+        if K == 0 or U == 0:
+            self.side_map_ = np.zeros((self.side_encoder_.dim, K))
+            self.side_cov_ = self.prior_cov_.copy()
+            return
+        Xs = self.side_encoder_.matrix(self._users_table.reindex(self.units_).reset_index(drop=True))
+        S, G = self.project(train.X)
+        D = torch.from_numpy(G[train.ci] - G[train.ri])
+        a = torch.from_numpy(S[train.ci] - S[train.ri])
+        y = torch.from_numpy(train.y.astype(np.float64))
+        wt = torch.from_numpy(train.wt.astype(np.float64))
+        unit = torch.from_numpy(train.unit)
+        W, C = self.unit_means_, self.unit_covs_
+        pen = self.side_ridge * np.eye(Xs.shape[1])
+        pen[0, 0] = 0.0  # the intercept is not shrunk
+        eye = np.eye(K)
+        for _ in range(max(1, self.side_em_iters)):
+            A = np.linalg.solve(Xs.T @ Xs + pen, Xs.T @ W)
+            M = Xs @ A
+            R = W - M
+            Sig = C.mean(0) + R.T @ R / U + self.jitter * eye
+            Sig = 0.5 * (Sig + Sig.T)
+            Wt, Ct = batched_laplace(
+                D, a, y, wt, unit, U, torch.from_numpy(M), torch.from_numpy(np.linalg.inv(Sig)),
+                w0=torch.from_numpy(W), iters=4,
+            )
+            W, C = Wt.numpy().copy(), Ct.numpy().copy()
+        self.side_map_ = A
+        self.side_cov_ = Sig
+        self.unit_means_, self.unit_covs_ = W, C
+        # the population prior (no demographics known): marginal of the demographic priors
+        m = W.mean(0)
+        self.prior_mean_ = m
+        self.prior_cov_ = 0.5 * (Sig + Sig.T) + np.cov(M.T, bias=True).reshape(K, K)
+
+    # ------------------------------------------------------------------ persons
+    def _prior_mean(self, user_row: dict | None) -> np.ndarray:
+        if user_row is None:
+            return self.prior_mean_
+        return self.side_encoder_.row(user_row) @ self.side_map_
+
+    def prior(self, user_row: dict | None = None) -> Posterior:
+        """``N(A^T x(user_row), Sigma_x)``; the population prior when ``user_row`` is None."""
+        self._check_fitted()
+        if user_row is None:
+            return Posterior(self.prior_mean_.copy(), self.prior_cov_.copy(), 0)
+        return Posterior(self._prior_mean(dict(user_row)), self.side_cov_.copy(), 0)
+
+    # ------------------------------------------------------------------ artifacts
+    def _tensors(self) -> dict[str, np.ndarray]:
+        t = super()._tensors()
+        t["side_map"] = np.ascontiguousarray(self.side_map_, dtype=np.float64)
+        t["side_cov"] = np.ascontiguousarray(self.side_cov_, dtype=np.float64)
+        return t
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {**super()._extra_config(), "side_encoder": self.side_encoder_.to_dict()}
+
+    def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
+        super()._load_tensors(t, cfg, d)
+        if "side_encoder" not in cfg or "side_map" not in t or "side_cov" not in t:
+            raise ConfigError(f"{d}: a SideInfoLowRankBT artifact needs side_encoder, side_map and side_cov")
+        self.side_encoder_ = SideInfoEncoder.from_dict(cfg["side_encoder"])
+        A = t["side_map"].astype(np.float64)
+        if A.shape != (self.side_encoder_.dim, self.K_):
+            raise ConfigError(f"{d}: side_map has shape {A.shape}, expected {(self.side_encoder_.dim, self.K_)}")
+        self.side_map_ = A
+        self.side_cov_ = t["side_cov"].astype(np.float64)
