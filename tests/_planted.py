@@ -10,8 +10,14 @@ from personalign.features import PairFeaturizer, PrecomputedEncoder
 
 
 def planted(
-    n_users: int = 60, n_per_user: int = 60, n_items: int = 120, d: int = 16, K: int = 2,
-    scale: float = 4.0, seed: int = 0, n_test: int = 40,
+    n_users: int = 60,
+    n_per_user: int = 60,
+    n_items: int = 120,
+    d: int = 16,
+    K: int = 2,
+    scale: float = 4.0,
+    seed: int = 0,
+    n_test: int = 40,
 ) -> dict:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_items, d))
@@ -30,7 +36,7 @@ def planted(
             b = (a + rs.integers(1, n_items, n)) % n_items
             p = 1 / (1 + np.exp(-(R[a, j] - R[b, j])))
             win = rs.random(n) < p
-            for ai, bi, w in zip(a, b, win):
+            for ai, bi, w in zip(a, b, win, strict=False):
                 c, r = (ai, bi) if w else (bi, ai)
                 rows.append((u, "", texts[c], texts[r], R[c, j] - R[r, j]))
         return pd.DataFrame(rows, columns=["user_id", "prompt", "chosen", "rejected", "true_margin"])
@@ -40,7 +46,15 @@ def planted(
     feat = PairFeaturizer(PrecomputedEncoder((texts, X.astype(np.float32))), mode="response")
     return {
         "data": PreferenceData(comparisons=train.drop(columns="true_margin")),
-        "test": test, "featurizer": feat, "X": X, "mu": mu, "B": B, "W": W, "R": R, "users": users, "texts": texts,
+        "test": test,
+        "featurizer": feat,
+        "X": X,
+        "mu": mu,
+        "B": B,
+        "W": W,
+        "R": R,
+        "users": users,
+        "texts": texts,
     }
 
 

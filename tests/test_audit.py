@@ -11,7 +11,7 @@ import pytest
 from personalign.audit._table import judgments_from_data, pairs_from_judgments
 from personalign.audit.groups import group_analysis, group_labels
 from personalign.audit.heterogeneity import heterogeneity, variance_decomposition
-from personalign.audit.report import run_audit, write_audit
+from personalign.audit.report import run_audit
 from personalign.audit.social_choice import analyze_profile, social_choice
 from personalign.data.core import PreferenceData
 
@@ -83,7 +83,7 @@ def test_polarity_lower_reverses_the_profile():
 
 
 def two_groups(n_per: int = 10) -> PreferenceData:
-    """Group X finds items p, q, t offensive (5) and r, s, u fine (1); group Y the opposite; X is larger on p, q, t."""
+    """Group X finds items p, q, t offensive (5) and r, s, u fine (1); group Y the opposite; X is larger."""
     rows, users = [], []
     for g, high in (("X", "pqt"), ("Y", "rsu")):
         for k in range(n_per):
@@ -91,12 +91,12 @@ def two_groups(n_per: int = 10) -> PreferenceData:
             users.append({"user_id": uid, "camp": g, "noise": "n" + str(k % 2)})
             for item in "pqrstu":
                 rows.append({"user_id": uid, "response": item, "item_id": item, "rating": 5.0 if item in high else 1.0})
-    # three more X persons on items p, q, t only: everyone's majority follows X there and ties on r, s, u
+    # three more X persons: everyone's majority follows X
     for k in range(3):
         uid = f"X+{k}"
         users.append({"user_id": uid, "camp": "X", "noise": "n0"})
-        for item in "pqt":
-            rows.append({"user_id": uid, "response": item, "item_id": item, "rating": 5.0})
+        for item in "pqrstu":
+            rows.append({"user_id": uid, "response": item, "item_id": item, "rating": 5.0 if item in "pqt" else 1.0})
     return PreferenceData(ratings=pd.DataFrame(rows), users=pd.DataFrame(users), rating_scale=(1.0, 5.0))
 
 
@@ -106,15 +106,16 @@ def test_two_groups_with_opposite_majorities():
     labels, _ = group_labels(data.users, j.users, ["camp", "noise"])
     res = group_analysis(j, labels)
     camp = res["camp"]
-    # everyone's majority follows X on p, q, t, so Y is opposite on exactly those three items (r, s, u tie)
-    assert camp["groups"]["Y"]["opposite_majority_items"] == 3
+    # everyone's majority follows X, so Y is opposite on every item
+    assert camp["groups"]["Y"]["opposite_majority_items"] == 6
+    assert camp["groups"]["Y"]["opposite_majority_share"] == 1.0
     assert camp["groups"]["X"]["opposite_majority_items"] == 0
     jsd = np.array(camp["jsd_between"])
     assert jsd[0, 1] == pytest.approx(1.0)  # disjoint answers on every item: maximal divergence
     # a split that cuts across the camps shows little divergence
     assert np.array(res["noise"]["jsd_between"])[0, 1] < 0.1
     assert camp["groups"]["Y"]["representativeness_pooled"] < camp["groups"]["X"]["representativeness_pooled"]
-    # the majority label is X's answer on p, q, t (and, ties broken low, on r, s, u): X fully represented, Y not at all
+    # the majority label is X's answer: X fully represented, Y not at all
     assert camp["groups"]["X"]["representativeness_majority_label"] == pytest.approx(1.0)
     assert camp["groups"]["Y"]["representativeness_majority_label"] == pytest.approx(0.0)
     audit = run_audit(data, group_by=["camp"], n_permutations=9)
@@ -181,3 +182,17 @@ def test_cli_bad_option_exits_2(tmp_path):
     finally:
         sys.argv = argv
     assert not (tmp_path / "o" / "audit.json").exists()
+
+
+def test_personalized_model_serves_the_group_the_aggregate_fails(tmp_path):
+    from personalign.features.encoders import get_encoder
+    from personalign.features.pairs import PairFeaturizer
+    from personalign.models import make_model
+
+    data = two_groups(15)
+    model = make_model("lowrank", rank=2, featurizer=PairFeaturizer(get_encoder("hashing", cache=False)))
+    model.fit(data.as_comparison_data()).save_pretrained(tmp_path / "m")
+    rep = run_audit(data, group_by=["camp"], model_dir=tmp_path / "m", n_permutations=9)["representation"]
+    assert rep["aggregated"]["share_below_60"] > 0.4  # camp Y, the minority, is fit below 60%
+    assert rep["personalized"]["share_below_60"] < rep["aggregated"]["share_below_60"]
+    assert rep["change"]["mean_gain"] > 0.2

@@ -38,7 +38,7 @@ def test_two_process_torchrun_matches_single_process(population, tmp_path):
     out = tmp_path / "ddp_model"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "personalign.integrations.distributed", str(population), "--out", str(out),
         "--encoder", "hashing", "--rank", "3", "--max-iter", "100", "--backend", "gloo", "--quiet",
     ]

@@ -11,7 +11,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _planted import planted  # noqa: E402
-
 from personalign.errors import ConfigError, NotFittedError  # noqa: E402
 from personalign.models import (  # noqa: E402
     AggregatedBT,
@@ -65,7 +64,7 @@ def test_adapt_k0_is_prior_and_concentrates(pop, fitted):
     np.testing.assert_array_equal(p0.cov, prior.cov)
     own = pop["test"][pop["test"]["user_id"] == "u3"]
     traces = [np.trace(fitted.adapt(own.iloc[:k]).cov) for k in (0, 2, 10, 40)]
-    assert all(a > b for a, b in zip(traces, traces[1:]))
+    assert all(a > b for a, b in zip(traces, traces[1:], strict=False))
     # with 40 judgments the new person's weights point the way the trained person's do
     post = fitted.adapt(own)
     trained = fitted.posterior("u3")
@@ -96,19 +95,25 @@ def test_active_queries_beat_random(pop, fitted):
     for j in range(0, 30, 3):
         a = rng.integers(0, len(texts), 200)
         b = (a + rng.integers(1, len(texts), 200)) % len(texts)
-        cands = pd.DataFrame({"prompt": "", "chosen": [texts[i] for i in a], "rejected": [texts[i] for i in b]})
+        cands = pd.DataFrame(
+            {"prompt": "", "chosen": [texts[i] for i in a], "rejected": [texts[i] for i in b]}
+        )
         res = {}
         for mode in ("active", "random"):
             post, avail = fitted.prior(), np.ones(len(cands), bool)
             r2 = np.random.default_rng(j)
             for _ in range(4):
                 idx = np.flatnonzero(avail)
-                pick = idx[fitted.suggest_query(post, cands.iloc[idx])] if mode == "active" else r2.choice(idx)
+                pick = (
+                    idx[fitted.suggest_query(post, cands.iloc[idx])] if mode == "active" else r2.choice(idx)
+                )
                 avail[pick] = False
                 ai, bi = a[pick], b[pick]
                 win = r2.random() < 1 / (1 + np.exp(-(R[ai, j] - R[bi, j])))
                 c, r = (ai, bi) if win else (bi, ai)
-                post = fitted.update(post, pd.DataFrame({"prompt": [""], "chosen": [texts[c]], "rejected": [texts[r]]}))
+                post = fitted.update(
+                    post, pd.DataFrame({"prompt": [""], "chosen": [texts[c]], "rejected": [texts[r]]})
+                )
             res[mode] = post
         gains.append(res["random"].entropy() - res["active"].entropy())
     assert np.mean(gains) > 0  # active questions shrink the posterior more than random ones

@@ -17,6 +17,7 @@ from rich.rule import Rule
 # (title, "module:function"), run in order
 STEPS: list[tuple[str, str]] = [
     ("Synthetic pluralistic population", "personalign.data.synthetic:demo_step"),
+    ("Aggregation audit", "personalign.audit.report:audit_step"),
 ]
 
 

@@ -297,9 +297,14 @@ def render_html(doc: dict[str, Any], plot_paths: dict[str, Path]) -> str:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("personalign.audit", "templates"),
+                             undefined=jinja2.ChainableUndefined,
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
-    env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
-    env.filters["num"] = lambda v, d=3: "n/a" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+    def missing(v: Any) -> bool:
+        return v is None or isinstance(v, jinja2.Undefined)
+
+    # comparison data leaves some figures out: they print as n/a
+    env.filters["pct"] = lambda v: "n/a" if missing(v) else f"{100 * v:.1f}%"
+    env.filters["num"] = lambda v, d=3: "n/a" if missing(v) else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
     imgs = {k: base64.b64encode(p.read_bytes()).decode() for k, p in plot_paths.items()}
     return env.get_template("report.html.j2").render(d=doc, h=doc["headline"], imgs=imgs)
 

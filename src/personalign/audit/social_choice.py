@@ -159,7 +159,7 @@ def analyze_profile(
     """
     item_ids = j.items if j is not None else item_ids
     idx = np.asarray(idx)
-    pos = -np.ones(len(j.items), dtype=np.int64)
+    pos = -np.ones(len(item_ids), dtype=np.int64)
     pos[idx] = np.arange(len(idx))
     m = (pos[pairs.a] >= 0) & (pos[pairs.b] >= 0)
     # a lower-is-better polarity flips every pair

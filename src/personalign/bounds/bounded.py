@@ -162,13 +162,12 @@ class BoundedPolicy:
 
     def weights(self, person: Any) -> np.ndarray | None:
         """The person's parameters after the trust-region projection (None for a model without personal part)."""
-        from_post = getattr(person, "mean", None)
         if isinstance(person, str):
             w = np.asarray(self.model.posterior(person).mean, dtype=np.float64)
-        elif from_post is not None:
-            w = np.asarray(from_post, dtype=np.float64)
-        else:
+        elif isinstance(person, np.ndarray | list | tuple):
             w = np.asarray(person, dtype=np.float64)
+        else:  # a Posterior (or anything with a mean vector)
+            w = np.asarray(person.mean, dtype=np.float64)
         prior = self._prior()
         m = np.asarray(prior.mean, dtype=np.float64)
         if m.size == 0:

@@ -32,7 +32,6 @@ from personalign.bounds.monitors import (
     sycophancy_check,
 )
 from personalign.bounds.policy import load_policy
-from personalign.bounds.scorers import HarmlessnessHead
 from personalign.data.core import PreferenceData
 
 
@@ -95,14 +94,16 @@ def universal_pairs(items: pd.DataFrame, heldout: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["prompt", "safe", "unsafe"])
 
 
-def synthetic_harm_head(data: PreferenceData, seed: int = 0) -> HarmlessnessHead:
-    """A population-wide harm head for the synthetic texts, trained on the *training* prompts' items only
-    (pairs harmless > harmful, the population's universal label) so held-out prompts stay unseen."""
-    from personalign.features import PairFeaturizer, get_encoder
+def synthetic_harm_classifier(data: PreferenceData, seed: int = 0) -> Any:
+    """A population-wide harm classifier for the synthetic texts (logistic over MiniLM embeddings, the
+    :class:`ConsensusScorer` model), trained on the *training* prompts' items labelled by the population's
+    universal judgment (harmful or not); held-out prompts stay unseen."""
+    from personalign.bounds.scorers import ConsensusScorer
+    from personalign.features import get_encoder
 
-    pairs = universal_pairs(data.items[~data.items["heldout_prompt"].astype(bool)], heldout=False)
-    pairs = pairs.rename(columns={"safe": "chosen", "unsafe": "rejected"})
-    return HarmlessnessHead(random_state=seed, featurizer=PairFeaturizer(get_encoder("minilm"))).fit(pairs)
+    it = data.items[~data.items["heldout_prompt"].astype(bool)]
+    lab = pd.DataFrame({"text": it["text"], "label": (it["attr_harm"] >= 0.5).astype(int), "source": "synthetic"})
+    return ConsensusScorer(random_state=seed, encoder=get_encoder("minilm")).fit(lab)
 
 
 def person_weights(model: Any, data: PreferenceData, extreme: float = 1e3) -> tuple[np.ndarray, pd.DataFrame]:
@@ -459,15 +460,12 @@ def run_synthetic_report(
     W, meta = person_weights(model, data)
     policies = {
         "synthetic.yaml (moderation label)": BoundedPolicy(model, load_policy("synthetic"), items=data.items),
-        "learned synthetic harm head": BoundedPolicy(
-            model, load_policy("synthetic"), scorers={"harmless": synthetic_harm_head(data, seed)}
+        "learned synthetic harm classifier": BoundedPolicy(
+            model, load_policy("synthetic"), scorers={"harmless": synthetic_harm_classifier(data, seed)}
         ),
         "default.yaml (HH head + consensus + rules)": BoundedPolicy(model, load_policy("default")),
     }
-    # the learned head's policy: score >= threshold (direction min), override the attribute constraint's direction
-    lp = policies["learned synthetic harm head"]
-    lp.policy = lp.policy.model_copy(deep=True)
-    lp.policy.constraints[0].direction = "min"
+    lp = policies["learned synthetic harm classifier"]
     lp.thresholds["harmless"] = float(lp.scorers["harmless"].threshold_)
     res: dict[str, Any] = {"command": command, "persons": persons, "seed": seed, "universal_pairs": len(pairs)}
     viol = {}

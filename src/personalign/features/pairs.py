@@ -57,7 +57,7 @@ class PairFeaturizer:
         if not uniq:
             return {}
         vec = self.encoder.encode(uniq, show_progress=show_progress)
-        return dict(zip(uniq, vec))
+        return dict(zip(uniq, vec, strict=False))
 
     def transform(
         self, prompts: Sequence[str] | str, responses: Sequence[str], show_progress: bool = False
@@ -69,7 +69,8 @@ class PairFeaturizer:
         prompts = ["" if p is None else str(p) for p in prompts]
         if len(prompts) != len(responses):
             raise DataError(
-                f"{len(prompts)} prompts for {len(responses)} responses", field="prompt",
+                f"{len(prompts)} prompts for {len(responses)} responses",
+                field="prompt",
                 expected="one prompt per response (or a single prompt)",
             )
         need = set(responses) | (set(prompts) if self.mode == "auto" else set())

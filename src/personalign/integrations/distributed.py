@@ -112,7 +112,7 @@ def ddp_fit_arrays(
     if K > 0 and len(model.units_) > 0:
         W = torch.nn.Parameter(torch.randn(len(model.units_), K, generator=gen) * 0.01)
     obj = _ShardObjective(basis, W).to(device)
-    net = DDP(obj, broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None) if ddp_on else obj
+    net = DDP(obj, device_ids=[device.index] if device.type == "cuda" else None) if ddp_on else obj
     X = torch.from_numpy(np.ascontiguousarray(train.X, dtype=np.float32)).to(device)
     tr = _shard(train, rank, world, device)
     va = _shard(val, rank, world, device) if val is not None and len(val) else None

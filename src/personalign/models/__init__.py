@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -17,7 +18,12 @@ from personalign.models.base import (
     registered,
 )
 from personalign.models.bt import AggregatedBT, GroupBT, IndependentBT
+from personalign.models.context import ContextLowRankBT
 from personalign.models.lowrank import LowRankBT
+from personalign.models.mixture import MixtureBT  # variants (helper-owned files)
+from personalign.models.mlp import MLPLowRankBT
+from personalign.models.pointwise import CrowdOffsetReference, OrdinalLowRank
+from personalign.models.sideinfo import SideInfoLowRankBT
 
 MODEL_NAMES: dict[str, str] = {
     "bt": "AggregatedBT",
@@ -26,6 +32,11 @@ MODEL_NAMES: dict[str, str] = {
     "independent": "IndependentBT",
     "lowrank": "LowRankBT",
     "mixture": "MixtureBT",
+    "sideinfo": "SideInfoLowRankBT",
+    "lowrank-side": "SideInfoLowRankBT",
+    "context": "ContextLowRankBT",
+    "mlp": "MLPLowRankBT",
+    "ordinal": "OrdinalLowRank",
 }
 
 
@@ -40,8 +51,10 @@ def make_model(name: str, **kw: Any) -> PersonalModel:
             raise ConfigError("the mixture model is not available in this version") from exc
     cls = registered(cls_name)
     if cls is None:
-        raise ConfigError(f"unknown model {name!r} (expected one of {sorted(set(MODEL_NAMES) - {'aggregated'})})")
-    if cls is not LowRankBT and "rank" in kw and cls_name != "MixtureBT":
+        raise ConfigError(
+            f"unknown model {name!r} (expected one of {sorted(set(MODEL_NAMES) - {'aggregated'})})"
+        )
+    if "rank" in kw and "rank" not in inspect.signature(cls.__init__).parameters:
         kw.pop("rank")
     return cls(**kw)
 
@@ -57,13 +70,19 @@ def load_model(directory: str | os.PathLike, **kw: Any) -> PersonalModel:
 
 __all__ = [
     "AggregatedBT",
+    "ContextLowRankBT",
     "GroupBT",
     "IndependentBT",
     "LinearGaussianModel",
     "LowRankBT",
+    "MLPLowRankBT",
     "MODEL_NAMES",
+    "MixtureBT",
+    "OrdinalLowRank",
+    "CrowdOffsetReference",
     "PersonalModel",
     "Posterior",
+    "SideInfoLowRankBT",
     "TrainArrays",
     "batched_laplace",
     "laplace_newton",

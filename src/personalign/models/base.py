@@ -216,7 +216,9 @@ class TrainArrays:
 class LinearBasis(torch.nn.Module):
     """``(n, d) -> (n, 1 + K)``: column 0 is ``mu^T phi``, the rest ``B^T phi`` (``B = I`` when ``identity``)."""
 
-    def __init__(self, d: int, K: int, identity: bool, generator: torch.Generator, init_scale: float = 0.1) -> None:
+    def __init__(
+        self, d: int, K: int, identity: bool, generator: torch.Generator, init_scale: float = 0.1
+    ) -> None:
         super().__init__()
         self.identity = identity
         self.mu = torch.nn.Parameter(torch.zeros(d, dtype=torch.float32))
@@ -248,8 +250,8 @@ def train_linear_gaussian(
     val: TrainArrays | None,
     *,
     prior_precision: float = 1.0,
-    l2_mean: float = 1e-3,
-    l2_basis: float = 1.0,
+    l2_mean: float = 30.0,
+    l2_basis: float = 30.0,
     max_iter: int = 300,
     eval_every: int = 10,
     patience: int = 3,
@@ -265,8 +267,19 @@ def train_linear_gaussian(
     """
     with torch_threads():
         return _train_linear_gaussian(
-            basis, W, train, val, prior_precision=prior_precision, l2_mean=l2_mean, l2_basis=l2_basis,
-            max_iter=max_iter, eval_every=eval_every, patience=patience, tol=tol, verbose=verbose, desc=desc,
+            basis,
+            W,
+            train,
+            val,
+            prior_precision=prior_precision,
+            l2_mean=l2_mean,
+            l2_basis=l2_basis,
+            max_iter=max_iter,
+            eval_every=eval_every,
+            patience=patience,
+            tol=tol,
+            verbose=verbose,
+            desc=desc,
         )
 
 
@@ -331,8 +344,13 @@ def _train_linear_gaussian(
         )
 
     opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=eval_every, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-9, tolerance_change=1e-12,
+        params,
+        lr=1.0,
+        max_iter=eval_every,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
     )
 
     def closure() -> torch.Tensor:
@@ -364,7 +382,9 @@ def _train_linear_gaussian(
                 bad += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{history['val_loss'][-1]:.4f}" if va is not None else "-")
+            bar.set_postfix(
+                loss=f"{loss:.4f}", val=f"{history['val_loss'][-1]:.4f}" if va is not None else "-"
+            )
         if va is not None and bad >= patience:
             history["stopped_early"] = True
             break
@@ -375,7 +395,7 @@ def _train_linear_gaussian(
         bar.close()
     if best[1] is not None:
         with torch.no_grad():
-            for p, b in zip(params, best[1]):
+            for p, b in zip(params, best[1], strict=False):
                 p.copy_(b)
     history["best_val_loss"] = best[0] if best[1] is not None else None
     return history
@@ -440,8 +460,8 @@ class LinearGaussianModel(PersonalModel):
         self,
         featurizer: PairFeaturizer | None = None,
         *,
-        l2_mean: float = 1e-3,
-        l2_basis: float = 1.0,
+        l2_mean: float = 30.0,
+        l2_basis: float = 30.0,
         prior_precision: float = 1.0,
         max_iter: int = 300,
         validation_fraction: float = 0.1,
@@ -484,7 +504,9 @@ class LinearGaussianModel(PersonalModel):
         allk = pd.concat(keys, ignore_index=True) if keys else pd.Series([], dtype=object)
         codes, uniq = pd.factorize(allk, sort=False)
         parts = [u.split(_SEP, 1) for u in uniq]
-        X = self._featurizer().transform([q[0] for q in parts], [q[1] for q in parts], show_progress=self.verbose)
+        X = self._featurizer().transform(
+            [q[0] for q in parts], [q[1] for q in parts], show_progress=self.verbose
+        )
         out, pos = [], 0
         for f in frames:
             n = len(f)
@@ -494,7 +516,11 @@ class LinearGaussianModel(PersonalModel):
 
     @staticmethod
     def _labels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        tie = df["tie"].fillna(False).astype(bool).to_numpy() if "tie" in df.columns else np.zeros(len(df), bool)
+        tie = (
+            df["tie"].fillna(False).astype(bool).to_numpy()
+            if "tie" in df.columns
+            else np.zeros(len(df), bool)
+        )
         y = np.where(tie, 0.5, 1.0).astype(np.float32)
         wt = (
             df["weight"].fillna(1.0).astype(float).to_numpy(np.float32)
@@ -520,7 +546,9 @@ class LinearGaussianModel(PersonalModel):
         if len(comps) == 0:
             raise DataError("no comparisons to train on (ratings, votes and rankings convert to comparisons)")
         if val_data is not None:
-            val = val_data.to_comparisons() if isinstance(val_data, PreferenceData) else pd.DataFrame(val_data)
+            val = (
+                val_data.to_comparisons() if isinstance(val_data, PreferenceData) else pd.DataFrame(val_data)
+            )
         elif self.validation_fraction and self.validation_fraction > 0 and len(comps) >= 20:
             comps, val = split_judgments(comps, self.validation_fraction, seed=self.random_state)
         else:
@@ -549,9 +577,16 @@ class LinearGaussianModel(PersonalModel):
         if K > 0 and len(self.units_) > 0:
             W = torch.nn.Parameter(torch.randn(len(self.units_), K, generator=gen) * 0.01)
         self.history_ = train_linear_gaussian(
-            basis, W, train, val,
-            prior_precision=self.prior_precision, l2_mean=self.l2_mean, l2_basis=self.l2_basis,
-            max_iter=self.max_iter, patience=self.patience, verbose=self.verbose,
+            basis,
+            W,
+            train,
+            val,
+            prior_precision=self.prior_precision,
+            l2_mean=self.l2_mean,
+            l2_basis=self.l2_basis,
+            max_iter=self.max_iter,
+            patience=self.patience,
+            verbose=self.verbose,
             desc=f"fitting {type(self).__name__}",
         )
         self._store_basis(basis)
@@ -584,9 +619,16 @@ class LinearGaussianModel(PersonalModel):
         a = torch.from_numpy(S[train.ci] - S[train.ri])
         P = torch.from_numpy(np.linalg.inv(self.prior_cov_))
         W, C = batched_laplace(
-            D, a, torch.from_numpy(train.y.astype(np.float64)), torch.from_numpy(train.wt.astype(np.float64)),
-            torch.from_numpy(train.unit), len(self.units_), torch.from_numpy(self.prior_mean_), P,
-            w0=torch.from_numpy(self.unit_means_), iters=iters,
+            D,
+            a,
+            torch.from_numpy(train.y.astype(np.float64)),
+            torch.from_numpy(train.wt.astype(np.float64)),
+            torch.from_numpy(train.unit),
+            len(self.units_),
+            torch.from_numpy(self.prior_mean_),
+            P,
+            w0=torch.from_numpy(self.unit_means_),
+            iters=iters,
         )
         self.unit_means_ = W.numpy()
         self.unit_covs_ = C.numpy()
@@ -624,7 +666,9 @@ class LinearGaussianModel(PersonalModel):
         n = len(responses)
         users = _as_list(users, n)
         if len(users) != n:
-            raise DataError(f"{len(users)} users for {n} responses", field="user_id", expected="one per response")
+            raise DataError(
+                f"{len(users)} users for {n} responses", field="user_id", expected="one per response"
+            )
         s, g = self.basis(prompts, responses)
         if self.K_ == 0:
             return s
@@ -632,10 +676,17 @@ class LinearGaussianModel(PersonalModel):
         return s + (g * W).sum(1)
 
     def score_posterior(
-        self, posterior_or_weights: Posterior | np.ndarray, prompts: str | Sequence[str], responses: Sequence[str]
+        self,
+        posterior_or_weights: Posterior | np.ndarray,
+        prompts: str | Sequence[str],
+        responses: Sequence[str],
     ) -> np.ndarray:
         """Rewards under arbitrary personal weights (a Posterior's mean, or a ``(K,)`` / ``(n, K)`` array)."""
-        w = posterior_or_weights.mean if isinstance(posterior_or_weights, Posterior) else np.asarray(posterior_or_weights)
+        w = (
+            posterior_or_weights.mean
+            if isinstance(posterior_or_weights, Posterior)
+            else np.asarray(posterior_or_weights)
+        )
         s, g = self.basis(prompts, _as_list(responses))
         if self.K_ == 0:
             return s
@@ -687,7 +738,8 @@ class LinearGaussianModel(PersonalModel):
         if isinstance(prompts, str):
             prompts = [""] * n
         phi = self._featurizer().transform(
-            prompts + prompts, examples["chosen"].astype(str).tolist() + examples["rejected"].astype(str).tolist()
+            prompts + prompts,
+            examples["chosen"].astype(str).tolist() + examples["rejected"].astype(str).tolist(),
         )
         s, g = self.project(phi)
         y, wt = self._labels(examples)
@@ -726,7 +778,9 @@ class LinearGaussianModel(PersonalModel):
         """
         self._check_fitted()
         if len(candidates) == 0:
-            raise DataError("no candidate pairs to choose from", field="candidates", expected="at least one row")
+            raise DataError(
+                "no candidate pairs to choose from", field="candidates", expected="at least one row"
+            )
         D, a, _, _ = self.example_arrays(candidates)
         return int(np.argmax(self.query_scores(posterior, D, a)))
 
@@ -859,7 +913,9 @@ class LinearGaussianModel(PersonalModel):
             return t[key].astype(np.float64)
 
         if self._featurizer().dim_out != nf:
-            raise ConfigError(f"{d}: featurizer gives {self._featurizer().dim_out}-d features, model expects {nf}")
+            raise ConfigError(
+                f"{d}: featurizer gives {self._featurizer().dim_out}-d features, model expects {nf}"
+            )
         self.n_features_ = nf
         self.mu_ = need("mu", (nf,))
         self.B_ = need("B", (nf, K)) if "B" in t or (not self.identity_basis and K > 0) else None
@@ -890,7 +946,9 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{f}: invalid JSON: {exc}") from exc
     if cfg.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{f}: format_version {cfg.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+        raise ConfigError(
+            f"{f}: format_version {cfg.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+        )
     return cfg
 
 

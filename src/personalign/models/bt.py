@@ -41,7 +41,7 @@ class GroupBT(LinearGaussianModel):
         group_col: str = "group",
         featurizer: PairFeaturizer | None = None,
         *,
-        l2_mean: float = 1e-3,
+        l2_mean: float = 30.0,
         prior_precision: float = 1.0,
         max_iter: int = 300,
         validation_fraction: float = 0.1,
@@ -50,8 +50,14 @@ class GroupBT(LinearGaussianModel):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            featurizer, l2_mean=l2_mean, prior_precision=prior_precision, max_iter=max_iter,
-            validation_fraction=validation_fraction, patience=patience, random_state=random_state, verbose=verbose,
+            featurizer,
+            l2_mean=l2_mean,
+            prior_precision=prior_precision,
+            max_iter=max_iter,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
         self.group_col = group_col
 
@@ -59,15 +65,19 @@ class GroupBT(LinearGaussianModel):
         if data is None or self.group_col not in data.users.columns:
             have = [] if data is None else data.demographic_columns
             raise DataError(
-                f"GroupBT needs the users table column {self.group_col!r}", field=self.group_col,
+                f"GroupBT needs the users table column {self.group_col!r}",
+                field=self.group_col,
                 expected=f"a users column naming each person's group (present: {have})",
             )
         u = data.users[["user_id", self.group_col]].dropna().drop_duplicates("user_id")
         groups = sorted(u[self.group_col].astype(str).unique())
         gi = {g: i for i, g in enumerate(groups)}
         self.group_index_ = gi
-        return groups, {str(r.user_id): gi[str(getattr(r, self.group_col))] for r in u.itertuples(index=False)
-                        if str(r.user_id) != POPULATION_USER}
+        return groups, {
+            str(r.user_id): gi[str(getattr(r, self.group_col))]
+            for r in u.itertuples(index=False)
+            if str(r.user_id) != POPULATION_USER
+        }
 
     def _prior_mean(self, user_row: dict | None) -> np.ndarray:
         if user_row and self.group_col in user_row:
@@ -95,7 +105,7 @@ class IndependentBT(LinearGaussianModel):
         self,
         featurizer: PairFeaturizer | None = None,
         *,
-        l2_mean: float = 1e-3,
+        l2_mean: float = 30.0,
         prior_precision: float = 1.0,
         max_iter: int = 300,
         validation_fraction: float = 0.1,
@@ -104,6 +114,12 @@ class IndependentBT(LinearGaussianModel):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            featurizer, l2_mean=l2_mean, prior_precision=prior_precision, max_iter=max_iter,
-            validation_fraction=validation_fraction, patience=patience, random_state=random_state, verbose=verbose,
+            featurizer,
+            l2_mean=l2_mean,
+            prior_precision=prior_precision,
+            max_iter=max_iter,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )

@@ -32,8 +32,8 @@ class LowRankBT(LinearGaussianModel):
         *,
         em_iters: int = 10,
         jitter: float = 1e-4,
-        l2_mean: float = 1e-3,
-        l2_basis: float = 1.0,
+        l2_mean: float = 30.0,
+        l2_basis: float = 30.0,
         prior_precision: float = 1.0,
         max_iter: int = 300,
         validation_fraction: float = 0.1,
@@ -42,8 +42,15 @@ class LowRankBT(LinearGaussianModel):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            featurizer, l2_mean=l2_mean, l2_basis=l2_basis, prior_precision=prior_precision, max_iter=max_iter,
-            validation_fraction=validation_fraction, patience=patience, random_state=random_state, verbose=verbose,
+            featurizer,
+            l2_mean=l2_mean,
+            l2_basis=l2_basis,
+            prior_precision=prior_precision,
+            max_iter=max_iter,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
         self.rank = rank
         self.em_iters = em_iters

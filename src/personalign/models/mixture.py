@@ -163,7 +163,7 @@ class MixtureBT(LinearGaussianModel):
                 loss.backward()
                 return loss
 
-            loss = float(opt.step(closure))
+            loss = float(opt.step(closure).detach())
             hist["train_loss"].append(loss)
             mu = basis.mu.detach().double().numpy().copy()
             B = basis.B.detach().double().numpy().copy()

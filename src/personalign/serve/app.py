@@ -444,8 +444,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     def _score(person_id: str, body: schemas.ScoreIn, key: str | None, st: ModelState) -> dict[str, Any]:
         post, row = _posterior_for_read(person_id, key, st)
-        rewards = st.score(post, body.prompt, body.candidates)
-        pop = st.score(st.prior(), body.prompt, body.candidates)
+        rewards, pop = st.score_with_population(post, body.prompt, body.candidates)
         rep = st.constraint_report(body.prompt, body.candidates)
         return {
             "person_id": person_id,

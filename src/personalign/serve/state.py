@@ -115,25 +115,19 @@ def model_version(model_dir: Path) -> str:
 
 
 def load_policy(path: str | Path | None, model: Any) -> Any:
-    """Load a bounds policy file, if one is given (personalign.bounds)."""
+    """A :class:`personalign.bounds.bounded.BoundedPolicy` wrapping ``model`` with the policy file, if given."""
     if path is None:
         return None
     try:
-        from personalign import bounds
-    except ImportError as exc:  # pragma: no cover
-        raise ConfigError(
-            f"a policy was given ({path}) but personalign.bounds is not importable: {exc}"
-        ) from exc
-    loader = getattr(bounds, "load_policy", None)
-    cls = getattr(bounds, "BoundedPolicy", None)
-    if loader is not None:
-        return loader(path, model=model) if "model" in loader.__code__.co_varnames else loader(path)
-    if cls is not None and hasattr(cls, "from_file"):
-        return cls.from_file(path, model=model)
-    raise ConfigError(
-        f"a policy was given ({path}) but personalign.bounds provides no policy loader yet "
-        "(expected personalign.bounds.load_policy or BoundedPolicy.from_file)"
-    )
+        from personalign.bounds.bounded import BoundedPolicy
+    except ImportError as exc:  # pragma: no cover - bounds is part of the package
+        raise ConfigError(f"a policy was given ({path}) but personalign.bounds is not available: {exc}") from exc
+    return BoundedPolicy(model, str(path))
+
+
+def _finite(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None  # JSON has no NaN/inf
 
 
 @dataclass
@@ -199,24 +193,68 @@ class ModelState:
         prompts = [prompt] * len(candidates)
         return np.asarray(self.model.score_posterior(posterior, prompts, list(candidates)), dtype=float)
 
-    def constraint_report(
-        self, prompt: str, candidates: Sequence[str]
-    ) -> tuple[list[bool], list[dict]] | None:
-        """Per candidate: admissible under the policy's universal constraints, and per-constraint detail."""
+    def score_with_population(
+        self, posterior: Any, prompt: str, candidates: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(personal rewards, population rewards) from one featurization: ``r = s + g @ w`` for ``w`` = the
+        posterior mean and the prior mean (the model's array-level ``basis``; ``score_posterior`` otherwise)."""
+        basis = getattr(self.model, "basis", None)
+        if basis is None:
+            return self.score(posterior, prompt, candidates), self.score(self.prior(), prompt, candidates)
+        s, g = basis(prompt, list(candidates))
+        s = np.asarray(s, dtype=float)
+        if g.shape[1] == 0:
+            return s, s.copy()
+        return s + g @ np.asarray(posterior.mean, float), s + g @ np.asarray(self.prior().mean, float)
+
+    def constraint_report(self, prompt: str, candidates: Sequence[str]) -> tuple[list[bool], list[dict]] | None:
+        """Per candidate: does it satisfy every blocking universal constraint, and per-constraint score and
+        violations (``BoundedPolicy.check``); None without a policy."""
         if self.policy is None:
             return None
-        pol = self.policy
-        rep = (
-            pol.check(prompt, list(candidates))
-            if hasattr(pol, "check")
-            else pol.constraint_report(prompt, list(candidates))
+        chk = self.policy.check(prompt, list(candidates))
+        names = list(chk["scores"])
+        detail = [
+            {
+                "scores": {n: _finite(chk["scores"][n][i]) for n in names},
+                "violations": list(chk["violations"][i]),
+            }
+            for i in range(len(candidates))
+        ]
+        return [bool(x) for x in chk["satisfied"]], detail
+
+    def bounded_rank(self, posterior: Any, prompt: str, candidates: Sequence[str]) -> Any:
+        """``BoundedPolicy.rank`` for this person's posterior (trust region, consensus bounds, lexicographic
+        constraints, fallback)."""
+        return self.policy.rank(posterior, prompt, list(candidates))
+
+    def monitors(self, posterior: Any, pairs: pd.DataFrame) -> dict[str, Any] | None:
+        """Per-person monitor state from personalign.bounds: value lock-in (drift, overconfidence on the person's
+        own time-ordered judgments) and, with a policy, the trust region (is the posterior mean outside it?)."""
+        try:
+            from personalign.bounds.monitors import LockInMonitor
+        except ImportError:  # pragma: no cover
+            return None
+        spec = self.policy.policy.monitors.lock_in if self.policy is not None else None
+        mon = (
+            LockInMonitor(spec.drift_window, spec.drift_threshold, spec.max_overconfidence, spec.half_life)
+            if spec is not None
+            else LockInMonitor()
         )
-        if isinstance(rep, pd.DataFrame):
-            adm = rep["admissible"].astype(bool).tolist()
-            detail = rep.drop(columns=["admissible"]).to_dict(orient="records")
-            return adm, detail
-        adm = [bool(a) for a in rep["admissible"]]
-        return adm, list(rep.get("detail", [{} for _ in adm]))
+        out: dict[str, Any] = {"lock_in": mon.assess(self.model, pairs, prior=self.prior()) if len(pairs) else None}
+        if self.policy is not None and posterior.dim:
+            rho = self.policy.policy.trust_region.rho
+            w = self.policy.weights(posterior)
+            prior = self.prior()
+            d = np.asarray(posterior.mean) - np.asarray(prior.mean)
+            dist = float(np.sqrt(max(d @ np.linalg.solve(np.asarray(prior.cov), d), 0.0)))
+            out["trust_region"] = {
+                "rho": rho,
+                "distance": dist,
+                "outside": bool(rho is not None and dist > rho),
+                "projected_shift": float(np.linalg.norm(np.asarray(posterior.mean) - w)),
+            }
+        return _jsonable(out)
 
     def suggest(self, posterior: Any, pairs: pd.DataFrame) -> int:
         return int(self.model.suggest_query(posterior, pairs))
@@ -298,3 +336,19 @@ class ModelHolder:
             self._state = new
             self.reloads += 1
             return new, old.version
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.bool_ | bool):
+        return bool(x)
+    if isinstance(x, np.integer | int):
+        return int(x)
+    if isinstance(x, np.floating | float):
+        return _finite(x)
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    return x
