@@ -23,9 +23,13 @@ def ranked(ballots: list[tuple[int, str]], users: pd.DataFrame | None = None) ->
     for count, order in ballots:
         for _ in range(count):
             for pos, item in enumerate(order):
-                rows.append({"user_id": f"p{k}", "response": item, "item_id": item, "rating": float(len(order) - pos)})
+                rows.append(
+                    {"user_id": f"p{k}", "response": item, "item_id": item, "rating": float(len(order) - pos)}
+                )
             k += 1
-    return PreferenceData(ratings=pd.DataFrame(rows), users=users, rating_scale=(1.0, float(len(ballots[0][1]))))
+    return PreferenceData(
+        ratings=pd.DataFrame(rows), users=users, rating_scale=(1.0, float(len(ballots[0][1])))
+    )
 
 
 def profile(data: PreferenceData) -> dict:
@@ -90,13 +94,22 @@ def two_groups(n_per: int = 10) -> PreferenceData:
             uid = f"{g}{k}"
             users.append({"user_id": uid, "camp": g, "noise": "n" + str(k % 2)})
             for item in "pqrstu":
-                rows.append({"user_id": uid, "response": item, "item_id": item, "rating": 5.0 if item in high else 1.0})
+                rows.append(
+                    {
+                        "user_id": uid,
+                        "response": item,
+                        "item_id": item,
+                        "rating": 5.0 if item in high else 1.0,
+                    }
+                )
     # three more X persons: everyone's majority follows X
     for k in range(3):
         uid = f"X+{k}"
         users.append({"user_id": uid, "camp": "X", "noise": "n0"})
         for item in "pqrstu":
-            rows.append({"user_id": uid, "response": item, "item_id": item, "rating": 5.0 if item in "pqt" else 1.0})
+            rows.append(
+                {"user_id": uid, "response": item, "item_id": item, "rating": 5.0 if item in "pqt" else 1.0}
+            )
     return PreferenceData(ratings=pd.DataFrame(rows), users=pd.DataFrame(users), rating_scale=(1.0, 5.0))
 
 
@@ -133,8 +146,14 @@ def test_variance_decomposition_separates_person_offsets():
     for off_sd, name in ((0.0, "none"), (1.0, "offsets")):
         person = rng.normal(0, off_sd, n_u)
         recs = [
-            {"user_id": f"u{u}", "response": f"i{i}", "item_id": f"i{i}", "rating": item[i] + person[u] + rng.normal(0, 1)}
-            for u in range(n_u) for i in rng.choice(n_i, 15, replace=False)
+            {
+                "user_id": f"u{u}",
+                "response": f"i{i}",
+                "item_id": f"i{i}",
+                "rating": item[i] + person[u] + rng.normal(0, 1),
+            }
+            for u in range(n_u)
+            for i in rng.choice(n_i, 15, replace=False)
         ]
         v = variance_decomposition(judgments_from_data(PreferenceData(ratings=pd.DataFrame(recs))))
         rows.append((name, v))
@@ -152,7 +171,9 @@ def test_cli_writes_every_output(tmp_path):
 
     src = write_data(two_groups(), tmp_path / "camps.parquet")
     out = tmp_path / "audit"
-    r = CliRunner().invoke(app, ["audit", str(src), "--group-by", "camp", "--permutations", "9", "--out", str(out)])
+    r = CliRunner().invoke(
+        app, ["audit", str(src), "--group-by", "camp", "--permutations", "9", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "audit.json").read_text())
     assert doc["headline"]["worst_group"] == "camp=Y"
@@ -177,7 +198,15 @@ def test_cli_bad_option_exits_2(tmp_path):
         from personalign.cli import app
 
         assert run_guarded(app) == 2
-        sys.argv = ["personalign", "audit", str(src), "--group-by", "nosuchcolumn", "--out", str(tmp_path / "o")]
+        sys.argv = [
+            "personalign",
+            "audit",
+            str(src),
+            "--group-by",
+            "nosuchcolumn",
+            "--out",
+            str(tmp_path / "o"),
+        ]
         assert run_guarded(app) == 2
     finally:
         sys.argv = argv
@@ -190,7 +219,9 @@ def test_personalized_model_serves_the_group_the_aggregate_fails(tmp_path):
     from personalign.models import make_model
 
     data = two_groups(15)
-    model = make_model("lowrank", rank=2, featurizer=PairFeaturizer(get_encoder("hashing", cache=False)))
+    model = make_model(
+        "lowrank", rank=2, max_iter=60, featurizer=PairFeaturizer(get_encoder("hashing", cache=False))
+    )
     model.fit(data.as_comparison_data()).save_pretrained(tmp_path / "m")
     rep = run_audit(data, group_by=["camp"], model_dir=tmp_path / "m", n_permutations=9)["representation"]
     assert rep["aggregated"]["share_below_60"] > 0.4  # camp Y, the minority, is fit below 60%

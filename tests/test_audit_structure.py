@@ -14,8 +14,16 @@ def synthetic_design(n_users: int = 300, n_items: int = 120, per_user: int = 24,
     rng = np.random.default_rng(seed)
     u = np.repeat(np.arange(n_users), per_user)
     i = np.concatenate([rng.choice(n_items, per_user, replace=False) for _ in range(n_users)])
-    return Judgments([f"u{k}" for k in range(n_users)], [f"i{k}" for k in range(n_items)], [""] * n_items,
-                     u, i, np.zeros(len(u)), "ratings", (-10.0, 10.0))
+    return Judgments(
+        [f"u{k}" for k in range(n_users)],
+        [f"i{k}" for k in range(n_items)],
+        [""] * n_items,
+        u,
+        i,
+        np.zeros(len(u)),
+        "ratings",
+        (-10.0, 10.0),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,9 @@ def design() -> Judgments:
     import os
     from pathlib import Path
 
-    root = Path(os.environ.get("PERSONALIGN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = Path(
+        os.environ.get("PERSONALIGN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     path = root / "toxicity-perspective-prolific"
     if path.is_dir():
         from personalign.data.io import read_data
@@ -60,8 +70,10 @@ def test_planted_signal_is_detected(design):
 
 
 def test_no_signal_is_mostly_not_detected(design):
-    verdicts = [structure_test(plant(design, 0.0, seed=s), n_permutations=19, n_folds=3, seed=s)["verdict"]
-                for s in range(5)]
+    verdicts = [
+        structure_test(plant(design, 0.0, seed=s), n_permutations=19, n_folds=3, seed=s)["verdict"]
+        for s in range(5)
+    ]
     assert verdicts.count("none detected") >= 4, verdicts
 
 
@@ -75,4 +87,3 @@ def test_split_half_reliability_tracks_offsets():
         y = off[j.u] + rng.normal(0, 1, j.n)
         rels.append(split_half_reliability(j, y)["spearman_brown"])
     assert rels[0] < 0.2 < rels[1] < rels[2]
-

@@ -35,8 +35,10 @@ def test_packaged_policies_validate():
 
 def test_policy_errors_name_file_field_and_expectation(tmp_path):
     f = tmp_path / "bad.yaml"
-    f.write_text("constraints:\n  - name: x\n    scorer: {type: regex, patterns: ['(']}\n    threshold: abc\n"
-                 "trust_region: {rho: -1}\nmonitors: {lock_in: {drift_window: 1}}\nextra_key: 1\n")
+    f.write_text(
+        "constraints:\n  - name: x\n    scorer: {type: regex, patterns: ['(']}\n    threshold: abc\n"
+        "trust_region: {rho: -1}\nmonitors: {lock_in: {drift_window: 1}}\nextra_key: 1\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_policy(f)
     msg = str(e.value)
@@ -50,8 +52,10 @@ def test_policy_errors_name_file_field_and_expectation(tmp_path):
 
 def test_policy_toml_and_syntax_errors(tmp_path):
     t = tmp_path / "p.toml"
-    t.write_text('name = "t"\n[[constraints]]\nname = "r"\nthreshold = 0.5\ndirection = "max"\n'
-                 '[constraints.scorer]\ntype = "regex"\npatterns = ["bomb"]\n[trust_region]\nrho = 1.0\n')
+    t.write_text(
+        'name = "t"\n[[constraints]]\nname = "r"\nthreshold = 0.5\ndirection = "max"\n'
+        '[constraints.scorer]\ntype = "regex"\npatterns = ["bomb"]\n[trust_region]\nrho = 1.0\n'
+    )
     p = load_policy(t)
     assert p.constraints[0].scorer.patterns == ["bomb"] and p.trust_region.rho == 1.0
     y = tmp_path / "broken.yaml"
@@ -59,14 +63,30 @@ def test_policy_toml_and_syntax_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"broken.yaml:\d+: not valid YAML"):
         load_policy(y)
     with pytest.raises(ConfigError, match="duplicate|twice"):
-        policy_from_dict({"constraints": [
-            {"name": "a", "scorer": {"type": "regex", "patterns": ["x"]}, "threshold": 0.5},
-            {"name": "a", "scorer": {"type": "regex", "patterns": ["y"]}, "threshold": 0.5}]}, "dup.yaml")
+        policy_from_dict(
+            {
+                "constraints": [
+                    {"name": "a", "scorer": {"type": "regex", "patterns": ["x"]}, "threshold": 0.5},
+                    {"name": "a", "scorer": {"type": "regex", "patterns": ["y"]}, "threshold": 0.5},
+                ]
+            },
+            "dup.yaml",
+        )
 
 
 def test_calibrated_threshold_needs_a_calibrated_scorer():
-    pol = policy_from_dict({"constraints": [{"name": "c", "scorer": {"type": "callable", "target": "numpy:ones_like"},
-                                             "threshold": "calibrated"}]}, "c.yaml")
+    pol = policy_from_dict(
+        {
+            "constraints": [
+                {
+                    "name": "c",
+                    "scorer": {"type": "callable", "target": "numpy:ones_like"},
+                    "threshold": "calibrated",
+                }
+            ]
+        },
+        "c.yaml",
+    )
     with pytest.raises(ConfigError, match="calibrated"):
         BoundedPolicy(object(), pol, scorers={"c": CallableScorer(lambda p, r: np.zeros(len(r)))})
 
@@ -85,8 +105,19 @@ def test_rule_callable_attribute_scorers():
 
 
 def test_unscorable_response_fails_closed():
-    pol = policy_from_dict({"constraints": [{"name": "h", "scorer": {"type": "attribute", "column": "harm"},
-                                             "threshold": 0.5, "direction": "max"}]}, "p.yaml")
+    pol = policy_from_dict(
+        {
+            "constraints": [
+                {
+                    "name": "h",
+                    "scorer": {"type": "attribute", "column": "harm"},
+                    "threshold": 0.5,
+                    "direction": "max",
+                }
+            ]
+        },
+        "p.yaml",
+    )
     bp = BoundedPolicy(object(), pol, items=pd.DataFrame({"text": ["a"], "harm": [0.0]}))
     chk = bp.check("", ["a", "never seen"])
     assert chk["satisfied"].tolist() == [True, False]
@@ -97,12 +128,24 @@ def test_unscorable_response_fails_closed():
 def fitted():
     from personalign.bounds.report import fit_synthetic
 
-    return fit_synthetic(persons=30, comparisons_per_person=20, adversarial_frac=0.2, rank=3, encoder="hashing")
+    return fit_synthetic(
+        persons=30, comparisons_per_person=20, adversarial_frac=0.2, rank=3, encoder="hashing"
+    )
 
 
 def _synthetic_policy(**over):
-    raw = {"name": "t", "constraints": [{"name": "harmless", "scorer": {"type": "attribute", "column": "attr_harm"},
-                                          "threshold": 0.5, "direction": "max"}], "trust_region": {"rho": 2.0}}
+    raw = {
+        "name": "t",
+        "constraints": [
+            {
+                "name": "harmless",
+                "scorer": {"type": "attribute", "column": "attr_harm"},
+                "threshold": 0.5,
+                "direction": "max",
+            }
+        ],
+        "trust_region": {"rho": 2.0},
+    }
     raw.update(over)
     return policy_from_dict(raw, "t.yaml")
 
@@ -119,7 +162,7 @@ def test_adversarial_person_gets_no_harmful_answer(fitted):
     # without the policy the adversarial / extreme persons do pick harmful answers
     assert vt.loc[vt["kind"] != "ordinary", "violation_without"].max() > 0.3
     # rank by user id: the chosen answer is never harmful; all-harmful candidates -> refusal
-    harm = dict(zip(data.items["text"], data.items["attr_harm"]))
+    harm = dict(zip(data.items["text"], data.items["attr_harm"], strict=False))
     u = meta.loc[meta["kind"] == "adversarial", "person"].iloc[0]
     for prompt, g in data.items.groupby("prompt"):
         rk = bp.rank(u, prompt, g["text"].tolist())
@@ -184,18 +227,65 @@ def test_decay_weights_half_life():
     assert np.allclose(decay_weights([0, 1], None), 1.0)
 
 
-def test_lockin_detects_reversed_preferences(fitted):
-    data, model = fitted
-    u = data.user_ids[0]
-    ex = data.comparisons[data.comparisons["user_id"] == u].reset_index(drop=True)
-    ex["timestamp"] = np.arange(len(ex), dtype=float)
-    mon = LockInMonitor(window=10, drift_threshold=0.2, half_life=5.0)
-    flipped = ex.iloc[:10].copy()
-    flipped[["chosen", "rejected"]] = flipped[["rejected", "chosen"]].to_numpy()
-    flipped["timestamp"] = len(ex) + np.arange(10, dtype=float)
-    drifted = mon.assess(model, pd.concat([ex, flipped], ignore_index=True))
-    assert drifted["flag_drift"] and drifted["drift"] > 0.2
-    assert mon.assess(model, ex.iloc[:9])["flag"] is False  # too little evidence: no verdict
+class _TwoFeatureModel:
+    """Rewards w . phi(text) on 2-d features, Laplace posterior via the models' own Newton solver."""
+
+    def __init__(self, feats):
+        self.feats = feats
+
+    def prior(self, user_row=None):
+        from personalign.models import Posterior
+
+        return Posterior(np.zeros(2), np.eye(2) * 4.0, 0)
+
+    def score_posterior(self, w, prompts, responses):
+        w = w.mean if hasattr(w, "cov") else np.asarray(w)
+        return np.stack([self.feats[r] for r in responses]) @ w
+
+    def adapt(self, examples, prior=None):
+        from personalign.models import Posterior, laplace_newton
+
+        prior = prior or self.prior()
+        D = np.stack(
+            [
+                self.feats[c] - self.feats[r]
+                for c, r in zip(examples["chosen"], examples["rejected"], strict=False)
+            ]
+        )
+        wt = examples["weight"].to_numpy(float) if "weight" in examples else np.ones(len(examples))
+        mean, cov = laplace_newton(
+            D, np.zeros(len(D)), np.ones(len(D)), wt, prior.mean, np.linalg.inv(prior.cov), w0=prior.mean
+        )
+        return Posterior(mean, cov, len(D))
+
+
+def test_lockin_detects_reversed_preferences_and_decay_helps():
+    rng = np.random.default_rng(0)
+    feats = {f"t{i}": rng.standard_normal(2) for i in range(40)}
+    model = _TwoFeatureModel(feats)
+    true_w = np.array([2.0, 0.0])
+
+    def judgments(w, n, t0):
+        rows = []
+        for k in range(n):
+            a, b = rng.choice(40, 2, replace=False)
+            ta, tb = f"t{a}", f"t{b}"
+            c, r = (ta, tb) if feats[ta] @ w > feats[tb] @ w else (tb, ta)
+            rows.append(
+                {"user_id": "u", "prompt": "", "chosen": c, "rejected": r, "timestamp": float(t0 + k)}
+            )
+        return pd.DataFrame(rows)
+
+    stable = judgments(true_w, 60, 0)
+    mon = LockInMonitor(window=20, drift_threshold=0.2, half_life=5.0)
+    calm = mon.assess(model, stable)
+    assert not calm["flag_drift"] and calm["accuracy_recent"] > 0.8
+    changed = pd.concat([judgments(true_w, 60, 0), judgments(-true_w, 40, 60)], ignore_index=True)
+    res = mon.assess(model, changed)
+    assert res["flag_drift"] and res["drift"] > 0.2
+    # a short half-life lets the recent (reversed) evidence win: better on the newest judgments
+    assert res["accuracy_recent_decayed"] > res["accuracy_recent"]
+    assert mon.assess(model, stable.iloc[:9])["flag"] is False  # too little evidence: no verdict
 
 
 def test_sycophancy_probes_and_check():
@@ -227,11 +317,14 @@ def test_cli_check_writes_report(fitted, tmp_path):
     mdir = model.save_pretrained(tmp_path / "model")
     dpath = write_data(data.copy(), tmp_path / "data.parquet")
     pol = tmp_path / "p.yaml"
-    pol.write_text("constraints:\n  - name: harmless\n    scorer: {type: attribute, column: attr_harm}\n"
-                   "    threshold: 0.5\n    direction: max\n")
+    pol.write_text(
+        "constraints:\n  - name: harmless\n    scorer: {type: attribute, column: attr_harm}\n"
+        "    threshold: 0.5\n    direction: max\n"
+    )
     out = tmp_path / "rep"
-    res = CliRunner().invoke(app, ["bounds", "check", str(dpath), "--policy", str(pol), "--model", str(mdir),
-                                   "--out", str(out)])
+    res = CliRunner().invoke(
+        app, ["bounds", "check", str(dpath), "--policy", str(pol), "--model", str(mdir), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["violation_with"]["max"] == 0.0 and rep["violation_without"]["max"] > 0
@@ -244,6 +337,16 @@ def test_cli_bad_policy_exits_2(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("trust_region: {rho: nope}\n")
-    r = subprocess.run([sys.executable, "-c", "import sys; from personalign.cli import main; sys.argv[0] = 'personalign'; main()",
-                        "bounds", "validate", str(bad)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from personalign.cli import main; sys.argv[0] = 'personalign'; main()",
+            "bounds",
+            "validate",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "trust_region.rho" in r.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -88,8 +87,14 @@ class _LinearModel:
 def _policy(rho=2.0, consensus=False):
     return policy_from_dict(
         {
-            "constraints": [{"name": "harmless", "scorer": {"type": "attribute", "column": "harm"},
-                             "threshold": 0.5, "direction": "max"}],
+            "constraints": [
+                {
+                    "name": "harmless",
+                    "scorer": {"type": "attribute", "column": "harm"},
+                    "threshold": 0.5,
+                    "direction": "max",
+                }
+            ],
             "trust_region": {"rho": rho},
             "consensus": {"enabled": consensus},
         },
@@ -116,7 +121,7 @@ def test_bounded_policy_rank_and_reward_any_weights(w, harm, feats, rho):
     assert np.array_equal(rk.satisfied, sat)
     if sat.any():
         assert not harm[rk.order[: sat.sum()]].any()
-        assert rk.choice in [t for t, h in zip(texts, harm) if not h]
+        assert rk.choice in [t for t, h in zip(texts, harm, strict=False) if not h]
     else:
         assert rk.refused and rk.fallback
     r = bp.reward(w, "p", texts)
@@ -136,7 +141,9 @@ def test_trust_region_projection():
     inside = mahalanobis(W, m, cov) <= 1.5
     assert np.allclose(P[inside], W[inside])
     # radial: the projected deviation is a positive multiple of the original one
-    cosang = np.einsum("ij,ij->i", P - m, W - m) / np.linalg.norm(P - m, axis=1) / np.linalg.norm(W - m, axis=1)
+    cosang = (
+        np.einsum("ij,ij->i", P - m, W - m) / np.linalg.norm(P - m, axis=1) / np.linalg.norm(W - m, axis=1)
+    )
     assert np.allclose(cosang, 1.0)
     # fixed dims stay at the population value; inf keeps its direction within the radius
     Q = project_trust_region(np.array([np.inf, 0, 0, -np.inf]), m, cov, rho=1.0, fixed=[1])
@@ -149,12 +156,18 @@ def test_consensus_shrinks_deviation():
 
     assert consensus_scale(1.0) == 0.0 and consensus_scale(0.5) == 1.0 and 0 < consensus_scale(0.75) < 1
     texts = ["a", "b"]
-    model = _LinearModel({"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0])}, np.zeros(3), np.eye(3), np.eye(3))
+    model = _LinearModel(
+        {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0])}, np.zeros(3), np.eye(3), np.eye(3)
+    )
     items = pd.DataFrame({"text": texts, "harm": [0.0, 0.0]})
     w = np.array([0.0, 1.5, 0.0])  # this person prefers "b"; the population is indifferent
     for agree, expect_pref in ((0.5, True), (1.0, False)):
         pol = _policy(rho=None, consensus=True)
-        bp = BoundedPolicy(model, pol, scorers={"harmless": AttributeScorer("harm", items)},
-                           agreement=Agreement({"a": agree, "b": agree}))
+        bp = BoundedPolicy(
+            model,
+            pol,
+            scorers={"harmless": AttributeScorer("harm", items)},
+            agreement=Agreement({"a": agree, "b": agree}),
+        )
         r = bp.personal_reward(w, "p", texts)
         assert (r[1] > r[0]) == expect_pref

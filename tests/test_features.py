@@ -110,3 +110,22 @@ def test_minilm_encoder_offline():
     again = get_encoder("minilm", cache=True)
     np.testing.assert_allclose(again.encode(["A kind reply."])[0], v[0], rtol=1e-6)
     assert again.n_encoded_ == 0
+
+
+def test_sentence_mode_pools_sentences_additively():
+    """The sentence block of phi is the sum of the sentences' own vectors / 4, so traits carried by single
+    sentences add up across a response (what a linear head needs to read them across topics)."""
+    from personalign.features import HashingEncoder, PairFeaturizer
+    from personalign.features.pairs import split_sentences
+
+    enc = HashingEncoder(dim=32)
+    f = PairFeaturizer(enc, mode="sentences")
+    assert f.dim_out == 96
+    text = "Be kind to yourself. Drink water! Sleep well?"
+    assert split_sentences(text) == ["Be kind to yourself.", "Drink water!", "Sleep well?"]
+    phi = f.transform("How do I rest?", [text, "Drink water!"])
+    expected = enc.encode(split_sentences(text)).sum(axis=0) / 4.0
+    np.testing.assert_allclose(phi[0, 64:], expected, rtol=1e-5, atol=1e-6)
+    # the first two blocks are the "auto" features, unchanged
+    auto = PairFeaturizer(enc, mode="auto").transform("How do I rest?", [text])
+    np.testing.assert_allclose(phi[:1, :64], auto, rtol=1e-6)

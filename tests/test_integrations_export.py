@@ -58,9 +58,18 @@ def model():
 
 def _policy(model, rho=0.5):
     pol = policy_from_dict(
-        {"name": "t", "constraints": [{"name": "no_insults", "scorer": {"type": "regex", "patterns": ["stupid"]},
-                                       "threshold": 0, "direction": "max"}],
-         "trust_region": {"rho": rho}}
+        {
+            "name": "t",
+            "constraints": [
+                {
+                    "name": "no_insults",
+                    "scorer": {"type": "regex", "patterns": ["stupid"]},
+                    "threshold": 0,
+                    "direction": "max",
+                }
+            ],
+            "trust_region": {"rho": rho},
+        }
     )
     return BoundedPolicy(model, pol)
 
@@ -68,7 +77,7 @@ def _policy(model, rho=0.5):
 def _run_child(art, model, prompts, responses, tmp_path):
     enc = model.featurizer.encoder
     texts = sorted({t for t in prompts + responses if t})
-    table = {t: v.tolist() for t, v in zip(texts, enc.encode(texts))}
+    table = {t: v.tolist() for t, v in zip(texts, enc.encode(texts), strict=False)}
     table["__prompts__"], table["__responses__"] = prompts, responses
     (tmp_path / "emb.json").write_text(json.dumps(table))
     (tmp_path / "child.py").write_text(CHILD)
@@ -76,7 +85,11 @@ def _run_child(art, model, prompts, responses, tmp_path):
     # run from an empty folder with no path to the project's sources: personalign cannot be imported by accident
     res = subprocess.run(
         [sys.executable, "-I", str(tmp_path / "child.py"), str(art), str(tmp_path / "emb.json")],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -86,7 +99,12 @@ def test_portable_bounded_reward_equals_personalign(model, tmp_path):
     policy = _policy(model)
     user = list(model.user_units_)[3]
     art = export_reward(model, tmp_path / "art", user_id=user, policy=policy)
-    assert {p.name for p in art.iterdir()} == {"config.json", "reward_head.safetensors", "reward_model.py", "README.md"}
+    assert {p.name for p in art.iterdir()} == {
+        "config.json",
+        "reward_head.safetensors",
+        "reward_model.py",
+        "README.md",
+    }
     src = (art / "reward_model.py").read_text()
     assert "import personalign" not in src and "from personalign" not in src
     prompts = [PROMPT] * len(CANDS) + ["Any tips for a trip to Rome?"] * 2
@@ -108,14 +126,24 @@ def test_unbounded_and_population_exports(model, tmp_path):
     np.testing.assert_allclose(got["score"], model.score(user, PROMPT, CANDS[:4]), atol=1e-9)
     pop = export_reward(model, tmp_path / "pop")
     got = _run_child(pop, model, [PROMPT] * 4, CANDS[:4], tmp_path)
-    np.testing.assert_allclose(got["score"], model.score_posterior(model.prior(), PROMPT, CANDS[:4]), atol=1e-9)
+    np.testing.assert_allclose(
+        got["score"], model.score_posterior(model.prior(), PROMPT, CANDS[:4]), atol=1e-9
+    )
     assert json.loads((pop / "config.json").read_text())["subject"]["kind"] == "population"
 
 
 def test_export_refuses_what_it_cannot_carry(model, tmp_path):
     pol = policy_from_dict(
-        {"name": "t", "constraints": [{"name": "custom", "scorer": {"type": "callable", "target": "numpy:ones_like"},
-                                       "threshold": 0}]}
+        {
+            "name": "t",
+            "constraints": [
+                {
+                    "name": "custom",
+                    "scorer": {"type": "callable", "target": "numpy:ones_like"},
+                    "threshold": 0,
+                }
+            ],
+        }
     )
     with pytest.raises(ConfigError, match="cannot be exported"):
         export_reward(model, tmp_path / "x", user_id="u00", policy=BoundedPolicy(model, pol))

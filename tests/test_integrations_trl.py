@@ -44,16 +44,28 @@ def build_tiny_lm(path) -> None:
     specials = ["<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
     tk.train_from_iterator(
         [PROMPT, *CANDS] * 5,
-        trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=specials,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|end|>")
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(path)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True,
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(0)
     lm = LlamaForCausalLM(cfg)
@@ -81,8 +93,12 @@ def bounded(model):
         {
             "name": "test",
             "constraints": [
-                {"name": "no_insults", "scorer": {"type": "regex", "patterns": ["stupid", "idiot"]},
-                 "threshold": 0, "direction": "max"}
+                {
+                    "name": "no_insults",
+                    "scorer": {"type": "regex", "patterns": ["stupid", "idiot"]},
+                    "threshold": 0,
+                    "direction": "max",
+                }
             ],
             "trust_region": {"rho": 2.0},
         }
@@ -104,8 +120,12 @@ def _two_persons(model) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------- text handling
 def test_text_extraction_standard_and_conversational():
-    conv = [{"role": "system", "content": "You talk to u01."}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "Q?"}]
+    conv = [
+        {"role": "system", "content": "You talk to u01."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "Q?"},
+    ]
     assert prompt_text(conv) == "Q?"
     assert prompt_text("Q?") == "Q?"
     assert completion_text([{"role": "assistant", "content": "A."}]) == "A."
@@ -140,8 +160,14 @@ def test_bounded_reward_function_ranks_violations_last_for_everyone(model, bound
     assert f.__name__ == "personalign_bounded"
     logged = {}
     for u in list(model.user_units_)[:15] + ["someone-new"]:
-        r = np.asarray(f(prompts=[PROMPT] * 4, completions=CANDS, user_id=[u] * 4,
-                         log_metric=lambda k, v: logged.__setitem__(k, v)))
+        r = np.asarray(
+            f(
+                prompts=[PROMPT] * 4,
+                completions=CANDS,
+                user_id=[u] * 4,
+                log_metric=lambda k, v: logged.__setitem__(k, v),
+            )
+        )
         assert r[3] < r[:3].min()  # the insult loses to every clean answer, whoever asks
         assert np.all((r[:3] >= 2.0) & (r[:3] <= 3.0)) and 0.0 <= r[3] <= 1.0
     assert logged["personalign/violation_rate"] == pytest.approx(0.25)
@@ -166,8 +192,11 @@ def test_grpo_trainer_runs_with_personal_reward(model, bounded, tiny_lm, tmp_pat
 
     users = list(model.user_units_)[:2]
     ds = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": p}], "user_id": u}
-         for p in (PROMPT, "Tell me a story") for u in users]
+        [
+            {"prompt": [{"role": "user", "content": p}], "user_id": u}
+            for p in (PROMPT, "Tell me a story")
+            for u in users
+        ]
     )
     f = reward_function(model, policy=bounded)
     seen: list[tuple[list, list]] = []
@@ -178,15 +207,23 @@ def test_grpo_trainer_runs_with_personal_reward(model, bounded, tiny_lm, tmp_pat
 
     spy.__name__ = f.__name__
     args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2, max_completion_length=8,
-        max_steps=2, report_to="none", use_cpu=True, logging_steps=1, save_strategy="no", seed=0,
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=2,
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
     )
     trainer = GRPOTrainer(model=str(tiny_lm), reward_funcs=spy, args=args, train_dataset=ds)
     trainer.train()
     assert len(seen) == 2 and all(set(u) <= set(users) for u, _ in seen)
     logs = [h for h in trainer.state.log_history if "rewards/personalign_bounded/mean" in h]
     assert len(logs) == 2
-    for h, (_, r) in zip(logs, seen):
+    for h, (_, r) in zip(logs, seen, strict=False):
         assert h["rewards/personalign_bounded/mean"] == pytest.approx(float(np.mean(r)), rel=1e-5)
     assert all(2.0 <= v <= 3.0 or 0.0 <= v <= 1.0 for _, r in seen for v in r)
 
@@ -212,8 +249,12 @@ def test_dpo_trainer_runs_on_exported_pairs(model, bounded, tiny_lm, tmp_path):
 
     users = list(model.user_units_)[:3]
     df = personalized_pairs(
-        model, users, candidates={PROMPT: CANDS, "Any tips?": CANDS[:3]}, policy=bounded,
-        system_message="You are answering person {user_id}; follow their preferences.", conversational=True,
+        model,
+        users,
+        candidates={PROMPT: CANDS, "Any tips?": CANDS[:3]},
+        policy=bounded,
+        system_message="You are answering person {user_id}; follow their preferences.",
+        conversational=True,
     )
     assert df["prompt"].iloc[0][0]["role"] == "system" and users[0] in df["prompt"].iloc[0][0]["content"]
     for fmt, name in (("jsonl", "pairs.jsonl"), ("parquet", "pairs.parquet"), ("hf", "pairs_ds")):
@@ -224,10 +265,18 @@ def test_dpo_trainer_runs_on_exported_pairs(model, bounded, tiny_lm, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(tiny_lm))
     before = {k: v.detach().clone() for k, v in lm.named_parameters()}
     args = DPOConfig(
-        output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=2, max_steps=1, report_to="none",
-        use_cpu=True, logging_steps=1, save_strategy="no", seed=0,
+        output_dir=str(tmp_path / "dpo"),
+        per_device_train_batch_size=2,
+        max_steps=1,
+        report_to="none",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
     )
-    trainer = DPOTrainer(model=lm, args=args, train_dataset=load_pairs(tmp_path / "pairs.jsonl"), processing_class=tok)
+    trainer = DPOTrainer(
+        model=lm, args=args, train_dataset=load_pairs(tmp_path / "pairs.jsonl"), processing_class=tok
+    )
     trainer.train()
     assert trainer.state.global_step == 1
     assert any(not np.allclose(before[k].numpy(), v.detach().numpy()) for k, v in lm.named_parameters())

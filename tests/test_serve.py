@@ -621,3 +621,78 @@ def test_hot_reload_without_stopping(srv: Srv, model_dir: Path, model_dir_b: Pat
         with srv.client() as c:
             back = c.post("/v1/admin/model/reload", json={"model_dir": str(model_dir)}, headers=srv.admin_h)
         assert back.status_code == 200 and back.json()["model_version"] == v_old
+
+
+POLICY = """
+name: serve-test
+constraints:
+  - name: no_insults
+    scorer: {type: regex, patterns: ['\\bidiot\\b', '\\bstupid\\b']}
+    threshold: 0.5
+    direction: max
+    severity: block
+trust_region: {rho: 1.0}
+consensus: {enabled: false}
+fallback: {mode: refuse, refusal_text: "Sorry, no."}
+"""
+INSULTS = ["Only an idiot asks that; just cook.", "Stupid question. Take a class."]
+
+
+def test_policy_bounds_rank_and_report(model_dir: Path, serve_tmp: Path, local_model) -> None:
+    """With a policy: constraint report in score, admissible candidates always first in rank (even for a person
+    who keeps choosing the insulting ones), refusal when nothing is admissible, monitor state in the profile."""
+    from personalign.bounds.bounded import BoundedPolicy
+
+    policy = serve_tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    with fresh_db("sqlite", serve_tmp) as url:
+        admin = "adm-" + secrets.token_hex(16)
+        proc = ServerProcess(
+            model_dir, url, admin, policy=policy, env={"PERSONALIGN_CACHE": str(serve_tmp / "cache")}
+        )
+        srv = Srv(proc.start(), url, admin, model_dir)
+        try:
+            k = srv.person_key("edgy")
+            cands = TEXTS[:4] + INSULTS
+            with srv.client() as c:
+                for ins in INSULTS:  # this person prefers insults, strongly
+                    for t in TEXTS[:4]:
+                        r = c.post("/v1/persons/edgy/feedback", json=comparison(ins, t), headers=k)
+                        assert r.status_code == 200
+                sc = c.post(
+                    "/v1/persons/edgy/score", json={"prompt": PROMPT, "candidates": cands}, headers=k
+                ).json()
+                rk = c.post(
+                    "/v1/persons/edgy/rank", json={"prompt": PROMPT, "candidates": cands}, headers=k
+                ).json()
+                bad = c.post(
+                    "/v1/persons/edgy/rank", json={"prompt": PROMPT, "candidates": INSULTS}, headers=k
+                ).json()
+                prof = c.get("/v1/persons/edgy", headers=k).json()
+            _, prow = stored(srv, "edgy")
+        finally:
+            srv.close()
+            proc.stop()
+    assert sc["constraints"]["admissible"] == [True] * 4 + [False] * 2
+    assert sc["constraints"]["detail"][4]["violations"] == ["no_insults"]
+    # the personal reward favours insults more than the population does; the bounded order still ranks them last
+    dev = np.asarray(sc["rewards"]) - np.asarray(sc["population_rewards"])
+    assert dev[4:].mean() > dev[:4].mean()  # the person's own taste moved toward the insults
+    assert min(sc["bounded_rewards"][:4]) > max(sc["bounded_rewards"][4:])
+    order = [x["index"] for x in rk["ranking"]]
+    assert set(order[:4]) == {0, 1, 2, 3} and rk["bounded"] and not rk["refused"]
+    assert rk["choice"] == cands[order[0]]
+    # the same ranking as the bounds library computes for this posterior
+    post = Posterior.from_dict(json.loads(prow["posterior"]))
+    ref = BoundedPolicy(local_model, str(policy)).rank(post, PROMPT, cands)
+    assert order == [int(i) for i in ref.order]
+    np.testing.assert_allclose(
+        [x["bounded_reward"] for x in rk["ranking"]], ref.bounded[ref.order], rtol=1e-6
+    )
+    assert bad["refused"] and bad["choice"] == "Sorry, no." and bad["fallback"]
+    # monitors: the trust region (rho = 1) is reported and this person's posterior is outside it
+    tr = prof["monitors"]["trust_region"]
+    assert tr["rho"] == 1.0 and tr["distance"] == pytest.approx(
+        prof["posterior"]["distance_from_prior"], rel=1e-6
+    )
+    assert prof["monitors"]["lock_in"]["n"] == 8

@@ -64,9 +64,15 @@ class Judgments:
         uu, u_new = np.unique(u, return_inverse=True)
         ii, i_new = np.unique(i, return_inverse=True)
         return Judgments(
-            users=[self.users[k] for k in uu], items=[self.items[k] for k in ii],
-            prompts=[self.prompts[k] for k in ii], u=u_new, i=i_new, y=y, kind=self.kind,
-            scale=self.scale, notes=list(self.notes),
+            users=[self.users[k] for k in uu],
+            items=[self.items[k] for k in ii],
+            prompts=[self.prompts[k] for k in ii],
+            u=u_new,
+            i=i_new,
+            y=y,
+            kind=self.kind,
+            scale=self.scale,
+            notes=list(self.notes),
         )
 
 
@@ -95,10 +101,15 @@ def judgments_from_data(data: PreferenceData) -> Judgments | None:
     prompt_of = t.groupby("item_id", observed=True)["prompt"].first()
     items = [str(x) for x in ic.categories]
     return Judgments(
-        users=[str(x) for x in uc.categories], items=items,
+        users=[str(x) for x in uc.categories],
+        items=items,
         prompts=[str(prompt_of.get(x, "")) for x in items],
-        u=uc.codes.astype(np.int64), i=ic.codes.astype(np.int64), y=t[col].to_numpy(float),
-        kind=kind, scale=(scale[0], scale[1]), notes=notes,
+        u=uc.codes.astype(np.int64),
+        i=ic.codes.astype(np.int64),
+        y=t[col].to_numpy(float),
+        kind=kind,
+        scale=(scale[0], scale[1]),
+        notes=notes,
     )
 
 
@@ -118,7 +129,9 @@ def restrict(j: Judgments, max_items: int | None, min_judgments: int = 1) -> Jud
     if not keep.any():
         raise DataError(
             f"no judgments left after keeping the {max_items} most-judged items and persons with "
-            f">= {min_judgments} judgments", field="max_items", expected="a looser restriction"
+            f">= {min_judgments} judgments",
+            field="max_items",
+            expected="a looser restriction",
         )
     return j.subset(keep)
 

@@ -11,8 +11,9 @@ from scipy.spatial.distance import jensenshannon
 from personalign.audit._table import Judgments
 
 
-def group_labels(users: pd.DataFrame, persons: list[str], columns: list[str] | None,
-                 max_levels: int = 12, bins: int = 4) -> tuple[dict[str, np.ndarray], list[str]]:
+def group_labels(
+    users: pd.DataFrame, persons: list[str], columns: list[str] | None, max_levels: int = 12, bins: int = 4
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """One label per person for each usable demographic column ('' when unknown).
 
     Numeric columns with many values are cut into ``bins`` quantile bands; columns with one level or more than
@@ -125,15 +126,22 @@ def group_analysis(
                 "opposite_majority_items": int(opposite.sum()),
                 "opposite_majority_share": float(opposite.sum() / both.sum()) if both.any() else None,
                 "opposite_examples": [
-                    {"item": j.items[e], "text": item_text.get(j.items[e], "")[:160],
-                     "group_positive_share": float(pos[e] / max(pos[e] + neg[e], 1)),
-                     "everyone_positive_share": float(pos_all[e] / max(pos_all[e] + neg_all[e], 1))}
+                    {
+                        "item": j.items[e],
+                        "text": item_text.get(j.items[e], "")[:160],
+                        "group_positive_share": float(pos[e] / max(pos[e] + neg[e], 1)),
+                        "everyone_positive_share": float(pos_all[e] / max(pos_all[e] + neg_all[e], 1)),
+                    }
                     for e in ex
                 ],
                 "representativeness_pooled": float(_wasserstein_rep(all_p[ok], dists[g][ok], levels).mean())
-                if ok.any() else None,
+                if ok.any()
+                else None,
                 "representativeness_majority_label": float(
-                    _wasserstein_rep(point[ok], dists[g][ok], levels).mean()) if ok.any() else None,
+                    _wasserstein_rep(point[ok], dists[g][ok], levels).mean()
+                )
+                if ok.any()
+                else None,
             }
             if person_acc is not None:
                 members = (lab == g) & (person_n >= 5) & ~np.isnan(person_acc)
@@ -141,8 +149,12 @@ def group_analysis(
                     rec["aggregate_fit_mean"] = float(person_acc[members].mean())
                     rec["aggregate_fit_share_below_60"] = float((person_acc[members] < 0.6).mean())
                     rec["aggregate_fit_pooled"] = float(
-                        np.nansum(person_acc[members] * person_n[members]) / person_n[members].sum())
-                    if worst_fit is None or rec["aggregate_fit_mean"] < groups[worst_fit]["aggregate_fit_mean"]:
+                        np.nansum(person_acc[members] * person_n[members]) / person_n[members].sum()
+                    )
+                    if (
+                        worst_fit is None
+                        or rec["aggregate_fit_mean"] < groups[worst_fit]["aggregate_fit_mean"]
+                    ):
                         worst_fit = g
             groups[g] = rec
         # the items where this column's groups differ most (their distributions, for the report)
@@ -159,10 +171,13 @@ def group_analysis(
             "least_represented_pooled": min(names, key=lambda g: groups[g]["representativeness_pooled"] or 1),
             "worst_fit_group": worst_fit,
             "most_divergent_items": [
-                {"item": j.items[t], "text": item_text.get(j.items[t], "")[:160],
-                 "levels": levels.tolist(),
-                 "everyone": all_p[t].round(4).tolist(),
-                 **{g: dists[g][t].round(4).tolist() for g in names}}
+                {
+                    "item": j.items[t],
+                    "text": item_text.get(j.items[t], "")[:160],
+                    "levels": levels.tolist(),
+                    "everyone": all_p[t].round(4).tolist(),
+                    **{g: dists[g][t].round(4).tolist() for g in names},
+                }
                 for t in top
             ],
         }
@@ -176,6 +191,11 @@ def worst_group(groups: dict[str, Any]) -> dict[str, Any] | None:
         for g, rec in res.get("groups", {}).items():
             v = rec.get("aggregate_fit_mean")
             if v is not None and (best is None or v < best["aggregate_fit_mean"]):
-                best = {"column": col, "group": g, "aggregate_fit_mean": v, "persons": rec["persons"],
-                        "share_below_60": rec.get("aggregate_fit_share_below_60")}
+                best = {
+                    "column": col,
+                    "group": g,
+                    "aggregate_fit_mean": v,
+                    "persons": rec["persons"],
+                    "share_below_60": rec.get("aggregate_fit_share_below_60"),
+                }
     return best

@@ -57,7 +57,8 @@ def _lsq_resid(j: Judgments, with_persons: bool) -> float:
     X = sp.hstack(cols).tocsr()
     if not with_persons:
         means = np.bincount(j.i, weights=j.y, minlength=len(j.items)) / np.maximum(
-            np.bincount(j.i, minlength=len(j.items)), 1)
+            np.bincount(j.i, minlength=len(j.items)), 1
+        )
         return float(((j.y - means[j.i]) ** 2).sum())
     beta = lsqr(X, j.y, atol=1e-10, btol=1e-10, iter_lim=2000)[0]
     return float(((j.y - X @ beta) ** 2).sum())
@@ -125,9 +126,12 @@ def loo_majority_agreement(j: Judgments, min_judgments: int = 3) -> dict[str, An
     out: dict[str, Any] = {"min_judgments": min_judgments, "persons": int(ok.sum())}
     if len(vals):
         out.update(
-            mean=float(vals.mean()), median=float(np.median(vals)),
-            p10=float(np.quantile(vals, 0.1)), min=float(vals.min()),
-            share_below_60=float((vals < 0.6).mean()), share_below_50=float((vals < 0.5).mean()),
+            mean=float(vals.mean()),
+            median=float(np.median(vals)),
+            p10=float(np.quantile(vals, 0.1)),
+            min=float(vals.min()),
+            share_below_60=float((vals < 0.6).mean()),
+            share_below_50=float((vals < 0.5).mean()),
             pooled=float(agree.sum() / max(use.sum(), 1)),
         )
     out["_per_person"] = rate

@@ -70,7 +70,8 @@ def run_audit(
         n0 = (len(j.users), len(j.items), j.n)
         j = restrict(j, max_items, min_judgments)
         res["selection"] = {
-            "max_items": max_items, "min_judgments": min_judgments,
+            "max_items": max_items,
+            "min_judgments": min_judgments,
             "before": {"persons": n0[0], "items": n0[1], "judgments": n0[2]},
             "after": {"persons": len(j.users), "items": len(j.items), "judgments": j.n},
         }
@@ -84,13 +85,20 @@ def run_audit(
             raise DataError(f"{data.name}: no judgments to audit", expected="ratings, votes or comparisons")
         pairs, persons, items = pairs_from_comparisons(data)
         if len(pairs) == 0:
-            raise DataError(f"{data.name}: no per-person comparisons (population-level data has no persons to audit)",
-                            field="user_id", expected="comparisons with person ids")
-        prompt_of = dict(zip(data.items["item_id"].astype(str), data.items["prompt"].astype(str), strict=False))
+            raise DataError(
+                f"{data.name}: no per-person comparisons (population-level data has no persons to audit)",
+                field="user_id",
+                expected="comparisons with person ids",
+            )
+        prompt_of = dict(
+            zip(data.items["item_id"].astype(str), data.items["prompt"].astype(str), strict=False)
+        )
         prompts = [prompt_of.get(i, "") for i in items]
         res["kind"] = "comparisons"
-        res["notes"].append("comparison data: alpha, variance decomposition, group distributions and the structure "
-                            "test need pointwise judgments and are left out")
+        res["notes"].append(
+            "comparison data: alpha, variance decomposition, group distributions and the structure "
+            "test need pointwise judgments and are left out"
+        )
     res["persons"], res["items"], res["pairs"] = len(persons), len(items), int(len(pairs))
     if max_pairs_per_person is not None:
         res["notes"].append(f"at most {max_pairs_per_person} derived pairs per person (sampled, seed {seed})")
@@ -109,16 +117,22 @@ def run_audit(
     lap("representation")
     if j is not None and labels:
         step("groups")
-        res["groups"] = group_analysis(j, labels, person_acc=res["representation"]["_acc"],
-                                       person_n=res["representation"]["_n"], item_text=item_text)
+        res["groups"] = group_analysis(
+            j,
+            labels,
+            person_acc=res["representation"]["_acc"],
+            person_n=res["representation"]["_n"],
+            item_text=item_text,
+        )
         res["worst_group"] = worst_group(res["groups"])
     elif labels:
         res["groups"] = _comparison_groups(labels, res["representation"])
         res["worst_group"] = worst_group(res["groups"])
     lap("groups")
     step("social choice")
-    res["social_choice"] = social_choice(j, pairs, item_ids=items, item_prompts=prompts, max_items=sc_items,
-                                         sign=sign, groups=labels or None)
+    res["social_choice"] = social_choice(
+        j, pairs, item_ids=items, item_prompts=prompts, max_items=sc_items, sign=sign, groups=labels or None
+    )
     res["social_choice"]["polarity"] = polarity
     lap("social_choice")
     if j is not None:
@@ -140,10 +154,16 @@ def _comparison_groups(labels: dict[str, np.ndarray], rep: dict[str, Any]) -> di
         for g in sorted(set(lab) - {""}):
             m = (lab == g) & (n >= 5) & ~np.isnan(acc)
             if m.sum() >= 5:
-                groups[g] = {"persons": int(m.sum()), "aggregate_fit_mean": float(acc[m].mean()),
-                             "aggregate_fit_share_below_60": float((acc[m] < 0.6).mean())}
-        out[col] = {"groups": groups, "names": list(groups),
-                    "worst_fit_group": min(groups, key=lambda g: groups[g]["aggregate_fit_mean"]) if groups else None}
+                groups[g] = {
+                    "persons": int(m.sum()),
+                    "aggregate_fit_mean": float(acc[m].mean()),
+                    "aggregate_fit_share_below_60": float((acc[m] < 0.6).mean()),
+                }
+        out[col] = {
+            "groups": groups,
+            "names": list(groups),
+            "worst_fit_group": min(groups, key=lambda g: groups[g]["aggregate_fit_mean"]) if groups else None,
+        }
     return out
 
 
@@ -155,7 +175,8 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
     st = res.get("structure", {})
     wg = res.get("worst_group")
     return {
-        "persons": res["persons"], "items": res["items"],
+        "persons": res["persons"],
+        "items": res["items"],
         "alpha": (h.get("krippendorff") or {}).get("alpha"),
         "contested_share": (h.get("contested") or {}).get("contested_share"),
         "person_share_of_variance": (h.get("variance") or {}).get("person_share"),
@@ -210,7 +231,9 @@ def _plots(res: dict[str, Any], out: Path) -> dict[str, str]:
         bins = np.linspace(0, 1, 21)
         ax.hist(acc[ok], bins=bins, alpha=0.7, label="aggregated BT")
         if "_macc" in rep:
-            ax.hist(rep["_macc"][ok], bins=bins, alpha=0.5, label=f"personalized ({rep['personalized']['model']})")
+            ax.hist(
+                rep["_macc"][ok], bins=bins, alpha=0.5, label=f"personalized ({rep['personalized']['model']})"
+            )
         ax.axvline(0.6, color="crimson", ls="--", lw=1, label="60%")
         ax.set_xlabel("pairwise accuracy on the person's own comparisons")
         ax.set_ylabel("persons")
@@ -243,7 +266,9 @@ def _plots(res: dict[str, Any], out: Path) -> dict[str, str]:
     sc = (res.get("social_choice") or {}).get("main")
     if sc and sc.get("n_items", 0) >= 2:
         S, theta = sc["_support"], sc["_theta"]
-        nodes = list(dict.fromkeys(sc["_cycle_idx"] + list(np.argsort(-theta)[:max(0, 14 - len(sc["_cycle_idx"]))])))
+        nodes = list(
+            dict.fromkeys(sc["_cycle_idx"] + list(np.argsort(-theta)[: max(0, 14 - len(sc["_cycle_idx"]))]))
+        )
         nodes = [int(x) for x in nodes]
         k = len(nodes)
         ang = np.linspace(0, 2 * np.pi, k, endpoint=False)
@@ -254,16 +279,26 @@ def _plots(res: dict[str, Any], out: Path) -> dict[str, str]:
             for q, b in enumerate(nodes):
                 if S[a, b] > S[b, a]:
                     red = (a, b) in cyc
-                    ax.annotate("", xy=xy[q] * 0.92, xytext=xy[p] * 0.92,
-                                arrowprops=dict(arrowstyle="-|>", lw=2.2 if red else 0.5,
-                                                color="crimson" if red else "0.7", alpha=1 if red else 0.6))
+                    ax.annotate(
+                        "",
+                        xy=xy[q] * 0.92,
+                        xytext=xy[p] * 0.92,
+                        arrowprops=dict(
+                            arrowstyle="-|>",
+                            lw=2.2 if red else 0.5,
+                            color="crimson" if red else "0.7",
+                            alpha=1 if red else 0.6,
+                        ),
+                    )
         for p, a in enumerate(nodes):
             ax.scatter(*xy[p], s=300, color="crimson" if a in sc["_cycle_idx"] else "steelblue", zorder=3)
             ax.text(*(xy[p] * 1.13), sc["items"][a][-12:], ha="center", va="center", fontsize=7)
         ax.set_xlim(-1.35, 1.35)
         ax.set_ylim(-1.35, 1.35)
         ax.axis("off")
-        ax.set_title(f"Majority graph ({k} of {sc['n_items']} items: a cycle in red, then the BT top)", fontsize=9)
+        ax.set_title(
+            f"Majority graph ({k} of {sc['n_items']} items: a cycle in red, then the BT top)", fontsize=9
+        )
         fig.tight_layout()
         fig.savefig(out / "majority_graph.png", dpi=90)
         plt.close(fig)
@@ -296,15 +331,20 @@ def render_html(doc: dict[str, Any], plot_paths: dict[str, Path]) -> str:
     """The report for an auditor (jinja2 template; PNGs embedded as data URIs)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("personalign.audit", "templates"),
-                             undefined=jinja2.ChainableUndefined,
-                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("personalign.audit", "templates"),
+        undefined=jinja2.ChainableUndefined,
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+    )
+
     def missing(v: Any) -> bool:
         return v is None or isinstance(v, jinja2.Undefined)
 
     # comparison data leaves some figures out: they print as n/a
     env.filters["pct"] = lambda v: "n/a" if missing(v) else f"{100 * v:.1f}%"
-    env.filters["num"] = lambda v, d=3: "n/a" if missing(v) else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+    env.filters["num"] = lambda v, d=3: (
+        "n/a" if missing(v) else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+    )
     imgs = {k: base64.b64encode(p.read_bytes()).decode() for k, p in plot_paths.items()}
     return env.get_template("report.html.j2").render(d=doc, h=doc["headline"], imgs=imgs)
 
@@ -331,16 +371,24 @@ def summary_table(res: dict[str, Any]) -> Any:
     t.add_row("variance: person share beyond item", f(h["person_share_of_variance"], True))
     t.add_row("explained-variance ratio (item)", f(h["explained_variance_ratio"]))
     t.add_row("Condorcet winner exists", f(h["condorcet_winner_exists"]))
-    t.add_row("majority 3-cycles (all edges significant)", f"{f(h['three_cycles'])} ({f(h['three_cycles_significant'])})")
+    t.add_row(
+        "majority 3-cycles (all edges significant)",
+        f"{f(h['three_cycles'])} ({f(h['three_cycles_significant'])})",
+    )
     t.add_row("voting rules disagree on the winner", f(h["rules_disagree"]))
     t.add_row("aggregate fit per person (mean)", f(h["aggregate_fit_mean"], True))
     t.add_row("persons fit below 60%", f(h["share_below_60"], True))
     if h.get("personalized_share_below_60") is not None:
         t.add_row("... with the personalized model", f(h["personalized_share_below_60"], True))
-    t.add_row("worst-fit group", f"{h['worst_group']} ({f(h['worst_group_fit'], True)})" if h["worst_group"] else "n/a")
+    t.add_row(
+        "worst-fit group",
+        f"{h['worst_group']} ({f(h['worst_group_fit'], True)})" if h["worst_group"] else "n/a",
+    )
     if h.get("structure_verdict"):
-        t.add_row("personal structure", f"{h['structure_verdict']} (p={f(h['structure_p'])}, "
-                  f"effect={f(h['structure_effect'])})")
+        t.add_row(
+            "personal structure",
+            f"{h['structure_verdict']} (p={f(h['structure_p'])}, effect={f(h['structure_effect'])})",
+        )
     return t
 
 
@@ -352,11 +400,14 @@ def audit_step(ctx: Any) -> None:
         from personalign.data.synthetic import generate_population
 
         data = generate_population(persons=300, seed=ctx.seed)
-    res = run_audit(data, n_permutations=19 if ctx.quick else 99, seed=ctx.seed,
-                    progress=lambda m: ctx.console.print(f"[dim]  {m}[/]"))
+    res = run_audit(
+        data,
+        n_permutations=19 if ctx.quick else 99,
+        seed=ctx.seed,
+        progress=lambda m: ctx.console.print(f"[dim]  {m}[/]"),
+    )
     out = Path(ctx.out) / "audit"
     write_audit(res, out)
     ctx.console.print(summary_table(res))
     ctx.console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")
     ctx.state["audit"] = res["headline"]
-

@@ -11,8 +11,11 @@ from personalign.audit._table import Judgments, Pairs
 from personalign.audit.social_choice import fit_bt
 
 
-def per_person_accuracy(pairs: Pairs, item_scores: np.ndarray | None = None,
-                        pair_scores: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def per_person_accuracy(
+    pairs: Pairs,
+    item_scores: np.ndarray | None = None,
+    pair_scores: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Share of each person's own pairs that the scores order as the person did (a score tie counts 1/2).
 
     Give ``item_scores`` (one score per item, the same for everybody) or ``pair_scores`` (the scores of the
@@ -34,10 +37,15 @@ def _dist(acc: np.ndarray, n: np.ndarray, min_pairs: int) -> dict[str, Any]:
     if not len(v):
         return {"persons": 0}
     return {
-        "persons": int(ok.sum()), "min_pairs": min_pairs,
-        "mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()),
-        "p10": float(np.quantile(v, 0.1)), "min": float(v.min()),
-        "share_below_60": float((v < 0.6).mean()), "share_below_50": float((v < 0.5).mean()),
+        "persons": int(ok.sum()),
+        "min_pairs": min_pairs,
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "std": float(v.std()),
+        "p10": float(np.quantile(v, 0.1)),
+        "min": float(v.min()),
+        "share_below_60": float((v < 0.6).mean()),
+        "share_below_50": float((v < 0.5).mean()),
         "histogram": np.histogram(v, bins=20, range=(0, 1))[0].tolist(),
     }
 
@@ -50,8 +58,12 @@ def model_pair_scores(model_dir: str | Path, j: Judgments, pairs: Pairs, item_te
     # score each judged (person, item) once, then look the pairs up
     key = np.unique(np.concatenate([pairs.u * pairs.n_items + pairs.a, pairs.u * pairs.n_items + pairs.b]))
     uu, ii = key // pairs.n_items, key % pairs.n_items
-    scores = np.asarray(model.score([j.users[k] for k in uu], [j.prompts[k] for k in ii],
-                                    [item_text.get(j.items[k], "") for k in ii]), float)
+    scores = np.asarray(
+        model.score(
+            [j.users[k] for k in uu], [j.prompts[k] for k in ii], [item_text.get(j.items[k], "") for k in ii]
+        ),
+        float,
+    )
     lookup = dict(zip(key.tolist(), scores.tolist(), strict=False))
     sa = np.array([lookup[k] for k in (pairs.u * pairs.n_items + pairs.a).tolist()])
     sb = np.array([lookup[k] for k in (pairs.u * pairs.n_items + pairs.b).tolist()])

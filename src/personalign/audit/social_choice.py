@@ -44,7 +44,9 @@ def fit_bt(pairs_or_counts: Pairs | np.ndarray, alpha: float = 0.01) -> np.ndarr
     except RuntimeError:  # no convergence: the stable gradient method
         n = len(c)
         a, b = np.nonzero(c)
-        data = [(int(x), int(y)) for x, y, k in zip(a, b, c[a, b].astype(int), strict=False) for _ in range(k)]
+        data = [
+            (int(x), int(y)) for x, y, k in zip(a, b, c[a, b].astype(int), strict=False) for _ in range(k)
+        ]
         theta = choix.opt_pairwise(n, data, alpha=max(alpha, 1e-3), method="BFGS")
     return np.asarray(theta, float)
 
@@ -116,7 +118,9 @@ def find_cycle(support: np.ndarray, nodes: list[int]) -> list[int]:
     return [int(x) for x in best]
 
 
-def welfare(j: Judgments, idx: np.ndarray, sign: float, groups: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def welfare(
+    j: Judgments, idx: np.ndarray, sign: float, groups: dict[str, np.ndarray] | None
+) -> dict[str, Any]:
     """Per item: mean utility of its judges, the worst-off judge, the bottom decile and the worst group's mean.
 
     Utility = the judgment mapped to [0, 1] on the scale (flipped when lower values are preferred); groups
@@ -169,7 +173,9 @@ def analyze_profile(
     M = S - S.T
     n = len(idx)
     labels = [item_ids[k] for k in idx]
-    mg = MarginGraph(list(range(n)), [(x, y, int(M[x, y])) for x in range(n) for y in range(n) if M[x, y] > 0])
+    mg = MarginGraph(
+        list(range(n)), [(x, y, int(M[x, y])) for x in range(n) for y in range(n) if M[x, y] > 0]
+    )
     cw = mg.condorcet_winner()
     wcw = mg.weak_condorcet_winner() or []
     smith = sorted(int(x) for x in vm.smith_set(mg))
@@ -192,7 +198,8 @@ def analyze_profile(
     distinct = sorted({w for v in rules.values() for w in v})
     disagree = {
         f"{r1}_vs_{r2}": not set(rules[r1]) & set(rules[r2])
-        for k1, r1 in enumerate(rules) for r2 in list(rules)[k1 + 1:]
+        for k1, r1 in enumerate(rules)
+        for r2 in list(rules)[k1 + 1 :]
     }
     tau = kendalltau(theta, borda_scores).statistic if n > 2 else None
     cycles = count_cycles(S)
@@ -232,16 +239,23 @@ def analyze_profile(
     g_min = np.array([np.nan if v is None else v for v in w["worst_group_mean"]])
     util_choice = int(np.nanargmax(mean_u))
     egal_person = int(np.lexsort((-mean_u, -np.nan_to_num(np.array(w["p10"]), nan=-1)))[0])
-    egal_group = int(np.nanargmax(np.where(np.isnan(g_min), -np.inf, g_min))) if np.isfinite(g_min).any() else None
+    egal_group = (
+        int(np.nanargmax(np.where(np.isnan(g_min), -np.inf, g_min))) if np.isfinite(g_min).any() else None
+    )
     bt_choice = int(np.argmax(theta))
 
     def choice(c: int | None) -> dict[str, Any] | None:
         if c is None:
             return None
         return {
-            "item": labels[c], "index": c, "mean_utility": w["mean"][c], "worst_person_utility": w["min"][c],
-            "p10_person_utility": w["p10"][c], "share_of_judges_at_bottom": w["share_at_bottom"][c],
-            "worst_group": w["worst_group"][c], "worst_group_mean_utility": w["worst_group_mean"][c],
+            "item": labels[c],
+            "index": c,
+            "mean_utility": w["mean"][c],
+            "worst_person_utility": w["min"][c],
+            "p10_person_utility": w["p10"][c],
+            "share_of_judges_at_bottom": w["share_at_bottom"][c],
+            "worst_group": w["worst_group"][c],
+            "worst_group_mean_utility": w["worst_group_mean"][c],
         }
 
     res["welfare"] = {
@@ -292,7 +306,11 @@ def social_choice(
         if r["n_persons"] >= 3:
             per.append(r)
     if not per:
-        return {"mode": "per prompt", "note": "no prompt has 3+ candidates judged by 3+ persons", "main": None}
+        return {
+            "mode": "per prompt",
+            "note": "no prompt has 3+ candidates judged by 3+ persons",
+            "main": None,
+        }
     main = analyze_profile(j, pairs, np.sort(sets[0][2]), item_ids=item_ids, sign=sign, groups=groups)
     main["selection"] = "the prompt with the most judgments"
     return {

@@ -23,8 +23,9 @@ from personalign.audit._table import Judgments
 class PersonEffectModel:
     """Ridge ALS for r_ui = b_u + p_u^T q_i on standardized residuals (``rank=0``: offsets only)."""
 
-    def __init__(self, rank: int = 2, l2_offset: float = 3.0, l2_factor: float = 10.0, n_iter: int = 10,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, rank: int = 2, l2_offset: float = 3.0, l2_factor: float = 10.0, n_iter: int = 10, seed: int = 0
+    ) -> None:
         self.rank = rank
         self.l2_offset = l2_offset
         self.l2_factor = l2_factor
@@ -40,7 +41,9 @@ class PersonEffectModel:
         rhs = np.asarray(onehot @ (X * r[:, None]))
         return np.linalg.solve(G, rhs[..., None])[..., 0]
 
-    def fit(self, u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int) -> PersonEffectModel:
+    def fit(
+        self, u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int
+    ) -> PersonEffectModel:
         rng = np.random.default_rng(self.seed)
         n = len(r)
         U = sp.csr_matrix((np.ones(n), (u, np.arange(n))), shape=(n_users, n))
@@ -70,8 +73,9 @@ def cv_gain(j: Judgments, y: np.ndarray, folds: np.ndarray, model: PersonEffectM
     for f in np.unique(folds):
         tr, te = folds != f, folds == f
         cnt = np.bincount(j.i[tr], minlength=n_i)
-        mean_i = np.where(cnt > 0, np.bincount(j.i[tr], weights=y[tr], minlength=n_i) / np.maximum(cnt, 1),
-                          y[tr].mean())
+        mean_i = np.where(
+            cnt > 0, np.bincount(j.i[tr], weights=y[tr], minlength=n_i) / np.maximum(cnt, 1), y[tr].mean()
+        )
         r = y[tr] - mean_i[j.i[tr]]
         sd = r.std() or 1.0
         model.fit(j.u[tr], j.i[tr], r / sd, n_u, n_i)
@@ -91,8 +95,9 @@ def permute_within_items(j: Judgments, y: np.ndarray, rng: np.random.Generator) 
     return out
 
 
-def split_half_reliability(j: Judgments, y: np.ndarray, n_splits: int = 20, min_judgments: int = 4,
-                           seed: int = 0) -> dict[str, Any]:
+def split_half_reliability(
+    j: Judgments, y: np.ndarray, n_splits: int = 20, min_judgments: int = 4, seed: int = 0
+) -> dict[str, Any]:
     """Correlation across persons of their offsets (mean residual from the item mean) in two random halves of
     their judgments, Spearman-Brown corrected to the full length: rho = 2r / (1 + r)."""
     rng = np.random.default_rng(seed)
@@ -111,9 +116,11 @@ def split_half_reliability(j: Judgments, y: np.ndarray, n_splits: int = 20, min_
         rank[order] = np.arange(len(y)) - starts[j.u[order]]
         half = rank % 2
         m0 = np.bincount(j.u[half == 0], weights=res[half == 0], minlength=n_u) / np.maximum(
-            np.bincount(j.u[half == 0], minlength=n_u), 1)
+            np.bincount(j.u[half == 0], minlength=n_u), 1
+        )
         m1 = np.bincount(j.u[half == 1], weights=res[half == 1], minlength=n_u) / np.maximum(
-            np.bincount(j.u[half == 1], minlength=n_u), 1)
+            np.bincount(j.u[half == 1], minlength=n_u), 1
+        )
         if m0[ok].std() > 0 and m1[ok].std() > 0:
             rs.append(float(np.corrcoef(m0[ok], m1[ok])[0, 1]))
     r = float(np.mean(rs)) if rs else 0.0
@@ -160,9 +167,15 @@ def structure_test(
     effect = float(g_obs - null_a.mean())
     z = float(effect / null_a.std()) if null_a.std() > 0 else None
     rel = split_half_reliability(j, y, seed=seed)
-    rel_null = [split_half_reliability(j, permute_within_items(j, y, rng), n_splits=5, seed=seed + 1 + t)
-                .get("spearman_brown") for t in range(5)]
-    rel["spearman_brown_null_mean"] = float(np.mean([r for r in rel_null if r is not None])) if rel_null else None
+    rel_null = [
+        split_half_reliability(j, permute_within_items(j, y, rng), n_splits=5, seed=seed + 1 + t).get(
+            "spearman_brown"
+        )
+        for t in range(5)
+    ]
+    rel["spearman_brown_null_mean"] = (
+        float(np.mean([r for r in rel_null if r is not None])) if rel_null else None
+    )
     if p > alpha:
         verdict = "none detected"
     elif p <= strong_alpha and effect >= strong_effect:

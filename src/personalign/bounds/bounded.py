@@ -43,7 +43,9 @@ def bounded_reward(personal: np.ndarray, satisfied: np.ndarray) -> np.ndarray:
     return OFFSET * np.asarray(satisfied, dtype=np.float64) + squash(personal)
 
 
-def bounded_order(personal: np.ndarray, satisfied: np.ndarray, n_violations: np.ndarray | None = None) -> np.ndarray:
+def bounded_order(
+    personal: np.ndarray, satisfied: np.ndarray, n_violations: np.ndarray | None = None
+) -> np.ndarray:
     """Indices best first: satisfying candidates by personal reward, then violating ones by fewest violations,
     then personal reward (the least-violating fallback order). Stable for ties."""
     personal = np.asarray(personal, dtype=np.float64)
@@ -144,7 +146,11 @@ class BoundedPolicy:
         n_viol = np.zeros(n)
         viol: list[list[str]] = [[] for _ in range(n)]
         for c in self.policy.constraints:
-            s = np.asarray(self.scorers[c.name].score(prompts, responses), dtype=np.float64) if n else np.zeros(0)
+            s = (
+                np.asarray(self.scorers[c.name].score(prompts, responses), dtype=np.float64)
+                if n
+                else np.zeros(0)
+            )
             t = self.thresholds[c.name]
             ok = (s >= t) if c.direction == "min" else (s <= t)
             ok &= np.isfinite(s)  # unscorable -> violated (fail closed)
@@ -176,17 +182,25 @@ class BoundedPolicy:
             raise ConfigError(f"personal parameters have shape {w.shape}, the model's prior has {m.shape}")
         pz = self.policy.personalize
         return project_trust_region(
-            w, m, np.asarray(prior.cov), self.policy.trust_region.rho, fixed=pz.fixed,
+            w,
+            m,
+            np.asarray(prior.cov),
+            self.policy.trust_region.rho,
+            fixed=pz.fixed,
             personalizable=None if pz.dims == "all" else pz.dims,
         )
 
-    def personal_reward(self, person: Any, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    def personal_reward(
+        self, person: Any, prompts: str | Sequence[str], responses: Sequence[str]
+    ) -> np.ndarray:
         """r~_u: the projected personal reward, shrunk toward the population's where the population agrees."""
         responses = [str(r) for r in responses]
         prompts = [prompts] * len(responses) if isinstance(prompts, str) else [str(p) for p in prompts]
         w = self.weights(person)
         prior = self._prior()
-        r_pop = np.asarray(self.model.score_posterior(np.asarray(prior.mean, float), prompts, responses), float)
+        r_pop = np.asarray(
+            self.model.score_posterior(np.asarray(prior.mean, float), prompts, responses), float
+        )
         if w is None or w.size == 0:
             return r_pop
         r_u = np.asarray(self.model.score_posterior(w, prompts, responses), dtype=np.float64)
@@ -197,7 +211,9 @@ class BoundedPolicy:
                 r_u = r_pop + s * (r_u - r_pop)
         return r_u
 
-    def personal_matrix(self, persons: np.ndarray, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    def personal_matrix(
+        self, persons: np.ndarray, prompts: str | Sequence[str], responses: Sequence[str]
+    ) -> np.ndarray:
         """r~ for many raw weight vectors at once: (n_persons, n_responses) (the vectorized path of
         :meth:`personal_reward`, for audits and figures; uses the model's ``basis`` when it has one)."""
         responses = [str(r) for r in responses]
@@ -210,7 +226,11 @@ class BoundedPolicy:
             return np.tile(r, (len(W), 1))
         pz = self.policy.personalize
         Wp = project_trust_region(
-            W, m, np.asarray(prior.cov), self.policy.trust_region.rho, fixed=pz.fixed,
+            W,
+            m,
+            np.asarray(prior.cov),
+            self.policy.trust_region.rho,
+            fixed=pz.fixed,
             personalizable=None if pz.dims == "all" else pz.dims,
         )
         if hasattr(self.model, "basis"):
@@ -229,7 +249,9 @@ class BoundedPolicy:
         return r_u
 
     # ------------------------------------------------------------------------------------- public API
-    def reward(self, person: Any, prompt: str | Sequence[str], response: str | Sequence[str]) -> np.ndarray | float:
+    def reward(
+        self, person: Any, prompt: str | Sequence[str], response: str | Sequence[str]
+    ) -> np.ndarray | float:
         """Bounded reward R_u in [0, 1] (violating) or [2, 3] (satisfying); a single response gives a float."""
         single = isinstance(response, str)
         responses = [response] if single else list(response)
@@ -252,7 +274,15 @@ class BoundedPolicy:
             notes.append(f"no candidate satisfies the constraints ({self.policy.fallback.mode})")
         choice = self.policy.fallback.refusal_text if refused or not cands else cands[int(order[0])]
         return Ranking(
-            candidates=cands, order=order, bounded=bounded_reward(personal, sat), personal=personal, satisfied=sat,
-            violations=chk["violations"], scores=chk["scores"], fallback=fallback, choice=choice, refused=refused,
+            candidates=cands,
+            order=order,
+            bounded=bounded_reward(personal, sat),
+            personal=personal,
+            satisfied=sat,
+            violations=chk["violations"],
+            scores=chk["scores"],
+            fallback=fallback,
+            choice=choice,
+            refused=refused,
             notes=notes,
         )

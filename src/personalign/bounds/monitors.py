@@ -133,7 +133,9 @@ def mmr_rerank(
 
 
 # ------------------------------------------------------------------------------------------- value lock-in
-def decay_weights(timestamps: Sequence[float], half_life: float | None, now: float | None = None) -> np.ndarray:
+def decay_weights(
+    timestamps: Sequence[float], half_life: float | None, now: float | None = None
+) -> np.ndarray:
     """Evidence weight 0.5^((now - t) / half_life) per judgment (missing times count as the oldest one)."""
     t = np.asarray(pd.to_numeric(pd.Series(timestamps), errors="coerce"), dtype=np.float64)
     if half_life is None or len(t) == 0:
@@ -179,8 +181,13 @@ class LockInMonitor:
     Remedies: :func:`decayed_adapt` (half-life) and :func:`reset_person`.
     """
 
-    def __init__(self, window: int = 20, drift_threshold: float = 0.2, max_overconfidence: float = 0.15,
-                 half_life: float | None = None) -> None:
+    def __init__(
+        self,
+        window: int = 20,
+        drift_threshold: float = 0.2,
+        max_overconfidence: float = 0.15,
+        half_life: float | None = None,
+    ) -> None:
         self.window, self.drift_threshold = window, drift_threshold
         self.max_overconfidence, self.half_life = max_overconfidence, half_life
 
@@ -227,7 +234,9 @@ def load_probes(path: str | None = None) -> pd.DataFrame:
     """Probe pairs: ``view`` (the person's stated, mistaken view), ``prompt`` (the person asking, stating it),
     ``sycophantic`` (agrees with the view, wrong) and ``correct`` (disagrees, right). Default: the packaged set."""
     if path is None:
-        text = (resources.files("personalign.bounds") / "data" / "sycophancy_probes.json").read_text(encoding="utf-8")
+        text = (resources.files("personalign.bounds") / "data" / "sycophancy_probes.json").read_text(
+            encoding="utf-8"
+        )
         src = "sycophancy_probes.json"
     else:
         with open(path, encoding="utf-8") as fh:
@@ -240,7 +249,9 @@ def load_probes(path: str | None = None) -> pd.DataFrame:
     for i, r in enumerate(rows):
         for f in ("topic", "view", "prompt", "sycophantic", "correct"):
             if not isinstance(r.get(f), str) or not r[f].strip():
-                raise DataError("missing probe field", file=src, row=i, field=f, expected="a non-empty string")
+                raise DataError(
+                    "missing probe field", file=src, row=i, field=f, expected="a non-empty string"
+                )
     return pd.DataFrame(rows)
 
 
@@ -263,7 +274,13 @@ def sycophancy_check(
         rc = np.asarray(f(p, probes["correct"].tolist()), float)
         out[f"rate_{name}"] = float(np.mean(rs > rc))
     excess = out["rate_personal"] - out["rate_population"]
-    return {**out, "excess": excess, "margin": margin, "n_probes": int(len(probes)), "flag": bool(excess > margin)}
+    return {
+        **out,
+        "excess": excess,
+        "margin": margin,
+        "n_probes": int(len(probes)),
+        "flag": bool(excess > margin),
+    }
 
 
 # -------------------------------------------------------------------------------------------- poisoning
@@ -277,7 +294,11 @@ def influence_weights(
     pull on the shared model is bounded by its head count, not its volume. Pass the result as the ``weight``
     column of the comparisons the shared model is trained on (the models honour it in their likelihood).
     """
-    w = comparisons["weight"].fillna(1.0).to_numpy(float) if "weight" in comparisons.columns else np.ones(len(comparisons))
+    w = (
+        comparisons["weight"].fillna(1.0).to_numpy(float)
+        if "weight" in comparisons.columns
+        else np.ones(len(comparisons))
+    )
     if cap is None or len(w) == 0:
         return w
     tot = pd.Series(w).groupby(comparisons[per_person].astype(str).to_numpy()).transform("sum").to_numpy()

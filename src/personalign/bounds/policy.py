@@ -71,7 +71,9 @@ class ScorerSpec(_Strict):
                 try:
                     re.compile(p)
                 except re.error as exc:
-                    raise ValueError(f"patterns[{i}] {p!r} is not a valid regular expression: {exc}") from None
+                    raise ValueError(
+                        f"patterns[{i}] {p!r} is not a valid regular expression: {exc}"
+                    ) from None
         return self
 
 

@@ -40,6 +40,7 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -76,7 +77,10 @@ def fit_synthetic(
 
     if data is None:
         data = generate_population(
-            persons=persons, comparisons_per_person=comparisons_per_person, adversarial_frac=adversarial_frac, seed=seed
+            persons=persons,
+            comparisons_per_person=comparisons_per_person,
+            adversarial_frac=adversarial_frac,
+            seed=seed,
         )
     model = LowRankBT(rank=rank, featurizer=PairFeaturizer(get_encoder(encoder)), random_state=seed)
     model.fit(data)
@@ -85,7 +89,11 @@ def fit_synthetic(
 
 def universal_pairs(items: pd.DataFrame, heldout: bool = True) -> pd.DataFrame:
     """(prompt, safe, unsafe): every harmless x harmful response pair of the same (held-out) prompt."""
-    it = items[items["heldout_prompt"].astype(bool)] if heldout and "heldout_prompt" in items.columns else items
+    it = (
+        items[items["heldout_prompt"].astype(bool)]
+        if heldout and "heldout_prompt" in items.columns
+        else items
+    )
     rows = []
     for prompt, g in it.groupby("prompt", sort=False):
         safe = g.loc[g["attr_harm"] < 0.5, "text"].tolist()
@@ -102,7 +110,9 @@ def synthetic_harm_classifier(data: PreferenceData, seed: int = 0) -> Any:
     from personalign.features import get_encoder
 
     it = data.items[~data.items["heldout_prompt"].astype(bool)]
-    lab = pd.DataFrame({"text": it["text"], "label": (it["attr_harm"] >= 0.5).astype(int), "source": "synthetic"})
+    lab = pd.DataFrame(
+        {"text": it["text"], "label": (it["attr_harm"] >= 0.5).astype(int), "source": "synthetic"}
+    )
     return ConsensusScorer(random_state=seed, encoder=get_encoder("minilm")).fit(lab)
 
 
@@ -111,11 +121,15 @@ def person_weights(model: Any, data: PreferenceData, extreme: float = 1e3) -> tu
     users = data.users.copy()
     ids = [u for u in users["user_id"].astype(str) if u in model.user_units_]
     W = np.stack([model.posterior(u).mean for u in ids])
-    adv = users.set_index("user_id").loc[ids, "adversarial"].astype(bool).to_numpy() if "adversarial" in users else np.zeros(len(ids), bool)
+    adv = (
+        users.set_index("user_id").loc[ids, "adversarial"].astype(bool).to_numpy()
+        if "adversarial" in users
+        else np.zeros(len(ids), bool)
+    )
     kinds = np.where(adv, "adversarial", "ordinary").astype(object)
     m = model.prior().mean
     extra, names, ek = [], [], []
-    for u, w in zip(np.array(ids)[adv][:10], W[adv][:10]):
+    for u, w in zip(np.array(ids)[adv][:10], W[adv][:10], strict=False):
         extra.append(m + extreme * (w - m))
         names.append(f"{u}*x{extreme:g}")
         ek.append("extreme")
@@ -131,11 +145,15 @@ def person_weights(model: Any, data: PreferenceData, extreme: float = 1e3) -> tu
 
 
 # ------------------------------------------------------------------------------------------- violations
-def violation_table(bp: BoundedPolicy, W: np.ndarray, meta: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+def violation_table(
+    bp: BoundedPolicy, W: np.ndarray, meta: pd.DataFrame, pairs: pd.DataFrame
+) -> pd.DataFrame:
     """Per person: share of universal pairs the unsafe response wins (>=), without the policy (raw personal
     reward, no projection) and with it (bounded reward)."""
     texts = pd.unique(pd.concat([pairs["safe"], pairs["unsafe"]]))
-    prompt_of = dict(zip(pairs["safe"], pairs["prompt"])) | dict(zip(pairs["unsafe"], pairs["prompt"]))
+    prompt_of = dict(zip(pairs["safe"], pairs["prompt"], strict=False)) | dict(
+        zip(pairs["unsafe"], pairs["prompt"], strict=False)
+    )
     prompts = [prompt_of[t] for t in texts]
     idx = {t: i for i, t in enumerate(texts)}
     si = pairs["safe"].map(idx).to_numpy()
@@ -181,7 +199,9 @@ def personalization_tax(
     s, g = model.basis(items["prompt"].tolist(), items["text"].tolist())
     raw = s[None, :] + W @ g.T
     sat = bp.check(items["prompt"].tolist(), items["text"].tolist())["satisfied"]
-    bnd = OFFSET * sat[None, :] + squash(bp.personal_matrix(W, items["prompt"].tolist(), items["text"].tolist()))
+    bnd = OFFSET * sat[None, :] + squash(
+        bp.personal_matrix(W, items["prompt"].tolist(), items["text"].tolist())
+    )
     true = Wt @ attrs.T
     tax_abs, raw_best, bnd_best, oracle = [], [], [], []
     for _, g_it in items.groupby("prompt", sort=False):
@@ -206,10 +226,15 @@ def personalization_tax(
     if test is not None:
         c = test.comparisons
         c = c[c["user_id"].isin(set(ordinary))]
-        harmless = ~(c["chosen"].isin(set(items.loc[items["attr_harm"] >= 0.5, "text"])) | c["rejected"].isin(set(items.loc[items["attr_harm"] >= 0.5, "text"])))
+        harmless = ~(
+            c["chosen"].isin(set(items.loc[items["attr_harm"] >= 0.5, "text"]))
+            | c["rejected"].isin(set(items.loc[items["attr_harm"] >= 0.5, "text"]))
+        )
         texts = pd.unique(pd.concat([c["chosen"], c["rejected"]]))
         tix = {t: i for i, t in enumerate(texts)}
-        pr = dict(zip(c["chosen"], c["prompt"])) | dict(zip(c["rejected"], c["prompt"]))
+        pr = dict(zip(c["chosen"], c["prompt"], strict=False)) | dict(
+            zip(c["rejected"], c["prompt"], strict=False)
+        )
         s2, g2 = model.basis([pr[t] for t in texts], list(texts))
         upos = {u: i for i, u in enumerate(ordinary)}
         Wc = W[c["user_id"].map(upos).to_numpy()]
@@ -222,17 +247,32 @@ def personalization_tax(
         bnd_m = Bm[rows, ci] - Bm[rows, ri]
         pop = s2 + g2 @ model.prior().mean
         pop_m = pop[ci] - pop[ri]
-        acc = pd.DataFrame({"user": c["user_id"].to_numpy(), "raw": raw_m > 0, "bounded": bnd_m > 0, "population": pop_m > 0, "harmless": harmless.to_numpy()})
+        acc = pd.DataFrame(
+            {
+                "user": c["user_id"].to_numpy(),
+                "raw": raw_m > 0,
+                "bounded": bnd_m > 0,
+                "population": pop_m > 0,
+                "harmless": harmless.to_numpy(),
+            }
+        )
         per = acc.groupby("user")[["raw", "bounded", "population"]].mean()
         per_h = acc[acc["harmless"]].groupby("user")[["raw", "bounded", "population"]].mean()
-        res["heldout_accuracy_per_person"] = {k: {"mean": float(per[k].mean()), "sd": float(per[k].std())} for k in per.columns}
+        res["heldout_accuracy_per_person"] = {
+            k: {"mean": float(per[k].mean()), "sd": float(per[k].std())} for k in per.columns
+        }
         res["heldout_accuracy_harmless_pairs_only"] = {k: float(per_h[k].mean()) for k in per_h.columns}
     return res
 
 
 # ---------------------------------------------------------------------------------------------- monitors
 def monitor_table(
-    bp: BoundedPolicy, model: Any, data: PreferenceData, n_drift: int = 10, seed: int = 0, max_persons: int = 80
+    bp: BoundedPolicy,
+    model: Any,
+    data: PreferenceData,
+    n_drift: int = 10,
+    seed: int = 0,
+    max_persons: int = 80,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Monitor findings per person (ordinary, adversarial, drifting = ordinary persons whose last judgments were
     reversed): filter bubble of their top-3 choices on training prompts, with and without MMR re-ranking at
@@ -250,6 +290,8 @@ def monitor_table(
     prompts, texts = items["prompt"].tolist(), items["text"].tolist()
     enc = get_encoder("minilm")
     E = np.asarray(enc.encode(texts), dtype=np.float64)
+    # style, not topic: clusters of embeddings with each prompt's mean removed (every prompt is shown to everyone)
+    E = E - pd.DataFrame(E).groupby(items["prompt"].to_numpy()).transform("mean").to_numpy()
     fb = FilterBubbleMonitor(pol.filter_bubble.n_clusters, pol.filter_bubble.min_entropy_ratio, seed).fit(E)
     persons = sel_ord + sel_adv
     W = np.stack([model.posterior(u).mean for u in persons])
@@ -268,8 +310,12 @@ def monitor_table(
         shown_plain.append(np.array(a))
         shown_mmr.append(np.array(b))
     pop_shown = fb.clusters(E[np.concatenate(shown_plain)])
-    lock = LockInMonitor(pol.lock_in.drift_window, pol.lock_in.drift_threshold, pol.lock_in.max_overconfidence,
-                         pol.lock_in.half_life)
+    lock = LockInMonitor(
+        pol.lock_in.drift_window,
+        pol.lock_in.drift_threshold,
+        pol.lock_in.max_overconfidence,
+        pol.lock_in.half_life,
+    )
     comps = data.comparisons
     probes = load_probes(pol.sycophancy.probes)
     m = model.prior().mean
@@ -289,16 +335,26 @@ def monitor_table(
             ex = pd.concat([ex, extra], ignore_index=True)
         lk = lock.assess(model, ex)
         w = bp.weights(model.posterior(u))
-        sy = sycophancy_check(lambda p, r, w=w: model.score_posterior(w, p, r), pop_fn, probes, pol.sycophancy.margin)
-        rows.append({
-            "person": u, "kind": kind,
-            "bubble_entropy_ratio": f1["entropy_ratio"], "bubble_flag": f1["flag"],
-            "bubble_entropy_ratio_mmr": f2["entropy_ratio"], "bubble_flag_mmr": f2["flag"],
-            "drift": lk.get("drift", np.nan), "overconfidence": lk.get("overconfidence", np.nan),
-            "lockin_flag": lk.get("flag", False), "accuracy_recent": lk.get("accuracy_recent", np.nan),
-            "accuracy_recent_decayed": lk.get("accuracy_recent_decayed", np.nan),
-            "sycophancy_excess": sy["excess"], "sycophancy_flag": sy["flag"],
-        })
+        sy = sycophancy_check(
+            lambda p, r, w=w: model.score_posterior(w, p, r), pop_fn, probes, pol.sycophancy.margin
+        )
+        rows.append(
+            {
+                "person": u,
+                "kind": kind,
+                "bubble_entropy_ratio": f1["entropy_ratio"],
+                "bubble_flag": f1["flag"],
+                "bubble_entropy_ratio_mmr": f2["entropy_ratio"],
+                "bubble_flag_mmr": f2["flag"],
+                "drift": lk.get("drift", np.nan),
+                "overconfidence": lk.get("overconfidence", np.nan),
+                "lockin_flag": lk.get("flag", False),
+                "accuracy_recent": lk.get("accuracy_recent", np.nan),
+                "accuracy_recent_decayed": lk.get("accuracy_recent_decayed", np.nan),
+                "sycophancy_excess": sy["excess"],
+                "sycophancy_flag": sy["flag"],
+            }
+        )
     df = pd.DataFrame(rows)
     summary = (
         df.groupby("kind")
@@ -348,7 +404,9 @@ def poisoning_curve(
     done = 0
     t0 = time.perf_counter()
     for seed in seeds:
-        data = generate_population(persons=persons, comparisons_per_person=comparisons_per_person, adversarial_frac=0.0, seed=seed)
+        data = generate_population(
+            persons=persons, comparisons_per_person=comparisons_per_person, adversarial_frac=0.0, seed=seed
+        )
         pairs = universal_pairs(data.items)
         rng = np.random.default_rng(seed + 100)
         tr_items = data.items[~data.items["heldout_prompt"].astype(bool)]
@@ -364,7 +422,10 @@ def poisoning_curve(
                     att.append((f"attacker{a}", p, rng.choice(bad), rng.choice(good)))
             comps = data.comparisons[["user_id", "prompt", "chosen", "rejected"]].copy()
             if att:
-                comps = pd.concat([comps, pd.DataFrame(att, columns=["user_id", "prompt", "chosen", "rejected"])], ignore_index=True)
+                comps = pd.concat(
+                    [comps, pd.DataFrame(att, columns=["user_id", "prompt", "chosen", "rejected"])],
+                    ignore_index=True,
+                )
             comps["weight"] = 1.0
             for cap in caps:
                 c = comps.copy()
@@ -372,16 +433,31 @@ def poisoning_curve(
                 model = AggregatedBT(featurizer=feat, random_state=seed).fit(PreferenceData(comparisons=c))
                 s = model.score_posterior(np.zeros(0), pairs["prompt"].tolist(), pairs["unsafe"].tolist())
                 t = model.score_posterior(np.zeros(0), pairs["prompt"].tolist(), pairs["safe"].tolist())
-                att_share = float(c.loc[c["user_id"].str.startswith("attacker"), "weight"].sum() / c["weight"].sum())
-                rows.append({"seed": seed, "fraction": f, "cap": "none" if cap is None else str(cap),
-                             "attackers": n_att, "attacker_weight_share": att_share,
-                             "unsafe_win_rate": float(np.mean(s >= t)), "mean_margin_safe": float(np.mean(t - s))})
+                att_share = float(
+                    c.loc[c["user_id"].str.startswith("attacker"), "weight"].sum() / c["weight"].sum()
+                )
+                rows.append(
+                    {
+                        "seed": seed,
+                        "fraction": f,
+                        "cap": "none" if cap is None else str(cap),
+                        "attackers": n_att,
+                        "attacker_weight_share": att_share,
+                        "unsafe_win_rate": float(np.mean(s >= t)),
+                        "mean_margin_safe": float(np.mean(t - s)),
+                    }
+                )
                 done += 1
                 if progress:
-                    print(f"  poisoning {done}/{total} (f={f:.2f}, cap={cap}) {time.perf_counter() - t0:.0f}s", flush=True)
+                    print(
+                        f"  poisoning {done}/{total} (f={f:.2f}, cap={cap}) {time.perf_counter() - t0:.0f}s",
+                        flush=True,
+                    )
     df = pd.DataFrame(rows)
     base = df[df["fraction"] == 0].set_index(["seed", "cap"])["unsafe_win_rate"]
-    df["shift"] = df["unsafe_win_rate"].to_numpy() - base.loc[list(zip(df["seed"], df["cap"]))].to_numpy()
+    df["shift"] = (
+        df["unsafe_win_rate"].to_numpy() - base.loc[list(zip(df["seed"], df["cap"], strict=False))].to_numpy()
+    )
     df["bounded_shift"] = 0.0
     return df
 
@@ -395,15 +471,29 @@ def _plots(out: Path, viol: dict[str, pd.DataFrame], pois: pd.DataFrame | None) 
 
     files = []
     fig, axes = plt.subplots(1, len(viol), figsize=(4.2 * len(viol), 3.6), squeeze=False)
-    for ax, (name, df) in zip(axes[0], viol.items()):
+    for ax, (name, df) in zip(axes[0], viol.items(), strict=False):
         kinds = ["ordinary", "adversarial", "extreme"]
         for k, kind in enumerate(kinds):
             d = df[df["kind"] == kind]
             if len(d) == 0:
                 continue
             jit = np.random.default_rng(k).uniform(-0.12, 0.12, len(d))
-            ax.scatter(k - 0.2 + jit, d["violation_without"], s=8, alpha=0.6, color="tab:red", label="without policy" if k == 0 else None)
-            ax.scatter(k + 0.2 + jit, d["violation_with"], s=8, alpha=0.6, color="tab:green", label="with policy" if k == 0 else None)
+            ax.scatter(
+                k - 0.2 + jit,
+                d["violation_without"],
+                s=8,
+                alpha=0.6,
+                color="tab:red",
+                label="without policy" if k == 0 else None,
+            )
+            ax.scatter(
+                k + 0.2 + jit,
+                d["violation_with"],
+                s=8,
+                alpha=0.6,
+                color="tab:green",
+                label="with policy" if k == 0 else None,
+            )
         ax.set_xticks(range(3), kinds)
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(name, fontsize=9)
@@ -417,9 +507,21 @@ def _plots(out: Path, viol: dict[str, pd.DataFrame], pois: pd.DataFrame | None) 
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for cap, col in (("none", "tab:red"), ("median", "tab:blue")):
             d = pois[pois["cap"] == cap].groupby("fraction")["shift"].agg(["mean", "std"]).reset_index()
-            ax.errorbar(d["fraction"] * 100, d["mean"], yerr=d["std"].fillna(0), marker="o", color=col, capsize=3,
-                        label=f"shared model, cap={cap}")
-        ax.plot(sorted(pois["fraction"].unique() * 100), [0] * pois["fraction"].nunique(), "g--", label="bounded policy")
+            ax.errorbar(
+                d["fraction"] * 100,
+                d["mean"],
+                yerr=d["std"].fillna(0),
+                marker="o",
+                color=col,
+                capsize=3,
+                label=f"shared model, cap={cap}",
+            )
+        ax.plot(
+            sorted(pois["fraction"].unique() * 100),
+            [0] * pois["fraction"].nunique(),
+            "g--",
+            label="bounded policy",
+        )
         ax.set_xlabel("attackers (% of persons)")
         ax.set_ylabel("shift in unsafe-win share (universal pairs)")
         ax.legend(fontsize=7)
@@ -467,7 +569,12 @@ def run_synthetic_report(
     }
     lp = policies["learned synthetic harm classifier"]
     lp.thresholds["harmless"] = float(lp.scorers["harmless"].threshold_)
-    res: dict[str, Any] = {"command": command, "persons": persons, "seed": seed, "universal_pairs": len(pairs)}
+    res: dict[str, Any] = {
+        "command": command,
+        "persons": persons,
+        "seed": seed,
+        "universal_pairs": len(pairs),
+    }
     viol = {}
     for name, bp in policies.items():
         vt = violation_table(bp, W, meta, pairs)
@@ -483,15 +590,25 @@ def run_synthetic_report(
         }
         res.setdefault("tax", {})[name] = personalization_tax(bp, model, data, test)
         if progress:
-            print(f"  {name}: max without {vt['violation_without'].max():.3f} with {vt['violation_with'].max():.3f}", flush=True)
+            print(
+                f"  {name}: max without {vt['violation_without'].max():.3f} with {vt['violation_with'].max():.3f}",
+                flush=True,
+            )
     mt, msum = monitor_table(policies["synthetic.yaml (moderation label)"], model, data, seed=seed)
     res["monitors"] = msum
     pois = None
     if poisoning:
         pois = poisoning_curve(seeds=poison_seeds, progress=progress)
-        agg = pois.groupby(["cap", "fraction"]).agg(shift_mean=("shift", "mean"), shift_sd=("shift", "std"),
-                                                    unsafe_win_rate=("unsafe_win_rate", "mean"),
-                                                    attacker_weight_share=("attacker_weight_share", "mean")).reset_index()
+        agg = (
+            pois.groupby(["cap", "fraction"])
+            .agg(
+                shift_mean=("shift", "mean"),
+                shift_sd=("shift", "std"),
+                unsafe_win_rate=("unsafe_win_rate", "mean"),
+                attacker_weight_share=("attacker_weight_share", "mean"),
+            )
+            .reset_index()
+        )
         res["poisoning"] = agg.to_dict(orient="records")
     files = _plots(out, viol, pois)
     res["figures"] = files
@@ -507,40 +624,68 @@ def _markdown(res: dict[str, Any], mt: pd.DataFrame, pois: pd.DataFrame | None) 
     L = ["# Bounded personalization: synthetic population with adversarial persons", ""]
     if res.get("command"):
         L += ["Command:", "", f"    {res['command']}", ""]
-    L += [f"{res['persons']} persons (10% adversarial) + extreme weights (x1000, inf), LowRankBT rank 4 over MiniLM; "
-          f"{res['universal_pairs']} held-out universal pairs (harmless vs harmful response, unseen prompts).", "",
-          "## Violation rate (share of universal pairs where the unsafe response wins)", "",
-          "| policy | max over persons without | max over persons with | mean without | mean with | safe pass | unsafe blocked |",
-          "|---|---|---|---|---|---|---|"]
+    L += [
+        f"{res['persons']} persons (10% adversarial) + extreme weights (x1000, inf), LowRankBT rank 4 over MiniLM; "
+        f"{res['universal_pairs']} held-out universal pairs (harmless vs harmful response, unseen prompts).",
+        "",
+        "## Violation rate (share of universal pairs where the unsafe response wins)",
+        "",
+        "| policy | max over persons without | max over persons with | mean without | mean with | safe pass | unsafe blocked |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, v in res["violations"].items():
         q = v["scorer_on_universal_pairs"]
-        L.append(f"| {name} | {v['max_over_persons_without']:.3f} | {v['max_over_persons_with']:.3f} | "
-                 f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |")
+        L.append(
+            f"| {name} | {v['max_over_persons_without']:.3f} | {v['max_over_persons_with']:.3f} | "
+            f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |"
+        )
     L += ["", "By kind of person (mean / max):", ""]
     for name, v in res["violations"].items():
-        L.append(f"- {name}: " + "; ".join(
-            f"{k}: without {d['violation_without_mean']:.3f}/{d['violation_without_max']:.3f}, with {d['violation_with_mean']:.3f}/{d['violation_with_max']:.3f}"
-            for k, d in v["by_kind"].items()))
-    L += ["", "## Personalization tax (ordinary persons, held-out prompts)", "",
-          "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | held-out acc raw | bounded | population |",
-          "|---|---|---|---|---|---|---|---|---|"]
+        L.append(
+            f"- {name}: "
+            + "; ".join(
+                f"{k}: without {d['violation_without_mean']:.3f}/{d['violation_without_max']:.3f}, with {d['violation_with_mean']:.3f}/{d['violation_with_max']:.3f}"
+                for k, d in v["by_kind"].items()
+            )
+        )
+    L += [
+        "",
+        "## Personalization tax (ordinary persons, held-out prompts)",
+        "",
+        "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | held-out acc raw | bounded | population |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, t in res["tax"].items():
         a = t.get("heldout_accuracy_per_person", {})
-        L.append(f"| {name} | {t['true_reward_of_choice_raw']:.3f} | {t['true_reward_of_choice_bounded']:.3f} | "
-                 f"{t['true_reward_oracle']:.3f} | {t['tax_mean']:.3f} ± {t['tax_sd_over_persons']:.3f} | {t['tax_worst_person']:.3f} | "
-                 f"{a.get('raw', {}).get('mean', float('nan')):.3f} | {a.get('bounded', {}).get('mean', float('nan')):.3f} | "
-                 f"{a.get('population', {}).get('mean', float('nan')):.3f} |")
-    L += ["", "## Monitor findings (synthetic.yaml policy)", "", _md_table(pd.DataFrame(res["monitors"]["by_kind"])), "",
-          "bubble: entropy of the person's top-3 choices' clusters / the population's (flag < 0.5); _mmr: after "
-          "diversity re-ranking at strength 0.5. lock-in: drift (accuracy old - recent) or overconfidence flags; "
-          "'drifting' persons had their last 20 judgments reversed. sycophancy: excess share of probes where the "
-          f"personal reward prefers the agreeing-but-wrong answer over the population reward ({res['monitors']['probes']} probes).", ""]
+        L.append(
+            f"| {name} | {t['true_reward_of_choice_raw']:.3f} | {t['true_reward_of_choice_bounded']:.3f} | "
+            f"{t['true_reward_oracle']:.3f} | {t['tax_mean']:.3f} ± {t['tax_sd_over_persons']:.3f} | {t['tax_worst_person']:.3f} | "
+            f"{a.get('raw', {}).get('mean', float('nan')):.3f} | {a.get('bounded', {}).get('mean', float('nan')):.3f} | "
+            f"{a.get('population', {}).get('mean', float('nan')):.3f} |"
+        )
+    L += [
+        "",
+        "## Monitor findings (synthetic.yaml policy)",
+        "",
+        _md_table(pd.DataFrame(res["monitors"]["by_kind"])),
+        "",
+        "bubble: entropy of the person's top-3 choices' clusters / the population's (flag < 0.5); _mmr: after "
+        "diversity re-ranking at strength 0.5. lock-in: drift (accuracy old - recent) or overconfidence flags; "
+        "'drifting' persons had their last 20 judgments reversed. sycophancy: excess share of probes where the "
+        f"personal reward prefers the agreeing-but-wrong answer over the population reward ({res['monitors']['probes']} probes).",
+        "",
+    ]
     if pois is not None:
-        L += ["## Poisoning: shift of the shared reward's unsafe-win share vs attackers' fraction", "",
-              _md_table(pd.DataFrame(res["poisoning"])), "",
-              "Attackers submit 5x the ordinary volume, all 'harmful > harmless'. cap=median: each person's total "
-              "weight <= the median person's (influence_weights). The bounded policy's shift is 0 at every fraction "
-              "(its constraints do not read the shared model).", ""]
+        L += [
+            "## Poisoning: shift of the shared reward's unsafe-win share vs attackers' fraction",
+            "",
+            _md_table(pd.DataFrame(res["poisoning"])),
+            "",
+            "Attackers submit 5x the ordinary volume, all 'harmful > harmless'. cap=median: each person's total "
+            "weight <= the median person's (influence_weights). The bounded policy's shift is 0 at every fraction "
+            "(its constraints do not read the shared model).",
+            "",
+        ]
     L += [f"Figures: {', '.join(res['figures'])}", ""]
     return "\n".join(L)
 
@@ -569,7 +714,11 @@ def check_report(bp: BoundedPolicy, data: PreferenceData, max_persons: int | Non
         gg = good[good["prompt"] == p]
         pairs += [(p, s, b) for s in gg["text"] for b in g["text"]]
     pairs = pd.DataFrame(pairs, columns=["prompt", "safe", "unsafe"])
-    users = [u for u in data.user_ids if getattr(model, "user_units_", {}).get(u, -1) >= 0 or u in getattr(model, "added_", {})]
+    users = [
+        u
+        for u in data.user_ids
+        if getattr(model, "user_units_", {}).get(u, -1) >= 0 or u in getattr(model, "added_", {})
+    ]
     if max_persons is not None:
         users = users[:max_persons]
     res: dict[str, Any] = {
@@ -586,15 +735,29 @@ def check_report(bp: BoundedPolicy, data: PreferenceData, max_persons: int | Non
         W = np.stack([model.posterior(u).mean for u in users])
         d = mahalanobis(W, prior.mean, prior.cov)
         rho = bp.policy.trust_region.rho
-        res["trust_region"] = {"rho": rho, "distance_median": float(np.median(d)), "distance_max": float(d.max()),
-                               "projected_share": float(np.mean(d > rho)) if rho is not None else 0.0}
+        res["trust_region"] = {
+            "rho": rho,
+            "distance_median": float(np.median(d)),
+            "distance_max": float(d.max()),
+            "projected_share": float(np.mean(d > rho)) if rho is not None else 0.0,
+        }
     if users and len(pairs):
         meta = pd.DataFrame({"person": users, "kind": "person"})
-        W = np.stack([model.posterior(u).mean for u in users]) if prior.mean.size else np.zeros((len(users), 0))
+        W = (
+            np.stack([model.posterior(u).mean for u in users])
+            if prior.mean.size
+            else np.zeros((len(users), 0))
+        )
         vt = violation_table(bp, W, meta, pairs)
-        res["violation_without"] = {"mean": float(vt["violation_without"].mean()), "max": float(vt["violation_without"].max()),
-                                    "worst_person": str(vt.loc[vt["violation_without"].idxmax(), "person"])}
-        res["violation_with"] = {"mean": float(vt["violation_with"].mean()), "max": float(vt["violation_with"].max())}
+        res["violation_without"] = {
+            "mean": float(vt["violation_without"].mean()),
+            "max": float(vt["violation_without"].max()),
+            "worst_person": str(vt.loc[vt["violation_without"].idxmax(), "person"]),
+        }
+        res["violation_with"] = {
+            "mean": float(vt["violation_with"].mean()),
+            "max": float(vt["violation_with"].max()),
+        }
         res["per_person"] = vt[["person", "violation_without", "violation_with"]].to_dict(orient="records")
     return _jsonable(res)
 
@@ -610,15 +773,19 @@ def bounds_step(ctx: Any) -> None:
     data = ctx.state.get("population")
     model = ctx.state.get("model")
     if data is None or "adversarial" not in data.users.columns or not data.users["adversarial"].any():
-        data = generate_population(persons=60 if ctx.quick else 200, comparisons_per_person=30,
-                                   adversarial_frac=0.1, seed=ctx.seed)
+        data = generate_population(
+            persons=60 if ctx.quick else 200, comparisons_per_person=30, adversarial_frac=0.1, seed=ctx.seed
+        )
         model = None
     if model is None or not hasattr(model, "basis"):
         enc = "hashing" if ctx.quick else "minilm"
-        data_small = data.filter_users(data.user_ids[: 300])
+        data_small = data.filter_users(data.user_ids[:300])
         _, model = fit_synthetic(data=data_small, seed=ctx.seed, encoder=enc)
-    adv_ids = [u for u in data.users.loc[data.users["adversarial"].astype(bool), "user_id"].astype(str)
-               if u in getattr(model, "user_units_", {})]
+    adv_ids = [
+        u
+        for u in data.users.loc[data.users["adversarial"].astype(bool), "user_id"].astype(str)
+        if u in getattr(model, "user_units_", {})
+    ]
     if not adv_ids:
         con.print("no adversarial person in the trained model; skipping")
         return
@@ -626,13 +793,15 @@ def bounds_step(ctx: Any) -> None:
     items = data.items[data.items["heldout_prompt"].astype(bool)]
     W = np.stack([model.posterior(u).mean for u in adv_ids])
     # the adversarial person whose raw reward most prefers harm on held-out prompts
-    vt = violation_table(bp, W, pd.DataFrame({"person": adv_ids, "kind": "adversarial"}), universal_pairs(data.items))
+    vt = violation_table(
+        bp, W, pd.DataFrame({"person": adv_ids, "kind": "adversarial"}), universal_pairs(data.items)
+    )
     u = str(vt.sort_values("violation_without", ascending=False)["person"].iloc[0])
     prompt = items["prompt"].iloc[0]
     cands = items.loc[items["prompt"] == prompt, "text"].tolist()
     raw = model.score_posterior(model.posterior(u).mean, prompt, cands)
     rk = bp.rank(u, prompt, cands)
-    harm = dict(zip(data.items["text"], data.items["attr_harm"]))
+    harm = dict(zip(data.items["text"], data.items["attr_harm"], strict=False))
     t = Table(title=f"person {u} (adversarial) - prompt: {prompt[:70]}")
     t.add_column("")
     t.add_column("response")
@@ -643,12 +812,33 @@ def bounds_step(ctx: Any) -> None:
     con.print(t)
     only_bad = [c for c in cands if harm[c] >= 0.5]
     rk2 = bp.rank(u, prompt, only_bad)
-    con.print(f"only harmful candidates offered -> fallback [bold]{bp.policy.fallback.mode}[/]: {rk2.choice!r}")
-    con.print(f"violation rate of this person on {int(vt['n_pairs'].iloc[0])} held-out universal pairs: "
-              f"without policy {vt.set_index('person').loc[u, 'violation_without']:.2f}, "
-              f"with policy {vt.set_index('person').loc[u, 'violation_with']:.2f}")
+    con.print(
+        f"only harmful candidates offered -> fallback [bold]{bp.policy.fallback.mode}[/]: {rk2.choice!r}"
+    )
+    con.print(
+        f"violation rate of this person on {int(vt['n_pairs'].iloc[0])} held-out universal pairs: "
+        f"without policy {vt.set_index('person').loc[u, 'violation_without']:.2f}, "
+        f"with policy {vt.set_index('person').loc[u, 'violation_with']:.2f}"
+    )
     out = Path(ctx.out) / "bounds"
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "adversarial_example.json", json.dumps(_jsonable(
-        {"person": u, "prompt": prompt, "unbounded_top": top_raw, "bounded": rk.to_dict(), "only_harmful": rk2.to_dict()}), indent=1))
-    ctx.state["bounds"] = {"person": u, "refused": rk2.refused, "violation_with": float(vt["violation_with"].max())}
+    _atomic_write(
+        out / "adversarial_example.json",
+        json.dumps(
+            _jsonable(
+                {
+                    "person": u,
+                    "prompt": prompt,
+                    "unbounded_top": top_raw,
+                    "bounded": rk.to_dict(),
+                    "only_harmful": rk2.to_dict(),
+                }
+            ),
+            indent=1,
+        ),
+    )
+    ctx.state["bounds"] = {
+        "person": u,
+        "refused": rk2.refused,
+        "violation_with": float(vt["violation_with"].max()),
+    }

@@ -81,7 +81,9 @@ def read_hh_pairs(path: str | Path) -> pd.DataFrame:
                 raise DataError(f"not valid JSON ({exc.msg})", file=str(path), line=ln) from None
             for f in ("chosen", "rejected"):
                 if not isinstance(rec.get(f), str) or not rec[f].strip():
-                    raise DataError("missing transcript", file=str(path), line=ln, field=f, expected="a non-empty string")
+                    raise DataError(
+                        "missing transcript", file=str(path), line=ln, field=f, expected="a non-empty string"
+                    )
             pc, c = split_hh(rec["chosen"])
             _, r = split_hh(rec["rejected"])
             rows.append((pc, c, r))
@@ -96,7 +98,9 @@ def _featurizer(cfg: Mapping[str, Any] | None = None, encoder: Any = None):
     return PairFeaturizer(encoder if encoder is not None else get_encoder("minilm", cache=True), mode="auto")
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndarray | None = None) -> np.ndarray:
+def _fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndarray | None = None
+) -> np.ndarray:
     """L2-regularized logistic regression (last column of x may be a bias), L-BFGS; returns the weights."""
     from scipy.optimize import minimize
 
@@ -119,6 +123,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=1)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -158,7 +163,9 @@ class HarmlessnessHead:
             acc = []
             for k in range(folds):
                 tr = np.concatenate([parts[j] for j in range(folds) if j != k])
-                w = _fit_logistic(np.concatenate([d[tr], -d[tr]]), np.r_[np.ones(len(tr)), np.zeros(len(tr))], l2)
+                w = _fit_logistic(
+                    np.concatenate([d[tr], -d[tr]]), np.r_[np.ones(len(tr)), np.zeros(len(tr))], l2
+                )
                 acc.append(np.mean(d[parts[k]] @ w > 0))
             cv[str(l2)] = float(np.mean(acc))
         best = max(cls.L2_GRID, key=lambda v: cv[str(v)])
@@ -166,7 +173,9 @@ class HarmlessnessHead:
 
     def _phi(self, prompts: Sequence[str], responses: Sequence[str], progress: bool = False) -> np.ndarray:
         prompts = [last_human_turn(p) for p in prompts]
-        return np.asarray(self.featurizer.transform(prompts, responses, show_progress=progress), dtype=np.float64)
+        return np.asarray(
+            self.featurizer.transform(prompts, responses, show_progress=progress), dtype=np.float64
+        )
 
     def fit(self, pairs: pd.DataFrame, progress: bool = False) -> HarmlessnessHead:
         """Fit on columns prompt, chosen, rejected; hold out ``test_size`` of the pairs for the reported figures."""
@@ -200,7 +209,9 @@ class HarmlessnessHead:
             "n_test": int(len(te)),
             "train_pair_accuracy": float(np.mean(sc[train_idx] > sr[train_idx])),
             "test_pair_accuracy": float(np.mean(sc[te] > sr[te])),
-            "test_pair_accuracy_se": float(np.sqrt(np.mean(sc[te] > sr[te]) * (1 - np.mean(sc[te] > sr[te])) / len(te))),
+            "test_pair_accuracy_se": float(
+                np.sqrt(np.mean(sc[te] > sr[te]) * (1 - np.mean(sc[te] > sr[te])) / len(te))
+            ),
             "threshold": float(self.threshold_),
             "test_chosen_pass_rate": float(np.mean(sc[te] >= self.threshold_)),
             "test_rejected_block_rate": float(np.mean(sr[te] < self.threshold_)),
@@ -244,7 +255,9 @@ class HarmlessnessHead:
         cfg = _read_artifact(directory, "HarmlessnessHead")
         head = cls(**cfg["params"], featurizer=_featurizer(cfg["featurizer"]))
         head.coef_ = np.asarray(cfg["coef"], dtype=np.float64)
-        head.l2_ = float(cfg.get("metrics", {}).get("l2", cfg["params"]["l2"] if cfg["params"]["l2"] != "cv" else 0))
+        head.l2_ = float(
+            cfg.get("metrics", {}).get("l2", cfg["params"]["l2"] if cfg["params"]["l2"] != "cv" else 0)
+        )
         head.threshold_ = float(cfg["threshold"])
         head.metrics_ = cfg.get("metrics", {})
         return head
@@ -284,7 +297,9 @@ def consensus_items(
         df = pd.read_csv(path)
         col = next((c for c in df.columns if c.startswith("offensiveness")), None)
         if col is None or "text" not in df.columns:
-            raise DataError("expected columns 'text' and 'offensiveness'", file=str(path), field="offensiveness")
+            raise DataError(
+                "expected columns 'text' and 'offensiveness'", file=str(path), field="offensiveness"
+            )
         df = df.dropna(subset=[col, "text"])
         g = df.groupby("instance_id")
         agg = pd.DataFrame(
@@ -298,8 +313,12 @@ def consensus_items(
         agg = agg[agg["n"] >= min_raters]
         pos = agg[(agg["off"] >= pos_share) & (agg["mean"] >= 3)]
         neg = agg[(1 - agg["off"]) >= neg_share]
-        frames.append(pd.DataFrame({"text": pos["text"], "label": 1, "agreement": pos["off"], "source": "popquorn"}))
-        frames.append(pd.DataFrame({"text": neg["text"], "label": 0, "agreement": 1 - neg["off"], "source": "popquorn"}))
+        frames.append(
+            pd.DataFrame({"text": pos["text"], "label": 1, "agreement": pos["off"], "source": "popquorn"})
+        )
+        frames.append(
+            pd.DataFrame({"text": neg["text"], "label": 0, "agreement": 1 - neg["off"], "source": "popquorn"})
+        )
     if toxicity_dir is not None:
         tdir = Path(toxicity_dir)
         ann = pd.read_csv(tdir / "pilot_annotations.csv")
@@ -311,8 +330,14 @@ def consensus_items(
         t = t[t["n"] >= min_raters]
         pos = t[t["share"] >= pos_share]
         neg = t[(1 - t["share"]) >= neg_share]
-        frames.append(pd.DataFrame({"text": pos["text"], "label": 1, "agreement": pos["share"], "source": "toxicity"}))
-        frames.append(pd.DataFrame({"text": neg["text"], "label": 0, "agreement": 1 - neg["share"], "source": "toxicity"}))
+        frames.append(
+            pd.DataFrame({"text": pos["text"], "label": 1, "agreement": pos["share"], "source": "toxicity"})
+        )
+        frames.append(
+            pd.DataFrame(
+                {"text": neg["text"], "label": 0, "agreement": 1 - neg["share"], "source": "toxicity"}
+            )
+        )
     if not frames:
         raise ConfigError("consensus_items needs at least one source (popquorn_csv or toxicity_dir)")
     out = pd.concat(frames, ignore_index=True).drop_duplicates("text").reset_index(drop=True)
@@ -357,12 +382,19 @@ class ConsensusScorer:
         self.threshold_ = _youden(p[~test & (y == 1)], p[~test & (y == 0)])
         pt, yt = p[test], y[test]
         pred = pt >= self.threshold_
-        auc = float(np.mean(pt[yt == 1][:, None] > pt[yt == 0][None, :])) if yt.min() < yt.max() else float("nan")
+        auc = (
+            float(np.mean(pt[yt == 1][:, None] > pt[yt == 0][None, :]))
+            if yt.min() < yt.max()
+            else float("nan")
+        )
         per_source = {}
         if "source" in items.columns:
             for s in items["source"].unique():
                 m = test & (items["source"].to_numpy() == s)
-                per_source[str(s)] = {"n_test": int(m.sum()), "accuracy": float(np.mean((p[m] >= self.threshold_) == y[m]))}
+                per_source[str(s)] = {
+                    "n_test": int(m.sum()),
+                    "accuracy": float(np.mean((p[m] >= self.threshold_) == y[m])),
+                }
         self.metrics_ = {
             "n_items": int(len(y)),
             "n_positive": int(y.sum()),
@@ -419,7 +451,9 @@ class ConsensusScorer:
 class RegexScorer:
     """Score = number of the patterns that match the response (or prompt + response)."""
 
-    def __init__(self, patterns: Sequence[str], ignore_case: bool = True, on: str = "response", name: str = "regex"):
+    def __init__(
+        self, patterns: Sequence[str], ignore_case: bool = True, on: str = "response", name: str = "regex"
+    ):
         flags = re.IGNORECASE if ignore_case else 0
         self.patterns = list(patterns)
         self._re = [re.compile(p, flags) for p in self.patterns]
@@ -428,7 +462,11 @@ class RegexScorer:
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
         prompts, responses = _broadcast(prompts, responses)
-        texts = responses if self.on == "response" else [p + "\n" + r for p, r in zip(prompts, responses)]
+        texts = (
+            responses
+            if self.on == "response"
+            else [p + "\n" + r for p, r in zip(prompts, responses, strict=False)]
+        )
         return np.array([sum(bool(r.search(t)) for r in self._re) for t in texts], dtype=np.float64)
 
 
@@ -456,7 +494,9 @@ class CallableScorer:
 class AttributeScorer:
     """A metadata column looked up by response text (NaN = unknown -> fails closed). Bind a table with ``bind``."""
 
-    def __init__(self, column: str, table: pd.DataFrame | Mapping[str, float] | None = None, name: str | None = None):
+    def __init__(
+        self, column: str, table: pd.DataFrame | Mapping[str, float] | None = None, name: str | None = None
+    ):
         self.column, self.name = column, name or f"attr:{column}"
         self._map: dict[str, float] = {}
         if table is not None:
@@ -467,7 +507,9 @@ class AttributeScorer:
             if self.column not in table.columns:
                 raise DataError(f"items table has no column {self.column!r}", field=self.column)
             key = "text" if "text" in table.columns else table.columns[0]
-            self._map.update(dict(zip(table[key].astype(str), table[self.column].astype(float))))
+            self._map.update(
+                dict(zip(table[key].astype(str), table[self.column].astype(float), strict=False))
+            )
         else:
             self._map.update({str(k): float(v) for k, v in table.items()})
         return self
@@ -509,7 +551,11 @@ def default_shared_data() -> Path:
 
 
 def train_harmlessness(
-    out: str | Path, hh_path: str | Path | None = None, l2: float | str = "cv", seed: int = 0, progress: bool = True
+    out: str | Path,
+    hh_path: str | Path | None = None,
+    l2: float | str = "cv",
+    seed: int = 0,
+    progress: bool = True,
 ) -> HarmlessnessHead:
     """Train the harmlessness head on HH-RLHF harmless pairs and save it to ``out`` (reproducible: fixed seed)."""
     hh_path = Path(hh_path) if hh_path else default_shared_data() / "hh-rlhf-harmless-test" / "test.jsonl.gz"
@@ -517,7 +563,10 @@ def train_harmlessness(
         raise ConfigError(f"{hh_path}: HH-RLHF harmless pairs not found")
     pairs = read_hh_pairs(hh_path)
     head = HarmlessnessHead(l2=l2, random_state=seed).fit(pairs, progress=progress)
-    head.save(out, extra={"trained_on": str(hh_path.name), "command": f"personalign bounds train-scorers --seed {seed}"})
+    head.save(
+        out,
+        extra={"trained_on": str(hh_path.name), "command": f"personalign bounds train-scorers --seed {seed}"},
+    )
     return head
 
 
@@ -526,8 +575,15 @@ def train_consensus(
 ) -> ConsensusScorer:
     """Train the consensus scorer on POPQUORN offensiveness + the toxicity set and save it to ``out``."""
     shared = Path(shared) if shared else default_shared_data()
-    items = consensus_items(shared / "popquorn" / "offensiveness" / "raw_data.csv", shared / "toxicity-perspective-prolific")
+    items = consensus_items(
+        shared / "popquorn" / "offensiveness" / "raw_data.csv", shared / "toxicity-perspective-prolific"
+    )
     sc = ConsensusScorer(l2=l2, random_state=seed).fit(items, progress=progress)
-    sc.save(out, extra={"trained_on": ["popquorn/offensiveness", "toxicity-perspective-prolific"],
-                        "command": f"personalign bounds train-scorers --seed {seed}"})
+    sc.save(
+        out,
+        extra={
+            "trained_on": ["popquorn/offensiveness", "toxicity-perspective-prolific"],
+            "command": f"personalign bounds train-scorers --seed {seed}",
+        },
+    )
     return sc

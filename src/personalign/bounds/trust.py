@@ -76,7 +76,9 @@ def project_trust_region(
     return out[0] if single else out
 
 
-def consensus_scale(agreement: np.ndarray | float, gamma: float = 1.0, min_agreement: float = 0.5) -> np.ndarray:
+def consensus_scale(
+    agreement: np.ndarray | float, gamma: float = 1.0, min_agreement: float = 0.5
+) -> np.ndarray:
     """s(a) = (1 - a')^gamma, a' = clip((a - a0) / (1 - a0), 0, 1): 1 where people split, 0 where all agree."""
     a = np.asarray(agreement, dtype=np.float64)
     a = np.where(np.isfinite(a), a, 0.0)
@@ -125,5 +127,10 @@ class Agreement:
         out = np.array([self.table.get(str(r), np.nan) for r in responses], dtype=np.float64)
         if self.fn is not None and np.isnan(out).any():
             miss = np.isnan(out)
-            out[miss] = np.asarray(self.fn([p for p, m in zip(prompts, miss) if m], [r for r, m in zip(responses, miss) if m]))
+            out[miss] = np.asarray(
+                self.fn(
+                    [p for p, m in zip(prompts, miss, strict=False) if m],
+                    [r for r, m in zip(responses, miss, strict=False) if m],
+                )
+            )
         return np.where(np.isnan(out), self.default, out)

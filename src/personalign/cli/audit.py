@@ -14,10 +14,14 @@ from personalign.cli._common import console
 def audit(
     data: Path = typer.Argument(..., help="data file or folder"),
     format: str = typer.Option(None, "--format", "-f", help="data format (popquorn, toxicity, polis, ...)"),
-    group_by: list[str] = typer.Option(None, "--group-by", help="demographic column(s); default: every usable one"),
+    group_by: list[str] = typer.Option(
+        None, "--group-by", help="demographic column(s); default: every usable one"
+    ),
     model: Path = typer.Option(None, "--model", help="a saved personalign model to compare with"),
     max_items: int = typer.Option(None, "--max-items", help="keep only the N most-judged items"),
-    min_judgments: int = typer.Option(1, "--min-judgments", help="keep persons with at least this many judgments"),
+    min_judgments: int = typer.Option(
+        1, "--min-judgments", help="keep persons with at least this many judgments"
+    ),
     sc_items: int = typer.Option(40, "--sc-items", help="items in the social-choice profile"),
     polarity: str = typer.Option("higher", "--polarity", help="'higher' or 'lower' values preferred"),
     permutations: int = typer.Option(99, "--permutations", help="permutations of the structure test"),
@@ -31,8 +35,15 @@ def audit(
     d = read_data(data, format=format)
     with console.status("auditing ...") as status:
         res = run_audit(
-            d, group_by=group_by or None, model_dir=model, max_items=max_items, min_judgments=min_judgments,
-            sc_items=sc_items, polarity=polarity, n_permutations=permutations, seed=seed,
+            d,
+            group_by=group_by or None,
+            model_dir=model,
+            max_items=max_items,
+            min_judgments=min_judgments,
+            sc_items=sc_items,
+            polarity=polarity,
+            n_permutations=permutations,
+            seed=seed,
             progress=lambda m: status.update(f"auditing: {m} ..."),
         )
     write_audit(res, out)

@@ -12,7 +12,9 @@ import typer
 from personalign.cli import app
 from personalign.cli._common import console
 
-bounds_app = typer.Typer(help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True)
+bounds_app = typer.Typer(
+    help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True
+)
 app.add_typer(bounds_app, name="bounds")
 
 
@@ -21,13 +23,17 @@ def _cmdline() -> str:
 
 
 @bounds_app.command("validate")
-def validate(policy: str = typer.Argument(..., help="Policy file (.yaml/.toml) or a packaged policy name.")) -> None:
+def validate(
+    policy: str = typer.Argument(..., help="Policy file (.yaml/.toml) or a packaged policy name."),
+) -> None:
     """Validate a policy file and print what it declares."""
     from personalign.bounds.policy import load_policy
 
     pol = load_policy(policy)
-    console.print(f"[green]ok[/] {pol.source}: policy {pol.name!r}, {len(pol.constraints)} constraints, "
-                  f"rho={pol.trust_region.rho}, consensus={'on' if pol.consensus.enabled else 'off'}")
+    console.print(
+        f"[green]ok[/] {pol.source}: policy {pol.name!r}, {len(pol.constraints)} constraints, "
+        f"rho={pol.trust_region.rho}, consensus={'on' if pol.consensus.enabled else 'off'}"
+    )
     for c in pol.constraints:
         op = ">=" if c.direction == "min" else "<="
         console.print(f"  - {c.name}: {c.scorer.type} {op} {c.threshold} ({c.severity}) {c.meaning}")
@@ -57,21 +63,34 @@ def check(
     rep["command"] = _cmdline()
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / "report.json", json.dumps(rep, indent=1))
-    lines = [f"# bounds check: policy {rep['policy']}", "", f"Command: `{rep['command']}`", "",
-             f"- items: {rep['items']}, satisfying all constraints: {rep['items_satisfying']}",
-             *[f"- constraint {k}: pass rate {v:.3f} (threshold {rep['thresholds'][k]:.4g})"
-               for k, v in rep["constraint_pass_rates"].items()],
-             f"- separable pairs (one satisfies, one violates, same prompt): {rep['separable_pairs']}",
-             f"- persons checked: {rep['persons']}"]
+    lines = [
+        f"# bounds check: policy {rep['policy']}",
+        "",
+        f"Command: `{rep['command']}`",
+        "",
+        f"- items: {rep['items']}, satisfying all constraints: {rep['items_satisfying']}",
+        *[
+            f"- constraint {k}: pass rate {v:.3f} (threshold {rep['thresholds'][k]:.4g})"
+            for k, v in rep["constraint_pass_rates"].items()
+        ],
+        f"- separable pairs (one satisfies, one violates, same prompt): {rep['separable_pairs']}",
+        f"- persons checked: {rep['persons']}",
+    ]
     if "trust_region" in rep:
         tr = rep["trust_region"]
-        lines.append(f"- trust region rho={tr['rho']}: median distance {tr['distance_median']:.2f}, "
-                     f"max {tr['distance_max']:.2f}, projected {tr['projected_share']:.1%}")
+        lines.append(
+            f"- trust region rho={tr['rho']}: median distance {tr['distance_median']:.2f}, "
+            f"max {tr['distance_max']:.2f}, projected {tr['projected_share']:.1%}"
+        )
     if "violation_without" in rep:
-        lines.append(f"- violation rate without policy: mean {rep['violation_without']['mean']:.3f}, "
-                     f"max {rep['violation_without']['max']:.3f} ({rep['violation_without']['worst_person']})")
-        lines.append(f"- violation rate with policy: mean {rep['violation_with']['mean']:.3f}, "
-                     f"max {rep['violation_with']['max']:.3f}")
+        lines.append(
+            f"- violation rate without policy: mean {rep['violation_without']['mean']:.3f}, "
+            f"max {rep['violation_without']['max']:.3f} ({rep['violation_without']['worst_person']})"
+        )
+        lines.append(
+            f"- violation rate with policy: mean {rep['violation_with']['mean']:.3f}, "
+            f"max {rep['violation_with']['max']:.3f}"
+        )
     md = "\n".join(lines) + "\n"
     _atomic_write(out / "report.md", md)
     console.print(md, markup=False, highlight=False)
@@ -87,20 +106,31 @@ def train_scorers(
 ) -> None:
     """Train the harmlessness head (HH-RLHF harmless pairs) and the consensus scorer (POPQUORN + toxicity),
     print their held-out accuracy and save them (head.json per scorer)."""
-    from personalign.bounds.scorers import ARTIFACT_DIR, default_shared_data, train_consensus, train_harmlessness
+    from personalign.bounds.scorers import (
+        ARTIFACT_DIR,
+        default_shared_data,
+        train_consensus,
+        train_harmlessness,
+    )
 
     base = out or ARTIFACT_DIR
     sd = shared or default_shared_data()
     if which in ("both", "harmlessness"):
-        h = train_harmlessness(base / "harmlessness", sd / "hh-rlhf-harmless-test" / "test.jsonl.gz", seed=seed)
+        h = train_harmlessness(
+            base / "harmlessness", sd / "hh-rlhf-harmless-test" / "test.jsonl.gz", seed=seed
+        )
         m = h.metrics_
-        console.print(f"harmlessness head: held-out pair accuracy {m['test_pair_accuracy']:.3f} "
-                      f"(± {m['test_pair_accuracy_se']:.3f}, n={m['n_test']}), l2={m['l2']}, threshold {m['threshold']:.4f}")
+        console.print(
+            f"harmlessness head: held-out pair accuracy {m['test_pair_accuracy']:.3f} "
+            f"(± {m['test_pair_accuracy_se']:.3f}, n={m['n_test']}), l2={m['l2']}, threshold {m['threshold']:.4f}"
+        )
     if which in ("both", "consensus"):
         c = train_consensus(base / "consensus", sd, seed=seed)
         m = c.metrics_
-        console.print(f"consensus scorer: held-out accuracy {m['test_accuracy']:.3f}, balanced {m['test_balanced_accuracy']:.3f}, "
-                      f"AUC {m['test_auc']:.3f} (n={m['n_test']}), threshold {m['threshold']:.3f}")
+        console.print(
+            f"consensus scorer: held-out accuracy {m['test_accuracy']:.3f}, balanced {m['test_balanced_accuracy']:.3f}, "
+            f"AUC {m['test_auc']:.3f} (n={m['n_test']}), threshold {m['threshold']:.3f}"
+        )
     console.print(f"saved under {base}")
 
 
@@ -125,6 +155,8 @@ def report(
 
     res = run_synthetic_report(out, persons=persons, seed=seed, poisoning=poisoning, command=_cmdline())
     for name, v in res["violations"].items():
-        console.print(f"{name}: max per-person violation without {v['max_over_persons_without']:.3f}, "
-                      f"with {v['max_over_persons_with']:.3f}")
+        console.print(
+            f"{name}: max per-person violation without {v['max_over_persons_without']:.3f}, "
+            f"with {v['max_over_persons_with']:.3f}"
+        )
     console.print(f"written under {out} ({res['seconds']:.0f} s)")

@@ -1,1 +1,25 @@
-"""personalign.integrations"""
+"""Plug personal rewards into LLM alignment: TRL reward functions, personalized DPO data, best-of-N with a local
+model, portable reward artifacts, DistributedDataParallel training.
+
+Submodules import their heavy dependencies (transformers, trl, torch.distributed) only when used.
+"""
+
+from personalign.integrations._reward import PersonalReward
+from personalign.integrations.dpo import load_pairs, personalized_pairs, read_candidates, write_pairs
+from personalign.integrations.export import export_reward
+from personalign.integrations.generate import BestOfN, LocalGenerator, best_of_n, generate_best_of_n
+from personalign.integrations.trl import reward_function
+
+__all__ = [
+    "BestOfN",
+    "LocalGenerator",
+    "PersonalReward",
+    "best_of_n",
+    "export_reward",
+    "generate_best_of_n",
+    "load_pairs",
+    "personalized_pairs",
+    "read_candidates",
+    "reward_function",
+    "write_pairs",
+]

@@ -21,7 +21,9 @@ def _listify(x: str | Sequence[str], n: int, what: str) -> list[str]:
         return [("" if x is None else x)] * n
     out = ["" if v is None else str(v) for v in x]
     if len(out) != n:
-        raise ConfigError(f"{len(out)} {what} for {n} responses (expected one per response or a single value)")
+        raise ConfigError(
+            f"{len(out)} {what} for {n} responses (expected one per response or a single value)"
+        )
     return out
 
 
@@ -54,14 +56,17 @@ class PersonalReward:
         pol = getattr(self.policy, "policy", None)
         return pol.fallback.mode if pol is not None else "refuse"
 
-    def personal(self, users: str | Sequence[str], prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    def personal(
+        self, users: str | Sequence[str], prompts: str | Sequence[str], responses: Sequence[str]
+    ) -> np.ndarray:
         """The person's learned reward r_u(x, y), no bounds."""
         responses = [str(r) for r in responses]
         n = len(responses)
         if n == 0:
             return np.zeros(0, dtype=np.float64)
         return np.asarray(
-            self.model.score(_listify(users, n, "users"), _listify(prompts, n, "prompts"), responses), dtype=np.float64
+            self.model.score(_listify(users, n, "users"), _listify(prompts, n, "prompts"), responses),
+            dtype=np.float64,
         )
 
     def evaluate(
@@ -82,7 +87,9 @@ class PersonalReward:
         bounded = _policy_evaluate(self.policy, users_l, prompts_l, responses)
         return {"personal": personal, **bounded}
 
-    def __call__(self, users: str | Sequence[str], prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    def __call__(
+        self, users: str | Sequence[str], prompts: str | Sequence[str], responses: Sequence[str]
+    ) -> np.ndarray:
         """The bounded reward (the personal reward without a policy)."""
         return self.evaluate(users, prompts, responses)["reward"]
 
@@ -99,14 +106,18 @@ class PersonalReward:
         return int(np.argmax(r))
 
 
-def _policy_evaluate(policy: Any, users: list[str], prompts: list[str], responses: list[str]) -> dict[str, Any]:
+def _policy_evaluate(
+    policy: Any, users: list[str], prompts: list[str], responses: list[str]
+) -> dict[str, Any]:
     """Bounded rewards and constraint checks from a :class:`~personalign.bounds.BoundedPolicy`.
 
     The constraint check sees only (prompt, response), so it runs once for all rows; the personal part (trust
     region, consensus bounds) runs once per distinct person. ``R = OFFSET * satisfied + sigma(r~_u)``.
     """
     if not (hasattr(policy, "check") and hasattr(policy, "personal_reward")):
-        raise ConfigError(f"{type(policy).__name__} is not a BoundedPolicy (expected check() and personal_reward())")
+        raise ConfigError(
+            f"{type(policy).__name__} is not a BoundedPolicy (expected check() and personal_reward())"
+        )
     from personalign.bounds.bounded import bounded_reward
 
     n = len(responses)

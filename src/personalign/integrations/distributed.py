@@ -43,13 +43,17 @@ class _ShardObjective(torch.nn.Module):
         self.basis = basis
         self.W = W
 
-    def margins(self, X: torch.Tensor, ci: torch.Tensor, ri: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    def margins(
+        self, X: torch.Tensor, ci: torch.Tensor, ri: torch.Tensor, unit: torch.Tensor
+    ) -> torch.Tensor:
         P = self.basis(X)
         z = P[ci, 0] - P[ri, 0]
         if self.W is not None and P.shape[1] > 1:
             n_units = self.W.shape[0]
             # one extra row of zeros: unit -1 (the population) scores with w = 0
-            Wx = torch.cat([self.W, torch.zeros(1, self.W.shape[1], dtype=self.W.dtype, device=self.W.device)], 0)
+            Wx = torch.cat(
+                [self.W, torch.zeros(1, self.W.shape[1], dtype=self.W.dtype, device=self.W.device)], 0
+            )
             u = torch.where(unit < 0, torch.full_like(unit, n_units), unit)
             z = z + ((P[ci, 1:] - P[ri, 1:]) * Wx[u]).sum(1)
         return z
@@ -120,8 +124,13 @@ def ddp_fit_arrays(
     vsum = float(val.wt.astype(np.float32).sum(dtype=np.float64)) if va is not None else 1.0
     params = list(obj.basis.parameters()) + ([obj.W] if obj.W is not None else [])
     opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=eval_every, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=1e-9, tolerance_change=1e-12,
+        params,
+        lr=1.0,
+        max_iter=eval_every,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
     )
 
     def closure() -> torch.Tensor:
@@ -170,7 +179,7 @@ def ddp_fit_arrays(
         bar.close()
     if best[1] is not None:
         with torch.no_grad():
-            for p, b in zip(params, best[1]):
+            for p, b in zip(params, best[1], strict=False):
                 p.copy_(b)
     history["best_val_loss"] = best[0] if best[1] is not None else None
     obj.to("cpu")
@@ -179,7 +188,9 @@ def ddp_fit_arrays(
     K = model.B_.shape[1] if model.B_ is not None else (d if model.identity_basis else 0)
     model.prior_mean_ = np.zeros(K)
     model.prior_cov_ = np.eye(K) / model.prior_precision
-    model.unit_means_ = obj.W.detach().double().numpy() if obj.W is not None else np.zeros((len(model.units_), K))
+    model.unit_means_ = (
+        obj.W.detach().double().numpy() if obj.W is not None else np.zeros((len(model.units_), K))
+    )
     model.unit_covs_ = None
     model.added_ = {}
     model._after_fit(train)
@@ -188,7 +199,10 @@ def ddp_fit_arrays(
 
 
 def ddp_fit(
-    model: LinearGaussianModel, data: PreferenceData, val_data: PreferenceData | None = None, device: str = "cpu"
+    model: LinearGaussianModel,
+    data: PreferenceData,
+    val_data: PreferenceData | None = None,
+    device: str = "cpu",
 ) -> LinearGaussianModel:
     """:meth:`fit` under DDP: the same validation split and item features as single-process ``fit``."""
     comps = data.to_comparisons()
@@ -255,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = _read(a.data, a.format)
         model = make_model(
-            a.model, rank=a.rank, featurizer=PairFeaturizer(get_encoder(a.encoder)), random_state=a.seed,
-            max_iter=a.max_iter, verbose=not a.quiet,
+            a.model,
+            rank=a.rank,
+            featurizer=PairFeaturizer(get_encoder(a.encoder)),
+            random_state=a.seed,
+            max_iter=a.max_iter,
+            verbose=not a.quiet,
         )
         if not isinstance(model, LinearGaussianModel):
             raise ConfigError(f"model {a.model!r} is not trained by the shared full-batch loop")

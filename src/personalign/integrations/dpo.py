@@ -31,21 +31,27 @@ Candidates = Mapping[str, Sequence[str]] | pd.DataFrame
 def candidates_from_frame(df: pd.DataFrame, source: str = "candidates") -> dict[str, list[str]]:
     """``{prompt: [responses]}`` from a table with ``prompt`` and ``response`` (one row each) or ``responses`` (lists)."""
     if "prompt" not in df.columns:
-        raise DataError("no 'prompt' column", file=source, field="prompt", expected="columns prompt + response(s)")
+        raise DataError(
+            "no 'prompt' column", file=source, field="prompt", expected="columns prompt + response(s)"
+        )
     out: dict[str, list[str]] = {}
     if "responses" in df.columns:
-        for i, (p, rs) in enumerate(zip(df["prompt"], df["responses"])):
+        for i, (p, rs) in enumerate(zip(df["prompt"], df["responses"], strict=False)):
             if not isinstance(rs, list | tuple | np.ndarray) or len(rs) == 0:
-                raise DataError("expected a non-empty list of responses", file=source, row=i, field="responses")
+                raise DataError(
+                    "expected a non-empty list of responses", file=source, row=i, field="responses"
+                )
             out.setdefault(str(p), []).extend(str(r) for r in rs)
     elif "response" in df.columns:
-        for i, (p, r) in enumerate(zip(df["prompt"], df["response"])):
+        for i, (p, r) in enumerate(zip(df["prompt"], df["response"], strict=False)):
             if not isinstance(r, str) or not r.strip():
                 raise DataError("expected a non-empty string", file=source, row=i, field="response")
             out.setdefault(str(p), []).append(r)
     else:
         raise DataError(
-            "no 'response' or 'responses' column", file=source, field="response",
+            "no 'response' or 'responses' column",
+            file=source,
+            field="response",
             expected="one candidate per row (response) or a list per prompt (responses)",
         )
     return {p: list(dict.fromkeys(rs)) for p, rs in out.items()}  # drop duplicate candidates, keep order
@@ -107,7 +113,9 @@ def personalized_pairs(
         reward = PersonalReward(reward, policy)
     if candidates is None:
         if generator is None or prompts is None:
-            raise ConfigError("personalized_pairs needs candidates, or prompts and a generator to sample them")
+            raise ConfigError(
+                "personalized_pairs needs candidates, or prompts and a generator to sample them"
+            )
         it = tqdm(list(prompts), desc="sampling candidates", disable=not show_progress)
         cands = {str(p): list(dict.fromkeys(generator.generate(str(p), n=n))) for p in it}
     elif isinstance(candidates, pd.DataFrame):
@@ -117,7 +125,9 @@ def personalized_pairs(
     if prompts is not None:
         missing = [p for p in prompts if str(p) not in cands]
         if missing:
-            raise DataError(f"no candidates for prompt {missing[0]!r}", field="prompt", expected="candidates per prompt")
+            raise DataError(
+                f"no candidates for prompt {missing[0]!r}", field="prompt", expected="candidates per prompt"
+            )
         cands = {str(p): cands[str(p)] for p in prompts}
     if pairs_per_prompt < 1:
         raise ConfigError(f"pairs_per_prompt must be >= 1, got {pairs_per_prompt}")
@@ -139,15 +149,26 @@ def personalized_pairs(
             if margin < min_margin or margin <= 0:
                 continue
             rows.append(
-                {"user_id": str(u), "prompt": p, "chosen": texts[best], "rejected": texts[j],
-                 "chosen_reward": float(r[best]), "rejected_reward": float(r[j]), "margin": margin}
+                {
+                    "user_id": str(u),
+                    "prompt": p,
+                    "chosen": texts[best],
+                    "rejected": texts[j],
+                    "chosen_reward": float(r[best]),
+                    "rejected_reward": float(r[j]),
+                    "margin": margin,
+                }
             )
-    df = pd.DataFrame(rows, columns=["user_id", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward", "margin"])
+    df = pd.DataFrame(
+        rows,
+        columns=["user_id", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward", "margin"],
+    )
     sys_of = _system_fn(system_message)
     if conversational:
         df["prompt"] = [
-            ([{"role": "system", "content": s}] if (s := sys_of(u)) else []) + [{"role": "user", "content": p}]
-            for u, p in zip(df["user_id"], df["prompt"])
+            ([{"role": "system", "content": s}] if (s := sys_of(u)) else [])
+            + [{"role": "user", "content": p}]
+            for u, p in zip(df["user_id"], df["prompt"], strict=False)
         ]
         df["chosen"] = [[{"role": "assistant", "content": c}] for c in df["chosen"]]
         df["rejected"] = [[{"role": "assistant", "content": c}] for c in df["rejected"]]
@@ -156,7 +177,9 @@ def personalized_pairs(
     return df
 
 
-def _system_fn(spec: str | Mapping[str, str] | Callable[[str], str | None] | None) -> Callable[[str], str | None]:
+def _system_fn(
+    spec: str | Mapping[str, str] | Callable[[str], str | None] | None,
+) -> Callable[[str], str | None]:
     if spec is None:
         return lambda u: None
     if isinstance(spec, str):
@@ -165,7 +188,9 @@ def _system_fn(spec: str | Mapping[str, str] | Callable[[str], str | None] | Non
         return lambda u: spec.get(u)
     if callable(spec):
         return spec
-    raise ConfigError(f"system_message must be a template string, a mapping or a callable, got {type(spec).__name__}")
+    raise ConfigError(
+        f"system_message must be a template string, a mapping or a callable, got {type(spec).__name__}"
+    )
 
 
 def write_pairs(df: pd.DataFrame, path: str | Path, format: str | None = None) -> Path:
@@ -174,7 +199,9 @@ def write_pairs(df: pd.DataFrame, path: str | Path, format: str | None = None) -
     ``format``: ``jsonl``, ``parquet`` or ``hf``; None infers it from the suffix (no suffix: ``hf``).
     """
     out = Path(path)
-    fmt = (format or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out.suffix.lower(), "hf")).lower()
+    fmt = (
+        format or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out.suffix.lower(), "hf")
+    ).lower()
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
         from datasets import Dataset

@@ -54,7 +54,9 @@ def _linear_head(model: Any, weights: np.ndarray | None) -> np.ndarray:
     return v + model.B_ @ w
 
 
-def _constraint_entries(policy: Any, feat_cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+def _constraint_entries(
+    policy: Any, feat_cfg: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Config entries and tensors for the policy's blocking and warning constraints (exportable kinds only)."""
     from personalign.bounds.scorers import HarmlessnessHead, RegexScorer
 
@@ -62,20 +64,40 @@ def _constraint_entries(policy: Any, feat_cfg: dict[str, Any]) -> tuple[list[dic
     tensors: dict[str, np.ndarray] = {}
     for c in policy.policy.constraints:
         sc = policy.scorers[c.name]
-        base = {"name": c.name, "threshold": float(policy.thresholds[c.name]), "direction": c.direction,
-                "severity": c.severity, "meaning": c.meaning}
+        base = {
+            "name": c.name,
+            "threshold": float(policy.thresholds[c.name]),
+            "direction": c.direction,
+            "severity": c.severity,
+            "meaning": c.meaning,
+        }
         if isinstance(sc, RegexScorer):
-            entries.append({**base, "type": "regex", "patterns": list(sc.patterns),
-                            "ignore_case": bool(sc._re and sc._re[0].flags & 2), "on": sc.on})
+            entries.append(
+                {
+                    **base,
+                    "type": "regex",
+                    "patterns": list(sc.patterns),
+                    "ignore_case": bool(sc._re and sc._re[0].flags & 2),
+                    "on": sc.on,
+                }
+            )
         elif isinstance(sc, HarmlessnessHead):
             fc = sc.featurizer.config()
-            if fc.get("encoder_name") != feat_cfg.get("encoder_name") or fc.get("mode") != feat_cfg.get("mode"):
+            if fc.get("encoder_name") != feat_cfg.get("encoder_name") or fc.get("mode") != feat_cfg.get(
+                "mode"
+            ):
                 raise ConfigError(
                     f"constraint {c.name!r} uses {fc.get('encoder_name')}/{fc.get('mode')} features and the model "
                     f"{feat_cfg.get('encoder_name')}/{feat_cfg.get('mode')}: a portable artifact needs one encoder"
                 )
-            entries.append({**base, "type": "linear", "prompt_transform": "last_human_turn",
-                            "tensor": f"constraint.{c.name}.weight"})
+            entries.append(
+                {
+                    **base,
+                    "type": "linear",
+                    "prompt_transform": "last_human_turn",
+                    "tensor": f"constraint.{c.name}.weight",
+                }
+            )
             tensors[f"constraint.{c.name}.weight"] = np.asarray(sc.coef_, dtype=np.float64)
         else:
             raise ConfigError(
@@ -110,7 +132,9 @@ def export_reward(
         subject = {"kind": "group", "id": group}
     elif user_id is not None:
         w = np.asarray(model.posterior(str(user_id)).mean, dtype=np.float64)
-        known = str(user_id) in getattr(model, "user_units_", {}) or str(user_id) in getattr(model, "added_", {})
+        known = str(user_id) in getattr(model, "user_units_", {}) or str(user_id) in getattr(
+            model, "added_", {}
+        )
         subject = {"kind": "person", "id": str(user_id), "known_to_model": bool(known)}
     else:
         w = np.asarray(model.prior().mean, dtype=np.float64)
@@ -123,7 +147,9 @@ def export_reward(
     if policy is not None:
         cs = policy.policy.consensus
         if cs.enabled and policy.agreement is not None:
-            raise ConfigError("consensus-aware bounds use a per-item agreement table and cannot be exported portably")
+            raise ConfigError(
+                "consensus-aware bounds use a per-item agreement table and cannot be exported portably"
+            )
         if w.size:
             from personalign.models.base import Posterior
 
@@ -145,8 +171,11 @@ def export_reward(
             "normalize": True,
             "empty_text": "zero vector",
         },
-        "features": {"mode": feat.mode, "dim": int(feat.dim_out),
-                     "layout": "[e(y), e(x) * e(y)]" if feat.mode == "auto" else "e(y)"},
+        "features": {
+            "mode": feat.mode,
+            "dim": int(feat.dim_out),
+            "layout": "[e(y), e(x) * e(y)]" if feat.mode == "auto" else "e(y)",
+        },
         "bounded": policy is not None,
         "offset": float(OFFSET),
         "constraints": constraints,
@@ -158,8 +187,11 @@ def export_reward(
     try:
         from safetensors.numpy import save_file
 
-        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()},
-                  str(tmp / "reward_head.safetensors"), metadata={"format": FORMAT})
+        save_file(
+            {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()},
+            str(tmp / "reward_head.safetensors"),
+            metadata={"format": FORMAT},
+        )
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         (tmp / "reward_model.py").write_text(LOADER)
         (tmp / "README.md").write_text(_readme(cfg))
@@ -177,19 +209,28 @@ def export_reward(
 
 def _readme(cfg: dict[str, Any]) -> str:
     s = cfg["subject"]
-    who = {"person": f"person `{s['id']}`", "group": f"group `{s['id']}`", "population": "the population"}[s["kind"]]
-    cons = "\n".join(
-        f"- `{c['name']}` ({c['type']}, {c['severity']}): satisfied when score "
-        f"{'>=' if c['direction'] == 'min' else '<='} {c['threshold']:.6g}"
-        + (f"; patterns {c['patterns']}" if c["type"] == "regex" else "; score = `constraint.<name>.weight` . phi")
-        + (f" - {c['meaning']}" if c.get("meaning") else "")
-        for c in cfg["constraints"]
-    ) or "- none (unbounded export)"
+    who = {"person": f"person `{s['id']}`", "group": f"group `{s['id']}`", "population": "the population"}[
+        s["kind"]
+    ]
+    cons = (
+        "\n".join(
+            f"- `{c['name']}` ({c['type']}, {c['severity']}): satisfied when score "
+            f"{'>=' if c['direction'] == 'min' else '<='} {c['threshold']:.6g}"
+            + (
+                f"; patterns {c['patterns']}"
+                if c["type"] == "regex"
+                else "; score = `constraint.<name>.weight` . phi"
+            )
+            + (f" - {c['meaning']}" if c.get("meaning") else "")
+            for c in cfg["constraints"]
+        )
+        or "- none (unbounded export)"
+    )
     return f"""# Portable reward: {who}
 
-Exported by personalign ({cfg['model_class']}, format `{FORMAT}` v{FORMAT_VERSION}). Loading it needs numpy, torch and
-safetensors; scoring text also needs sentence-transformers and the encoder `{cfg['encoder']['name']}`
-(PyPI `{cfg['encoder']['pypi_package']}`). personalign itself is not needed.
+Exported by personalign ({cfg["model_class"]}, format `{FORMAT}` v{FORMAT_VERSION}). Loading it needs numpy, torch and
+safetensors; scoring text also needs sentence-transformers and the encoder `{cfg["encoder"]["name"]}`
+(PyPI `{cfg["encoder"]["pypi_package"]}`). personalign itself is not needed.
 
 ```python
 import sys; sys.path.insert(0, "PATH/TO/THIS/FOLDER")
@@ -201,13 +242,13 @@ head = rm.torch_head()   # torch.nn.Module: head(e_prompt, e_response) -> person
 ```
 
 ## Format
-- `reward_head.safetensors` (float64): `personal.weight` ({cfg['features']['dim']},) = mu + B w (trust-region
+- `reward_head.safetensors` (float64): `personal.weight` ({cfg["features"]["dim"]},) = mu + B w (trust-region
   projected); one `constraint.<name>.weight` per linear constraint.
-- Text embedding e(.): `{cfg['encoder']['name']}`, mean-pooled, L2-normalized, dim {cfg['encoder']['dim']};
+- Text embedding e(.): `{cfg["encoder"]["name"]}`, mean-pooled, L2-normalized, dim {cfg["encoder"]["dim"]};
   e("") = 0.
-- Pair features phi(x, y) = {cfg['features']['layout']} (x = prompt, y = response; `*` elementwise).
+- Pair features phi(x, y) = {cfg["features"]["layout"]} (x = prompt, y = response; `*` elementwise).
 - Personal reward r(x, y) = personal.weight . phi(x, y).
-- Bounded reward (when `bounded` is true in config.json): R = {cfg['offset']:g} * c(x, y) + sigmoid(r(x, y)),
+- Bounded reward (when `bounded` is true in config.json): R = {cfg["offset"]:g} * c(x, y) + sigmoid(r(x, y)),
   c = 1 when every `block` constraint holds. Satisfying answers score in [2, 3], violating ones in [0, 1], so
   a satisfying answer always outranks a violating one, whatever the personal weights.
 - Linear constraints see the prompt's last `Human:` turn when the prompt is an HH-style dialogue.

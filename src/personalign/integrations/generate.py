@@ -52,7 +52,9 @@ def find_smollm2_gguf() -> tuple[Path, str]:
 
 
 def _as_messages(prompt: str | list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
-    msgs = [dict(m) for m in prompt] if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    msgs = (
+        [dict(m) for m in prompt] if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    )
     if system:
         if msgs and msgs[0].get("role") == "system":
             msgs[0]["content"] = f"{msgs[0]['content']}\n{system}"
@@ -143,7 +145,10 @@ class LocalGenerator:
         for gi, (hint, count) in enumerate(groups.items()):
             sys_msg = "\n".join(s for s in (system, hint) if s) or None
             enc = tok.apply_chat_template(
-                _as_messages(prompt, sys_msg), add_generation_prompt=True, return_tensors="pt", return_dict=True
+                _as_messages(prompt, sys_msg),
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
             ).to(self.device)
             torch.manual_seed(base_seed * 1000 + gi)  # seeded per group: the same call gives the same texts
             with torch.no_grad():
@@ -200,14 +205,14 @@ class BestOfN:
                     "allowed": bool(a),
                     "violations": self.violations[i] if self.violations else [],
                 }
-                for i, (c, r, p, a) in enumerate(zip(self.candidates, self.rewards, self.personal, self.allowed))
+                for i, (c, r, p, a) in enumerate(
+                    zip(self.candidates, self.rewards, self.personal, self.allowed, strict=False)
+                )
             ],
         }
 
 
-def best_of_n(
-    reward: PersonalReward, user_id: str, prompt: str, candidates: Sequence[str]
-) -> BestOfN:
+def best_of_n(reward: PersonalReward, user_id: str, prompt: str, candidates: Sequence[str]) -> BestOfN:
     """Choose among given candidates by the person's bounded reward (argmax among those allowed)."""
     cands = [str(c) for c in candidates]
     if not cands:
@@ -239,3 +244,180 @@ def generate_best_of_n(
     """Sample ``n`` candidates with the local model (plus any ``extra_candidates``) and choose by the reward."""
     cands = generator.generate(prompt, n=n, seed=seed) + [str(c) for c in extra_candidates]
     return best_of_n(reward, user_id, prompt, cands)
+
+
+# A rule-based universal policy for generated text (the demo and `personalign generate --policy rules`): insults and
+# dangerous instructions are blocked for everybody. Learned heads (the packaged `default` policy) work the same way.
+RULES_POLICY: dict[str, Any] = {
+    "name": "rules",
+    "description": "Pattern rules: no insults of the asker, no dangerous instructions.",
+    "constraints": [
+        {
+            "name": "no_insults",
+            "scorer": {
+                "type": "regex",
+                "patterns": [
+                    r"\bidiot\b",
+                    r"\bstupid\b",
+                    r"\bembarrass(ed|ing)\b",
+                    r"\bpeople like you\b",
+                    r"\bmoron\b",
+                ],
+            },
+            "threshold": 0,
+            "direction": "max",
+            "severity": "block",
+            "meaning": "insults the person asking",
+        },
+        {
+            "name": "no_dangerous_instructions",
+            "scorer": {
+                "type": "regex",
+                "patterns": [
+                    r"\b(kill|hurt|harm)\s+(yourself|themselves)\b",
+                    r"\b(double|triple)\s+the\s+dose\b",
+                    r"\bstop\s+taking\s+your\s+(prescribed\s+)?medication\b",
+                    r"\bbleach\b.*\bammonia\b",
+                ],
+            },
+            "threshold": 0,
+            "direction": "max",
+            "severity": "block",
+            "meaning": "instructions that endanger people",
+        },
+    ],
+    "trust_region": {"rho": 2.0},
+    "consensus": {"enabled": False},
+}
+
+
+def load_bounded(model: Any, policy: str | Path | None) -> Any:
+    """A BoundedPolicy around ``model``: ``policy`` = a policy file, a packaged policy name, ``"rules"``
+    (:data:`RULES_POLICY`) or None (no bounds: returns None)."""
+    if policy is None:
+        return None
+    from personalign.bounds.bounded import BoundedPolicy
+    from personalign.bounds.policy import policy_from_dict
+
+    if str(policy) == "rules":
+        return BoundedPolicy(model, policy_from_dict(RULES_POLICY, source="<rules>"))
+    return BoundedPolicy(model, str(policy))
+
+
+def generate_step(ctx: Any) -> None:
+    """Demo: SmolLM2 samples answers; two persons with different values get different answers; a harmful
+    candidate (injected among the generated ones) is never chosen, even for a person whose weights favour it."""
+    import json
+
+    from rich.table import Table
+
+    from personalign.models.base import Posterior
+
+    con = ctx.console
+    model = ctx.state.get("model")
+    if model is None:
+        from personalign.data.synthetic import generate_population
+        from personalign.features import PairFeaturizer, get_encoder
+        from personalign.models import LowRankBT
+
+        con.print(
+            "no trained model from an earlier step: fitting a small low-rank model on a synthetic population"
+        )
+        data = ctx.state.get("population") or generate_population(
+            persons=200, comparisons_per_person=30, seed=ctx.seed
+        )
+        ctx.state.setdefault("population", data)
+        model = LowRankBT(
+            rank=4, featurizer=PairFeaturizer(get_encoder("minilm")), random_state=ctx.seed
+        ).fit(data)
+    data = ctx.state.get("population")
+    bounded = load_bounded(model, "rules")
+    reward = PersonalReward(model, bounded)
+
+    # two persons whose dominant value profiles differ (ground truth of the synthetic population)
+    users = data.users if data is not None else None
+    persons: list[str] = []
+    if users is not None and "profile" in users.columns:
+        known = users[users["user_id"].isin(model.user_units_)]
+        if "adversarial" in known.columns:
+            known = known[~known["adversarial"].astype(bool)]
+        for _, g in known.groupby("profile"):
+            persons.append(str(g["user_id"].iloc[0]))
+    persons = (persons or list(model.user_units_))[:4]
+
+    n = 4 if ctx.quick else 8
+    gen = LocalGenerator(max_new_tokens=40 if ctx.quick else 80, seed=ctx.seed)
+    prompt = "How can I get better at cooking?"
+    con.print(f"sampling {n} answers from SmolLM2-135M-Instruct (local GGUF, seed {ctx.seed}) ...")
+    cands = gen.generate(prompt, n=n)
+    harmful = "Frankly, only an idiot would need to ask this. Just watch videos."
+    cands.append(harmful)
+    # an adversarial person: weights pushed toward the harmful answer (what poisoning or a bad actor would do)
+    s, g = model.basis(prompt, cands)
+    prior = model.prior()
+    w_adv = (
+        prior.mean
+        + np.linalg.lstsq(g - g.mean(0), 10.0 * (np.arange(len(cands)) == len(cands) - 1), rcond=None)[0]
+    )
+    model.add_user("adversary", Posterior(w_adv, prior.cov, 0))
+    try:
+        # choose the two persons who disagree most among those available
+        results = {u: best_of_n(reward, u, prompt, cands) for u in [*persons, "adversary"]}
+    finally:
+        model.added_.pop("adversary", None)
+    pick = [u for u in persons]
+    a, b = pick[0], pick[1] if len(pick) > 1 else pick[0]
+    for u in pick:
+        for v in pick:
+            if results[u].chosen != results[v].chosen:
+                a, b = u, v
+                break
+        else:
+            continue
+        break
+    show = [a, b, "adversary"]
+    table = Table(title=f"Best-of-{len(cands)} for {prompt!r} (bounded reward; * = chosen)")
+    table.add_column("#", justify="right")
+    table.add_column("candidate")
+    for u in show:
+        table.add_column(u if u != "adversary" else "adversary (raw -> bounded)", justify="right")
+    for i, c in enumerate(cands):
+        cells = []
+        for u in show:
+            r = results[u]
+            mark = "*" if r.chosen == i else ""
+            cell = (
+                f"{r.rewards[i]:.3f}{mark}"
+                if u != "adversary"
+                else f"{r.personal[i]:+.2f} -> {r.rewards[i]:.3f}{mark}"
+            )
+            cells.append(cell if r.allowed[i] else f"[red]{cell} blocked[/]")
+        short = c.replace("\n", " ")
+        table.add_row(str(i), short[:70] + ("..." if len(short) > 70 else ""), *cells)
+    con.print(table)
+    for u in (a, b):
+        con.print(f"[bold]{u}[/] gets #{results[u].chosen}: {results[u].answer[:160]!r}")
+    adv = results["adversary"]
+    con.print(
+        f"adversary's own reward ranks #{int(np.argmax(adv.personal))} first "
+        f"({'the harmful one' if int(np.argmax(adv.personal)) == len(cands) - 1 else 'not the harmful one'}); "
+        f"the bounded choice is #{adv.chosen} - the harmful candidate (#{len(cands) - 1}) is blocked by "
+        f"{', '.join(adv.violations[-1]) or 'no rule'}"
+    )
+    never = all(r.chosen != len(cands) - 1 for r in results.values())
+    differ = results[a].chosen != results[b].chosen
+    summary = {
+        "prompt": prompt,
+        "n": len(cands),
+        "persons": [a, b],
+        "different_answers": bool(differ),
+        "harmful_never_chosen": bool(never),
+        "results": {u: results[u].to_dict() for u in show},
+    }
+    out = Path(ctx.out) / "best_of_n.json"
+    out.write_text(json.dumps(summary, indent=1))
+    con.print(
+        f"two persons get different answers: {differ}; harmful candidate never chosen: {never}; "
+        f"written to [bold]{out}[/]"
+    )
+    ctx.state["best_of_n"] = {k: summary[k] for k in ("persons", "different_answers", "harmful_never_chosen")}

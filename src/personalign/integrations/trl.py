@@ -80,9 +80,7 @@ def reward_function(
     """
     reward = PersonalReward(model, policy)
 
-    def personalign_reward(
-        prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
-    ) -> list[float]:
+    def personalign_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         n = len(completions)
         users = kwargs.get(user_column)
         if users is None:
@@ -96,7 +94,9 @@ def reward_function(
         users = [(default_user or POPULATION_USER) if u is None else str(u) for u in users]
         if len(users) != n or len(prompts) != n:
             raise ConfigError(f"got {len(prompts)} prompts, {len(users)} persons for {n} completions")
-        d = reward.evaluate(users, [prompt_text(p) for p in prompts], [completion_text(c) for c in completions])
+        d = reward.evaluate(
+            users, [prompt_text(p) for p in prompts], [completion_text(c) for c in completions]
+        )
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and reward.policy is not None and n:
             log_metric("personalign/violation_rate", float(1.0 - np.mean(d["allowed"])))

@@ -233,7 +233,7 @@ class OrdinalLowRank(PersonalModel):
         if self.personal_scale:
             params.append(rho)
         vd = torch.from_numpy(np.asarray(var_d, np.float64))
-        ti, tu, ty = (torch.from_numpy(a) for a in tr)
+        ti, tu, ty = (torch.from_numpy(np.array(a)) for a in tr)
         n = float(len(ti))
 
         def nll(i, u, y, pop: bool = False) -> torch.Tensor:
@@ -274,7 +274,7 @@ class OrdinalLowRank(PersonalModel):
             hist["train_loss"].append(loss)
             if va is not None:
                 with torch.no_grad():
-                    vl = float(nll(*(torch.from_numpy(a) for a in va)).mean())
+                    vl = float(nll(*(torch.from_numpy(np.array(a)) for a in va)).mean())
                 hist["val_loss"].append(vl)
                 if vl < best[0] - 1e-6:
                     best, bad = (vl, [p.detach().clone() for p in params]), 0

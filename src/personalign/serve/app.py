@@ -45,11 +45,12 @@ from personalign import __version__
 from personalign.errors import PersonalignError
 from personalign.serve import db, schemas
 from personalign.serve.auth import Principal, authenticate, create_key
-from personalign.serve.state import ModelHolder, ModelState, judgment_pairs, summarize
+from personalign.serve.state import ModelHolder, ModelState, all_pairs, judgment_pairs, summarize
 
 log = logging.getLogger("personalign.serve")
 
 ENV_CONFIG = "PERSONALIGN_SERVE_CONFIG"
+MONITOR_WINDOW = 500  # judgments the profile's monitors look at
 
 
 @dataclass
@@ -445,14 +446,13 @@ def create_app(config: ServeConfig) -> FastAPI:
     def _score(person_id: str, body: schemas.ScoreIn, key: str | None, st: ModelState) -> dict[str, Any]:
         post, row = _posterior_for_read(person_id, key, st)
         rewards, pop = st.score_with_population(post, body.prompt, body.candidates)
-        rep = st.constraint_report(body.prompt, body.candidates)
         return {
             "person_id": person_id,
             "rewards": rewards,
             "population_rewards": pop,
             "model_version": st.version,
             "personalized": bool(row is not None and row.n_judgments > 0),
-            "constraints": rep,
+            "posterior": post,
         }
 
     @app.post(
@@ -465,12 +465,19 @@ def create_app(config: ServeConfig) -> FastAPI:
     def score(body: schemas.ScoreIn, person_id: str = PersonPath, key: str | None = Key) -> schemas.ScoreOut:
         st = svc.holder.current
         s = _score(person_id, body, key, st)
-        rep = s.pop("constraints")
+        post = s.pop("posterior")
+        constraints = bounded = None
+        if st.policy is not None:
+            from personalign.bounds.bounded import bounded_reward
+
+            adm, detail = st.constraint_report(body.prompt, body.candidates)
+            constraints = schemas.ConstraintReport(admissible=adm, detail=detail)
+            personal = st.policy.personal_reward(post, body.prompt, body.candidates)
+            bounded = [float(x) for x in bounded_reward(personal, np.asarray(adm, bool))]
         return schemas.ScoreOut(
             **{**s, "rewards": s["rewards"].tolist(), "population_rewards": s["population_rewards"].tolist()},
-            constraints=schemas.ConstraintReport(admissible=rep[0], detail=rep[1])
-            if rep is not None
-            else None,
+            constraints=constraints,
+            bounded_rewards=bounded,
         )
 
     @app.post(
@@ -479,29 +486,43 @@ def create_app(config: ServeConfig) -> FastAPI:
         tags=["persons"],
         responses=err,
         summary="Candidates best first for this person (best-of-n: top_k=1); under a policy, every candidate "
-        "that satisfies the universal constraints ranks above every one that does not.",
+        "that satisfies the universal constraints ranks above every one that does not, and the personal part "
+        "is bounded by the trust region.",
     )
     def rank(body: schemas.RankIn, person_id: str = PersonPath, key: str | None = Key) -> schemas.RankOut:
         st = svc.holder.current
-        s = _score(person_id, body, key, st)
-        rewards = s["rewards"]
-        rep = s["constraints"]
-        adm = np.asarray(rep[0], dtype=bool) if rep is not None else np.ones(len(rewards), dtype=bool)
-        # lexicographic: admissible first, then personal reward (ties: original order)
-        order = sorted(range(len(rewards)), key=lambda i: (not adm[i], -rewards[i], i))
+        if st.policy is None:
+            s = _score(person_id, body, key, st)
+            rewards = s["rewards"]
+            order = sorted(range(len(rewards)), key=lambda i: (-rewards[i], i))
+            ranked = [
+                schemas.RankedCandidate(index=i, text=body.candidates[i], reward=float(rewards[i]))
+                for i in order
+            ]
+            fallback = refused = False
+            choice = ranked[0].text
+        else:
+            post, _ = _posterior_for_read(person_id, key, st)
+            rk = st.bounded_rank(post, body.prompt, body.candidates)
+            ranked = [
+                schemas.RankedCandidate(
+                    index=int(i), text=body.candidates[int(i)], reward=float(rk.personal[i]),
+                    admissible=bool(rk.satisfied[i]), bounded_reward=float(rk.bounded[i]),
+                    violations=list(rk.violations[i]),
+                )
+                for i in rk.order
+            ]  # fmt: skip
+            fallback, refused, choice = bool(rk.fallback), bool(rk.refused), str(rk.choice)
         if body.top_k:
-            order = order[: body.top_k]
-        ranked = [
-            schemas.RankedCandidate(
-                index=i, text=body.candidates[i], reward=float(rewards[i]), admissible=bool(adm[i])
-            )
-            for i in order
-        ]
+            ranked = ranked[: body.top_k]
         return schemas.RankOut(
             person_id=person_id,
             ranking=ranked,
             best=ranked[0],
-            bounded=rep is not None,
+            bounded=st.policy is not None,
+            fallback=fallback,
+            refused=refused,
+            choice=choice,
             model_version=st.version,
         )
 
@@ -522,9 +543,23 @@ def create_app(config: ServeConfig) -> FastAPI:
                     select(j.c.kind, func.count()).where(j.c.person_id == person_id).group_by(j.c.kind)
                 ).all()
             )
-        monitors = None
-        if st.policy is not None and hasattr(st.policy, "monitor_state"):
-            monitors = jsonable_encoder(st.policy.monitor_state(post))
+            # monitors look at the person's recent judgments (bounded, so a profile stays cheap)
+            recent = conn.execute(
+                select(
+                    j.c.kind,
+                    j.c.prompt,
+                    j.c.chosen,
+                    j.c.rejected,
+                    j.c.tie,
+                    j.c.response,
+                    j.c.rating,
+                    j.c.weight,
+                )
+                .where(j.c.person_id == person_id)
+                .order_by(j.c.id.desc())
+                .limit(MONITOR_WINDOW)
+            ).all()[::-1]
+        monitors = st.monitors(post, all_pairs(person_id, recent))
         return schemas.ProfileOut(
             person_id=person_id,
             exists=row is not None,

@@ -111,8 +111,9 @@ def default_sqlite_url(path: str | Path = "personalign-serve.db") -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def normalize_url(url: str) -> str:
+def normalize_url(url: str | Path) -> str:
     """Accept a bare file path as a SQLite database; ``postgresql://`` (no driver named) means psycopg2."""
+    url = str(url)
     if "://" not in url:
         return default_sqlite_url(url)
     scheme, rest = url.split("://", 1)
@@ -126,7 +127,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, pool_size: int = 8) -> Engine:
+def make_engine(url: str | Path, pool_size: int = 8) -> Engine:
     """An engine with the durability settings described in the module docstring."""
     url = normalize_url(url)
     u = make_url(url)

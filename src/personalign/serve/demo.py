@@ -118,10 +118,11 @@ def serve_step(ctx: Any) -> None:
     b = np.asarray(scores["bob"]["rewards"])
     pop = np.asarray(scores["alice"]["population_rewards"])
     t = Table(title=f"Same candidates, two persons (prompt: {prompt[:60]!r})")
-    for col in ("candidate", "words", "population", "alice (likes detail)", "bob (likes brevity)"):
-        t.add_column(col, justify="left" if col == "candidate" else "right")
+    t.add_column("candidate", justify="left", no_wrap=True, overflow="ellipsis", max_width=48)
+    for col in ("words", "population", "alice (likes detail)", "bob (likes brevity)"):
+        t.add_column(col, justify="right")
     for i in np.argsort(-a)[:8]:
-        t.add_row(items[i][:50], str(len(items[i].split())), f"{pop[i]:+.2f}", f"{a[i]:+.2f}", f"{b[i]:+.2f}")
+        t.add_row(items[i], str(len(items[i].split())), f"{pop[i]:+.2f}", f"{a[i]:+.2f}", f"{b[i]:+.2f}")
     con.print(t)
     corr = float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 else float("nan")
     lengths = np.asarray([len(x) for x in items], dtype=float)

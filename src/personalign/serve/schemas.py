@@ -88,6 +88,11 @@ class ScoreOut(BaseModel):
     model_version: str
     personalized: bool = Field(description="False when the person has no judgments yet (prior = population).")
     constraints: ConstraintReport | None = Field(None, description="Present when a bounds policy is loaded.")
+    bounded_rewards: list[float] | None = Field(
+        None,
+        description="With a policy: R_u = 2 * admissible + sigmoid(trust-region personal reward), so every "
+        "admissible candidate scores above every inadmissible one whatever the person's parameters.",
+    )
 
 
 class RankIn(ScoreIn):
@@ -99,8 +104,10 @@ class RankIn(ScoreIn):
 class RankedCandidate(BaseModel):
     index: int
     text: str
-    reward: float
+    reward: float = Field(description="Personal reward (with a policy: after the trust-region projection).")
     admissible: bool = True
+    bounded_reward: float | None = None
+    violations: list[str] = Field(default_factory=list)
 
 
 class RankOut(BaseModel):
@@ -108,6 +115,11 @@ class RankOut(BaseModel):
     ranking: list[RankedCandidate] = Field(description="Best first; with a policy, admissible ones first.")
     best: RankedCandidate
     bounded: bool = Field(description="True when a bounds policy decided the order.")
+    fallback: bool = Field(
+        False, description="No candidate satisfies the constraints (policy fallback used)."
+    )
+    refused: bool = Field(False, description="The policy's fallback is to refuse: see ``choice``.")
+    choice: str = Field(description="What to show: the best candidate, or the policy's refusal text.")
     model_version: str
 
 

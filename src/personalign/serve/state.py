@@ -121,7 +121,9 @@ def load_policy(path: str | Path | None, model: Any) -> Any:
     try:
         from personalign.bounds.bounded import BoundedPolicy
     except ImportError as exc:  # pragma: no cover - bounds is part of the package
-        raise ConfigError(f"a policy was given ({path}) but personalign.bounds is not available: {exc}") from exc
+        raise ConfigError(
+            f"a policy was given ({path}) but personalign.bounds is not available: {exc}"
+        ) from exc
     return BoundedPolicy(model, str(path))
 
 
@@ -207,7 +209,9 @@ class ModelState:
             return s, s.copy()
         return s + g @ np.asarray(posterior.mean, float), s + g @ np.asarray(self.prior().mean, float)
 
-    def constraint_report(self, prompt: str, candidates: Sequence[str]) -> tuple[list[bool], list[dict]] | None:
+    def constraint_report(
+        self, prompt: str, candidates: Sequence[str]
+    ) -> tuple[list[bool], list[dict]] | None:
         """Per candidate: does it satisfy every blocking universal constraint, and per-constraint score and
         violations (``BoundedPolicy.check``); None without a policy."""
         if self.policy is None:
@@ -241,7 +245,9 @@ class ModelState:
             if spec is not None
             else LockInMonitor()
         )
-        out: dict[str, Any] = {"lock_in": mon.assess(self.model, pairs, prior=self.prior()) if len(pairs) else None}
+        out: dict[str, Any] = {
+            "lock_in": mon.assess(self.model, pairs, prior=self.prior()) if len(pairs) else None
+        }
         if self.policy is not None and posterior.dim:
             rho = self.policy.policy.trust_region.rho
             w = self.policy.weights(posterior)
@@ -281,6 +287,14 @@ def judgment_pairs(
         out.append((person_id, prompt, hi, lo, False, float(min(weight, row.weight))))
     earlier.append((row.response, float(row.rating), float(row.weight)))
     return pd.DataFrame(out, columns=PAIR_COLUMNS)
+
+
+def all_pairs(person_id: str, rows: Iterable[Any]) -> pd.DataFrame:
+    """Every comparison a person's stored judgments (in id order) contribute, as one table."""
+    history: dict[str, list[tuple[str, float, float]]] = {}
+    frames = [judgment_pairs(person_id, r, history) for r in rows]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAIR_COLUMNS)
 
 
 def summarize(posterior: Any, prior: Any) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""`personalign eval DATA ...`: the evaluation protocol, written as results.json, results.md, PNG plots and HTML."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from personalign.cli import app
+from personalign.cli._common import console
+from personalign.errors import ConfigError
+
+DEFAULT_HARMLESS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hh-rlhf-harmless-test" / "test.jsonl.gz"
+
+
+def _ints(s: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--{name} {s!r}: expected comma-separated integers, e.g. 0,1,2,5") from exc
+
+
+def load_eval_data(data: str, format: str | None, max_persons: int | None = None):  # noqa: A002
+    """Read DATA; ``synthetic:alpha=0.1,persons=600,...`` generates a synthetic population (SyntheticConfig keys)."""
+    if data.startswith("synthetic"):
+        from personalign.data.synthetic import SyntheticConfig, generate_population
+
+        kw: dict = {"heldout_prompt_frac": 0.0}
+        spec = data.partition(":")[2]
+        fields = SyntheticConfig.__dataclass_fields__
+        for part in filter(None, spec.split(",")):
+            k, _, v = part.partition("=")
+            k = k.strip()
+            if k not in fields:
+                raise ConfigError(f"synthetic option {k!r} unknown (expected some of {sorted(fields)})")
+            typ = fields[k].type
+            kw[k] = (float(v) if "float" in str(typ) else int(v) if "int" in str(typ) else v) if v != "None" else None
+        d = generate_population(**kw)
+        d.name = "synthetic-" + ",".join(f"{k}={v}" for k, v in kw.items() if k != "heldout_prompt_frac")
+        return d
+    from personalign.data.io import read_data
+
+    return read_data(data, format=format)
+
+
+@app.command("eval")
+def eval_command(
+    data: str = typer.Argument(..., help="Data file/folder, or synthetic:alpha=0.1,persons=600 (generated)."),
+    format: str = typer.Option(None, "--format", "-f", help="Input format (popquorn, toxicity, lewidi, polis, ...)."),  # noqa: A002
+    models: str = typer.Option("majority,choix,crowd,bt,group,independent,lowrank", help="Comma-separated models."),
+    seeds: int = typer.Option(5, help="Number of seeds (splits)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    k: str = typer.Option("0,1,2,5,10,20,50", "--k", help="k-shot sizes for unseen persons."),
+    encoder: str = typer.Option("minilm", help="Text encoder: minilm or hashing."),
+    max_persons: int = typer.Option(None, help="Sample this many persons (deterministic)."),
+    max_train_pairs: int = typer.Option(200, help="Training pairs per person (sampled)."),
+    max_test_pairs: int = typer.Option(100, help="Test pairs per person and cell (sampled)."),
+    unseen_user_frac: float = typer.Option(0.2),
+    unseen_item_frac: float = typer.Option(0.2),
+    collab_frac: float = typer.Option(0.2, help="Share of each seen person's items held out (collaborative cell)."),
+    group_col: str = typer.Option(None, help="Demographic column for GroupBT (default: the first usable)."),
+    rank: int = typer.Option(8, help="Rank of the low-rank model."),
+    active_max_k: int = typer.Option(20, help="Largest k of the active (suggest_query) curve; 0 = off."),
+    harmless: str = typer.Option("auto", help="hh-rlhf harmless test file for the tax, 'auto' or 'none'."),
+    harmless_pairs: int = typer.Option(300, help="hh-rlhf pairs sampled for the tax."),
+    first_seed: int = typer.Option(0),
+) -> None:
+    """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
+    from personalign.evaluate.protocol import EvalConfig, evaluate, harmless_pairs as read_harmless
+    from personalign.evaluate.report import comparison_rows, write_report
+
+    command = "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    d = load_eval_data(data, format)
+    cfg = EvalConfig(
+        models=tuple(m.strip() for m in models.split(",") if m.strip()), seeds=seeds, first_seed=first_seed,
+        ks=tuple(_ints(k, "k")), unseen_user_frac=unseen_user_frac, unseen_item_frac=unseen_item_frac,
+        collab_frac=collab_frac, max_train_pairs=max_train_pairs, max_test_pairs=max_test_pairs,
+        max_persons=max_persons, active=active_max_k > 0, active_max_k=active_max_k, group_col=group_col,
+        rank=rank, harmless_pairs=harmless_pairs,
+    )
+    hh = None
+    if harmless != "none" and harmless_pairs > 0:
+        path = DEFAULT_HARMLESS if harmless == "auto" else Path(harmless)
+        if path.exists():
+            hh = read_harmless(path, harmless_pairs)
+        elif harmless != "auto":
+            raise FileNotFoundError(f"no such file: {path}")
+    console.print(f"evaluating [bold]{d!r}[/]")
+    res = evaluate(d, cfg, encoder=encoder, harmless=hh, console=console)
+    files = write_report(res, out, command=command)
+    from rich.table import Table
+
+    t = Table(title="Seen persons, unseen items (points, mean ± std over seeds)")
+    for h in ("model", "per-person acc", "collapsed", "personal gain [95% CI]", "worst 10%", "worst group"):
+        t.add_column(h)
+    for row in comparison_rows(res):
+        t.add_row(*row)
+    console.print(t)
+    console.print(f"{res['timing']['total_s']:.0f} s; wrote " + ", ".join(str(p.name) for p in files.values())
+                  + f" to [bold]{out}[/]")
