@@ -26,7 +26,17 @@ from personalign.errors import DataError
 
 POPULATION_USER = "__population__"
 
-COMPARISON_COLUMNS = ["user_id", "prompt", "chosen", "rejected", "tie", "weight", "timestamp", "chosen_id", "rejected_id"]
+COMPARISON_COLUMNS = [
+    "user_id",
+    "prompt",
+    "chosen",
+    "rejected",
+    "tie",
+    "weight",
+    "timestamp",
+    "chosen_id",
+    "rejected_id",
+]
 RATING_COLUMNS = ["user_id", "prompt", "response", "item_id", "rating", "weight", "timestamp"]
 RANKING_COLUMNS = ["user_id", "prompt", "responses", "weight", "timestamp"]
 VOTE_COLUMNS = ["user_id", "prompt", "response", "item_id", "vote", "weight", "timestamp"]
@@ -53,7 +63,9 @@ def _normalize(df: pd.DataFrame | None, columns: list[str], kind: str) -> pd.Dat
         df = _empty(columns)
     df = df.reset_index(drop=True).copy()
     if "user_id" not in df.columns:
-        raise DataError(f"{kind} table has no 'user_id' column", field="user_id", expected="a person id column")
+        raise DataError(
+            f"{kind} table has no 'user_id' column", field="user_id", expected="a person id column"
+        )
     df["user_id"] = df["user_id"].astype(str)
     for text_col in ("prompt",):
         if text_col in columns:
@@ -132,7 +144,9 @@ class PreferenceData:
             for col, idcol in (("chosen", "chosen_id"), ("rejected", "rejected_id")):
                 need = c[idcol].isna()
                 if need.any():
-                    c.loc[need, idcol] = [item_id_for(p, t) for p, t in zip(c.loc[need, "prompt"], c.loc[need, col])]
+                    c.loc[need, idcol] = [
+                        item_id_for(p, t) for p, t in zip(c.loc[need, "prompt"], c.loc[need, col])
+                    ]
                 c[idcol] = c[idcol].astype(str)
                 collect(c[idcol], c["prompt"], c[col])
         for tab in (self.ratings, self.votes):
@@ -203,7 +217,9 @@ class PreferenceData:
         return replace(self, **base, meta=dict(self.meta))
 
     # ------------------------------------------------------------ subsetting
-    def filter_users(self, user_ids: list[str] | set[str] | np.ndarray, keep_population: bool = True) -> PreferenceData:
+    def filter_users(
+        self, user_ids: list[str] | set[str] | np.ndarray, keep_population: bool = True
+    ) -> PreferenceData:
         """Only the judgments (and users rows) of these persons."""
         keep = {str(u) for u in user_ids}
         if keep_population:
@@ -221,7 +237,8 @@ class PreferenceData:
         if len(self.rankings):
             rk = self.rankings.copy()
             rk["responses"] = [
-                [t for t in resp if item_id_for(p, t) in keep] for p, resp in zip(rk["prompt"], rk["responses"])
+                [t for t in resp if item_id_for(p, t) in keep]
+                for p, resp in zip(rk["prompt"], rk["responses"])
             ]
             rk = rk[rk["responses"].map(len) >= 2]
         else:
@@ -261,8 +278,17 @@ class PreferenceData:
                 for i in range(len(resp)):
                     for j in range(i + 1, len(resp)):
                         rows.append(
-                            (r.user_id, r.prompt, resp[i], resp[j], False, r.weight, r.timestamp,
-                             item_id_for(r.prompt, resp[i]), item_id_for(r.prompt, resp[j]))
+                            (
+                                r.user_id,
+                                r.prompt,
+                                resp[i],
+                                resp[j],
+                                False,
+                                r.weight,
+                                r.timestamp,
+                                item_id_for(r.prompt, resp[i]),
+                                item_id_for(r.prompt, resp[j]),
+                            )
                         )
             frames.append(pd.DataFrame(rows, columns=COMPARISON_COLUMNS))
         if not frames:
@@ -275,13 +301,18 @@ class PreferenceData:
     def as_comparison_data(self, **kwargs: Any) -> PreferenceData:
         """This data with every judgment converted to comparisons (see :meth:`to_comparisons`)."""
         return PreferenceData(
-            comparisons=self.to_comparisons(**kwargs), users=self.users, items=self.items,
-            name=self.name, meta=dict(self.meta),
+            comparisons=self.to_comparisons(**kwargs),
+            users=self.users,
+            items=self.items,
+            name=self.name,
+            meta=dict(self.meta),
         )
 
     # --------------------------------------------------------------- summary
     def judgments_per_user(self) -> pd.Series:
-        counts = pd.concat([getattr(self, k)["user_id"] for k in KINDS if len(getattr(self, k))], ignore_index=True)
+        counts = pd.concat(
+            [getattr(self, k)["user_id"] for k in KINDS if len(getattr(self, k))], ignore_index=True
+        )
         counts = counts[counts != POPULATION_USER]
         return counts.value_counts()
 
@@ -366,8 +397,13 @@ def concat(datas: list[PreferenceData], name: str | None = None) -> PreferenceDa
     tabs = {k: pd.concat([getattr(d, k) for d in datas], ignore_index=True) for k in KINDS}
     users = pd.concat([d.users for d in datas], ignore_index=True).drop_duplicates("user_id")
     items = pd.concat([d.items for d in datas], ignore_index=True).drop_duplicates("item_id")
-    return PreferenceData(**tabs, users=users, items=items, name=name or "+".join(d.name for d in datas),
-                          rating_scale=datas[0].rating_scale if datas else None)
+    return PreferenceData(
+        **tabs,
+        users=users,
+        items=items,
+        name=name or "+".join(d.name for d in datas),
+        rating_scale=datas[0].rating_scale if datas else None,
+    )
 
 
 Kind = Literal["comparisons", "ratings", "rankings", "votes"]

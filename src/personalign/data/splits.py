@@ -118,9 +118,7 @@ def kshot(
     return own.iloc[np.sort(order[:k])], own.iloc[np.sort(order[k:])]
 
 
-def kshot_all(
-    comparisons: pd.DataFrame, k: int, seed: int = 0
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def kshot_all(comparisons: pd.DataFrame, k: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`kshot` for every person at once: (context, queries), each a comparisons table."""
     rng = np.random.default_rng(seed)
     df = comparisons[comparisons["user_id"] != POPULATION_USER]

@@ -19,7 +19,6 @@ accuracy from 81% to 85% of the oracle. The 1/4 keeps its norm near e(y)'s for r
 from __future__ import annotations
 
 import re
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -49,11 +49,17 @@ def train_step(ctx: Any) -> None:
     for name, s in {**acc, "oracle (true reward, same label noise)": oracle}.items():
         s = s.reindex(oracle.index)
         worst = float(np.nanquantile(s, 0.1))
-        rows[name] = {"mean": float(s.mean()), "worst_decile": worst, "share_of_oracle": float(s.mean() / oracle.mean())}
+        rows[name] = {
+            "mean": float(s.mean()),
+            "worst_decile": worst,
+            "share_of_oracle": float(s.mean() / oracle.mean()),
+        }
         table.add_row(name, f"{s.mean():.3f}", f"{worst:.3f}", f"{s.mean() / oracle.mean():.0%}")
     ctx.console.print(table)
     gain = rows["low-rank BT (K=4)"]["mean"] - rows["low-rank, collapsed to population"]["mean"]
-    ctx.console.print(f"personal gain over the same model collapsed to the population: {100 * gain:+.1f} points")
+    ctx.console.print(
+        f"personal gain over the same model collapsed to the population: {100 * gain:+.1f} points"
+    )
 
     out = Path(ctx.out) / "model"
     lowrank.save_pretrained(out)
