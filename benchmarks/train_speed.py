@@ -113,7 +113,7 @@ def time_adam(P: dict, K: int, steps: int, seed: int) -> dict:
     with torch.no_grad():
         Dt = X[torch.from_numpy(P["ci"][te])] - X[torch.from_numpy(P["ri"][te])]
         zt = Dt @ mu + ((Dt @ B) * W[torch.from_numpy(P["unit"][te])]).sum(1)
-    return {"seconds": sec, "test_acc": float((zt > 0).float().mean()), "steps": steps, "final_loss": float(loss)}
+    return {"seconds": sec, "test_acc": float((zt > 0).float().mean()), "steps": steps, "final_loss": float(loss.detach())}
 
 
 def serving(model: LowRankBT, P: dict, K: int, seed: int, n_persons: int = 1000) -> dict:

@@ -17,8 +17,8 @@ from rich.rule import Rule
 # (title, "module:function"), run in order
 STEPS: list[tuple[str, str]] = [
     ("Synthetic pluralistic population", "personalign.data.synthetic:demo_step"),
-    ("Bounded personalization", "personalign.bounds.report:bounds_step"),
     ("Train and compare: aggregated vs personalized", "personalign.models.demo:train_step"),
+    ("Bounded personalization", "personalign.bounds.report:bounds_step"),
     ("Aggregation audit", "personalign.audit.report:audit_step"),
     ("Personalization service", "personalign.serve.demo:serve_step"),
 ]
