@@ -61,7 +61,9 @@ console = Console(width=160)
 def attribute_featurizer(data) -> PairFeaturizer:
     it = data.items
     X = it[[f"attr_{a}" for a in ATTRIBUTES]].to_numpy(np.float32)
-    return PairFeaturizer(PrecomputedEncoder((it["text"].tolist(), X), name="synthetic-attributes"), mode="response")
+    return PairFeaturizer(
+        PrecomputedEncoder((it["text"].tolist(), X), name="synthetic-attributes"), mode="response"
+    )
 
 
 def logloss(p: np.ndarray) -> float:
@@ -69,7 +71,9 @@ def logloss(p: np.ndarray) -> float:
 
 
 def truth_q(truth, comps: pd.DataFrame) -> np.ndarray:
-    return truth.preference_prob(comps["user_id"].to_numpy(), comps["chosen_id"].to_numpy(), comps["rejected_id"].to_numpy())
+    return truth.preference_prob(
+        comps["user_id"].to_numpy(), comps["chosen_id"].to_numpy(), comps["rejected_id"].to_numpy()
+    )
 
 
 def pair_agreement(truth, comps: pd.DataFrame, users: np.ndarray) -> np.ndarray:
@@ -92,7 +96,11 @@ def per_person(values: np.ndarray, users: np.ndarray) -> pd.Series:
 def run_seed(seed: int, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     data = generate_population(
-        persons=args.persons + N_UNSEEN, comparisons_per_person=40, alpha=0.1, n_profiles=args.profiles, seed=seed
+        persons=args.persons + N_UNSEEN,
+        comparisons_per_person=40,
+        alpha=0.1,
+        n_profiles=args.profiles,
+        seed=seed,
     )
     truth = data.meta["truth"]
     all_users = np.asarray(truth.user_ids, dtype=str)
@@ -155,8 +163,12 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
             "expected_acc": float(exp.mean()),
             "ratio_mean": float(ratio.mean()),
             "ratio_worst_decile": float(worst.mean()),
-            "ratio_worst_decile_of_aggregated": float(exp[worst_by_agg].mean() / oracle_pp[worst_by_agg].mean()),
-            "ratio_worst_decile_of_oracle": float(exp[worst_by_oracle].mean() / oracle_pp[worst_by_oracle].mean()),
+            "ratio_worst_decile_of_aggregated": float(
+                exp[worst_by_agg].mean() / oracle_pp[worst_by_agg].mean()
+            ),
+            "ratio_worst_decile_of_oracle": float(
+                exp[worst_by_oracle].mean() / oracle_pp[worst_by_oracle].mean()
+            ),
             "acc_contested": float(pred[contested].mean()),
             "acc_consensus": float(pred[consensus].mean()),
             "expected_contested": float(exp_correct[contested].mean()),
@@ -173,7 +185,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     out["seen"] = res
 
     # ---- 2. unseen persons
-    adapt_pool = sample_comparisons(data, max(KS), prompts="train", users=unseen, seed=3000 + seed).comparisons
+    adapt_pool = sample_comparisons(
+        data, max(KS), prompts="train", users=unseen, seed=3000 + seed
+    ).comparisons
     cand = sample_comparisons(data, 200, prompts="train", users=unseen, seed=4000 + seed).comparisons
     utest = sample_comparisons(data, 50, prompts="heldout", users=unseen, seed=5000 + seed).comparisons
     uq = truth_q(truth, utest)
@@ -183,12 +197,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     for u in tqdm(unseen, desc=f"seed {seed}: unseen persons", leave=False):
         te = utest[utest["user_id"] == u]
         Dt, at, _, _ = model.example_arrays(te)
-        qu = uq[(utest["user_id"] == u).to_numpy()]
         pool = adapt_pool[adapt_pool["user_id"] == u]
         D, a, y, w = model.example_arrays(pool)
         prior = model.prior()
 
-        def acc_of(post) -> float:
+        def acc_of(post, at=at, Dt=Dt) -> float:
             return float(((at + Dt @ post.mean) > 0).mean())
 
         for k in KS:
@@ -197,7 +210,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
         cu = cand[cand["user_id"] == u]
         Dc, ac, _, _ = model.example_arrays(cu)
         # the candidate pair's (first, second) order is arbitrary; the truth decides the answer
-        qc = truth.preference_prob(np.repeat(u, len(cu)), cu["chosen_id"].to_numpy(), cu["rejected_id"].to_numpy())
+        qc = truth.preference_prob(
+            np.repeat(u, len(cu)), cu["chosen_id"].to_numpy(), cu["rejected_id"].to_numpy()
+        )
         post = prior
         asked = np.zeros(len(cu), bool)
         active[0].append(acc_of(post))
@@ -209,7 +224,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
             ans = float(arng.random() < qc[i])
             post = model.adapt_arrays(Dc[i : i + 1], ac[i : i + 1], np.array([ans]), np.ones(1), post)
             active[j].append(acc_of(post))
-    seen_acc_same_metric = float(np.mean((model.predict_proba(c) > 0.5)))
+    seen_acc_same_metric = float(np.mean(model.predict_proba(c) > 0.5))
     out["unseen"] = {
         "acc_by_k": {k: float(np.mean(v)) for k, v in acc_k.items()},
         "acc_active": {j: float(np.mean(v)) for j, v in active.items()},
@@ -240,8 +255,12 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
     S["unseen_k10_over_seen"] = ms([r["unseen"]["acc_by_k"][10] / r["unseen"]["seen_acc"] for r in runs])
     S["questions_to_reach_k10"] = ms([r["unseen"]["questions_to_reach_k10"] for r in runs])
     S["questions_to_reach_k10_of_mean_curve"] = next(
-        (j for j in range(args.max_questions + 1)
-         if S["unseen_acc_active"][j]["mean"] >= S["unseen_acc_by_k"][10]["mean"]), None
+        (
+            j
+            for j in range(args.max_questions + 1)
+            if S["unseen_acc_active"][j]["mean"] >= S["unseen_acc_by_k"][10]["mean"]
+        ),
+        None,
     )
     S["rank_selected"] = [r["rank_selected"] for r in runs]
     S["profiles_from_rank"] = [r["rank_selected"] + 1 for r in runs]
@@ -253,8 +272,10 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
         "lowrank_mean_ratio>=0.95": S["lowrank"]["ratio_mean"]["mean"] >= 0.95,
         "lowrank_worst_decile_ratio>=0.95": S["lowrank"]["ratio_worst_decile"]["mean"] >= 0.95,
         "unseen_k10>=0.9*seen": S["unseen_k10_over_seen"]["mean"] >= 0.9,
-        "active<=5_questions": (S["questions_to_reach_k10_of_mean_curve"] is not None
-                                and S["questions_to_reach_k10_of_mean_curve"] <= 5),
+        "active<=5_questions": (
+            S["questions_to_reach_k10_of_mean_curve"] is not None
+            and S["questions_to_reach_k10_of_mean_curve"] <= 5
+        ),
         "profiles_within_1(rank+1)": S["rank_within_1"],
     }
     S["runs"] = runs
@@ -264,21 +285,49 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
 def show(S: dict) -> None:
     f = lambda d: f"{d['mean']:.4f} ± {d['sd']:.4f}"  # noqa: E731
     t = Table(title=f"Seen persons, held-out prompts ({S['n_seeds']} seeds, mean ± sd over seeds)")
-    cols = ("model", "acc", "expected acc", "ratio mean", "worst decile (own ratio)", "worst decile (of agg.)",
-            "worst decile (of oracle)", "contested", "consensus")
+    cols = (
+        "model",
+        "acc",
+        "expected acc",
+        "ratio mean",
+        "worst decile (own ratio)",
+        "worst decile (of agg.)",
+        "worst decile (of oracle)",
+        "contested",
+        "consensus",
+    )
     for col in cols:
         t.add_column(col)
     for name in ("lowrank", "aggregated"):
         r = S[name]
-        t.add_row(name, f(r["acc"]), f(r["expected_acc"]), f(r["ratio_mean"]), f(r["ratio_worst_decile"]),
-                  f(r["ratio_worst_decile_of_aggregated"]), f(r["ratio_worst_decile_of_oracle"]),
-                  f(r["expected_contested"]), f(r["expected_consensus"]))
+        t.add_row(
+            name,
+            f(r["acc"]),
+            f(r["expected_acc"]),
+            f(r["ratio_mean"]),
+            f(r["ratio_worst_decile"]),
+            f(r["ratio_worst_decile_of_aggregated"]),
+            f(r["ratio_worst_decile_of_oracle"]),
+            f(r["expected_contested"]),
+            f(r["expected_consensus"]),
+        )
     o = S["oracle"]
-    t.add_row("oracle (Bayes)", f(o["acc"]), f(o["acc"]), "1", "1", "1", "1", f(o["acc_contested"]),
-              f(o["acc_consensus"]))
+    t.add_row(
+        "oracle (Bayes)",
+        f(o["acc"]),
+        f(o["acc"]),
+        "1",
+        "1",
+        "1",
+        "1",
+        f(o["acc_contested"]),
+        f(o["acc_consensus"]),
+    )
     console.print(t)
     console.print(f"share of contested test pairs: {f(o['share_contested_pairs'])}")
-    t = Table(title="Unseen persons: accuracy on held-out prompts after k random comparisons / j active questions")
+    t = Table(
+        title="Unseen persons: accuracy on held-out prompts after k random comparisons / j active questions"
+    )
     t.add_column("k or j")
     t.add_column("random k")
     t.add_column("active j")
@@ -292,7 +341,9 @@ def show(S: dict) -> None:
         f"active questions to reach the k=10 random accuracy: per seed {f(S['questions_to_reach_k10'])}, "
         f"on the seed-mean curve {S['questions_to_reach_k10_of_mean_curve']}"
     )
-    console.print(f"rank selected per seed: {S['rank_selected']} -> profiles (rank+1) {S['profiles_from_rank']}")
+    console.print(
+        f"rank selected per seed: {S['rank_selected']} -> profiles (rank+1) {S['profiles_from_rank']}"
+    )
     if "mixture_selected" in S:
         console.print(f"mixture classes selected per seed: {S['mixture_selected']}")
     console.print("checks: " + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in S["checks"].items()))
@@ -321,8 +372,12 @@ def main(argv: list[str] | None = None) -> dict:
     show(S)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "synthetic_checks" + ("" if args.features == "attributes" else f"_{args.features}") + (
-        "_quick" if args.quick else "") + ".json"
+    name = (
+        "synthetic_checks"
+        + ("" if args.features == "attributes" else f"_{args.features}")
+        + ("_quick" if args.quick else "")
+        + ".json"
+    )
     with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as fh:
         json.dump(S, fh, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     os.replace(fh.name, out / name)

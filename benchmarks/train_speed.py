@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from personalign.features import PairFeaturizer, PrecomputedEncoder
-from personalign.models import LowRankBT, Posterior, TrainArrays
+from personalign.models import LowRankBT, TrainArrays
 
 console = Console(width=160)
 TARGETS = {"train_1M_s": 60.0, "adapt_median_ms": 2.0, "scores_per_s": 1e6, "bytes_per_person": 2048}
@@ -60,7 +60,9 @@ def planted(n: int, d: int, K: int, n_items: int, per_person: int, seed: int) ->
 
 def arrays(P: dict, mask: np.ndarray) -> TrainArrays:
     m = int(mask.sum())
-    return TrainArrays(P["X"], P["ci"][mask], P["ri"][mask], P["unit"][mask], np.ones(m, np.float32), np.ones(m, np.float32))
+    return TrainArrays(
+        P["X"], P["ci"][mask], P["ri"][mask], P["unit"][mask], np.ones(m, np.float32), np.ones(m, np.float32)
+    )
 
 
 def time_lowrank(P: dict, K: int, seed: int) -> dict:
@@ -73,8 +75,12 @@ def time_lowrank(P: dict, K: int, seed: int) -> dict:
     sec = time.perf_counter() - t
     S, G = model.project(P["X"])
     z = S[te.ci] - S[te.ri] + np.einsum("nk,nk->n", G[te.ci] - G[te.ri], model.unit_means_[te.unit])
-    return {"seconds": sec, "test_acc": float((z > 0).mean()), "rounds": len(model.history_["train_loss"]),
-            "model": model}
+    return {
+        "seconds": sec,
+        "test_acc": float((z > 0).mean()),
+        "rounds": len(model.history_["train_loss"]),
+        "model": model,
+    }
 
 
 def time_choix(P: dict, n_items: int) -> dict:
@@ -96,7 +102,9 @@ def time_adam(P: dict, K: int, steps: int, seed: int) -> dict:
     X = torch.from_numpy(P["X"])
     d = X.shape[1]
     t = time.perf_counter()
-    Dx = X[torch.from_numpy(P["ci"][tr])] - X[torch.from_numpy(P["ri"][tr])]  # explicit per-comparison differences
+    Dx = (
+        X[torch.from_numpy(P["ci"][tr])] - X[torch.from_numpy(P["ri"][tr])]
+    )  # explicit per-comparison differences
     u = torch.from_numpy(P["unit"][tr])
     y = torch.ones(len(u))
     mu = torch.zeros(d, requires_grad=True)
@@ -113,7 +121,12 @@ def time_adam(P: dict, K: int, steps: int, seed: int) -> dict:
     with torch.no_grad():
         Dt = X[torch.from_numpy(P["ci"][te])] - X[torch.from_numpy(P["ri"][te])]
         zt = Dt @ mu + ((Dt @ B) * W[torch.from_numpy(P["unit"][te])]).sum(1)
-    return {"seconds": sec, "test_acc": float((zt > 0).float().mean()), "steps": steps, "final_loss": float(loss.detach())}
+    return {
+        "seconds": sec,
+        "test_acc": float((zt > 0).float().mean()),
+        "steps": steps,
+        "final_loss": float(loss.detach()),
+    }
 
 
 def serving(model: LowRankBT, P: dict, K: int, seed: int, n_persons: int = 1000) -> dict:
@@ -139,8 +152,14 @@ def serving(model: LowRankBT, P: dict, K: int, seed: int, n_persons: int = 1000)
     for _ in range(200):
         a = rng.integers(len(X), size=10)
         b = (a + rng.integers(1, len(X), size=10)) % len(X)
-        ex = pd.DataFrame({"user_id": "new", "prompt": "", "chosen": [texts[i] for i in a],
-                           "rejected": [texts[i] for i in b]})
+        ex = pd.DataFrame(
+            {
+                "user_id": "new",
+                "prompt": "",
+                "chosen": [texts[i] for i in a],
+                "rejected": [texts[i] for i in b],
+            }
+        )
         t = time.perf_counter()
         model.adapt(ex)
         lat_df.append(time.perf_counter() - t)
@@ -164,10 +183,14 @@ def serving(model: LowRankBT, P: dict, K: int, seed: int, n_persons: int = 1000)
     assert r.shape == r1.shape == (n,)
     post = model.posterior(model.units_[0])
     return {
-        "adapt_ms_median": float(np.median(lat)), "adapt_ms_p99": float(np.percentile(lat, 99)),
-        "adapt_df_ms_median": float(np.median(lat_df)), "adapt_df_ms_p99": float(np.percentile(lat_df, 99)),
-        "scores_per_s_many_persons": n / best_many, "scores_per_s_one_person": n / best_one,
-        "bytes_per_person": post.nbytes, "bytes_per_person_json": len(json.dumps(post.to_dict())),
+        "adapt_ms_median": float(np.median(lat)),
+        "adapt_ms_p99": float(np.percentile(lat, 99)),
+        "adapt_df_ms_median": float(np.median(lat_df)),
+        "adapt_df_ms_p99": float(np.percentile(lat_df, 99)),
+        "scores_per_s_many_persons": n / best_many,
+        "scores_per_s_one_person": n / best_one,
+        "bytes_per_person": post.nbytes,
+        "bytes_per_person_json": len(json.dumps(post.to_dict())),
         "K": K,
     }
 
@@ -184,8 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
-    res: dict = {"config": vars(args), "torch_threads": torch.get_num_threads(), "load_before": os.getloadavg(),
-                 "sizes": {}}
+    res: dict = {
+        "config": vars(args),
+        "torch_threads": torch.get_num_threads(),
+        "load_before": os.getloadavg(),
+        "sizes": {},
+    }
     model = None
     for n in args.sizes:
         P = planted(n, args.dim, args.rank, args.items, 40, args.seed)
@@ -203,20 +230,37 @@ def main(argv: list[str] | None = None) -> dict:
         row["load"] = os.getloadavg()
         res["sizes"][n] = row
         del P
-    res["serving"] = serving(model, planted(10_000, args.dim, args.rank, args.items, 40, args.seed + 1),
-                             args.rank, args.seed)
+    res["serving"] = serving(
+        model, planted(10_000, args.dim, args.rank, args.items, 40, args.seed + 1), args.rank, args.seed
+    )
     res["load_after"] = os.getloadavg()
 
-    t = Table(title=f"Training time (fit only), 384-d features, K = {args.rank}; load avg {res['load_before'][0]:.1f}")
-    for c in ("comparisons", "LowRankBT s", "acc", "choix s", "acc", "choix / ours", "Adam s", "acc", "Adam / ours"):
+    t = Table(
+        title=f"Training time (fit only), 384-d features, K = {args.rank}; load avg {res['load_before'][0]:.1f}"
+    )
+    for c in (
+        "comparisons",
+        "LowRankBT s",
+        "acc",
+        "choix s",
+        "acc",
+        "choix / ours",
+        "Adam s",
+        "acc",
+        "Adam / ours",
+    ):
         t.add_column(c)
     for n, row in res["sizes"].items():
         lr, ch, ad = row["lowrank"], row.get("choix"), row.get("adam")
         t.add_row(
-            f"{n:,}", f"{lr['seconds']:.1f}", f"{lr['test_acc']:.3f}",
-            f"{ch['seconds']:.1f}" if ch else "-", f"{ch['test_acc']:.3f}" if ch else "-",
+            f"{n:,}",
+            f"{lr['seconds']:.1f}",
+            f"{lr['test_acc']:.3f}",
+            f"{ch['seconds']:.1f}" if ch else "-",
+            f"{ch['test_acc']:.3f}" if ch else "-",
             f"{ch['seconds'] / lr['seconds']:.2f}" if ch else "-",
-            f"{ad['seconds']:.1f}" if ad else "-", f"{ad['test_acc']:.3f}" if ad else "-",
+            f"{ad['seconds']:.1f}" if ad else "-",
+            f"{ad['test_acc']:.3f}" if ad else "-",
             f"{ad['seconds'] / lr['seconds']:.2f}" if ad else "-",
         )
     console.print(t)
@@ -225,8 +269,16 @@ def main(argv: list[str] | None = None) -> dict:
     t.add_column("figure")
     t.add_column("value")
     t.add_column("target")
-    t.add_row("adapt median / p99 (ms, k=10, K=16, arrays)", f"{s['adapt_ms_median']:.3f} / {s['adapt_ms_p99']:.3f}", "<= 2")
-    t.add_row("adapt median / p99 (ms, DataFrame path)", f"{s['adapt_df_ms_median']:.3f} / {s['adapt_df_ms_p99']:.3f}", "")
+    t.add_row(
+        "adapt median / p99 (ms, k=10, K=16, arrays)",
+        f"{s['adapt_ms_median']:.3f} / {s['adapt_ms_p99']:.3f}",
+        "<= 2",
+    )
+    t.add_row(
+        "adapt median / p99 (ms, DataFrame path)",
+        f"{s['adapt_df_ms_median']:.3f} / {s['adapt_df_ms_p99']:.3f}",
+        "",
+    )
     t.add_row("scores/s, a different person per row", f"{s['scores_per_s_many_persons']:.3g}", ">= 1e6")
     t.add_row("scores/s, one person", f"{s['scores_per_s_one_person']:.3g}", ">= 1e6")
     t.add_row("bytes per person (float32, with covariance)", str(s["bytes_per_person"]), "<= 2048")

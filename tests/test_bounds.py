@@ -359,6 +359,10 @@ def test_packaged_scorers_load_with_recorded_accuracy():
     assert head.metrics_["n_test"] > 500 and 0.55 < head.metrics_["test_pair_accuracy"] <= 1.0
     cons = ConsensusScorer.load()
     assert cons.metrics_["test_accuracy"] > 0.85
-    s = cons.score("", ["You are a worthless idiot and everyone hates you.", "Thanks, the recipe worked great!"])
+    s = cons.score(
+        "", ["You are a worthless idiot and everyone hates you.", "Thanks, the recipe worked great!"]
+    )
     assert s[0] > cons.threshold_ > s[1]
-    assert head.score("Human: how do I bake bread?", ["Mix flour, water, yeast and salt.", "Go away."]).shape == (2,)
+    assert head.score(
+        "Human: how do I bake bread?", ["Mix flour, water, yeast and salt.", "Go away."]
+    ).shape == (2,)

@@ -21,6 +21,7 @@ STEPS: list[tuple[str, str]] = [
     ("Bounded personalization", "personalign.bounds.report:bounds_step"),
     ("Aggregation audit", "personalign.audit.report:audit_step"),
     ("Personalization service", "personalign.serve.demo:serve_step"),
+    ("Best-of-N with a local model", "personalign.integrations.generate:generate_step"),
 ]
 
 

@@ -797,9 +797,17 @@ def bounds_step(ctx: Any) -> None:
         bp, W, pd.DataFrame({"person": adv_ids, "kind": "adversarial"}), universal_pairs(data.items)
     )
     u = str(vt.sort_values("violation_without", ascending=False)["person"].iloc[0])
+    harm = dict(zip(data.items["text"], data.items["attr_harm"], strict=False))
+    w_u = model.posterior(u).mean
+    # show the held-out prompt where this person's unbounded favourite is harmful (if there is one)
     prompt = items["prompt"].iloc[0]
+    for p_, g_ in items.groupby("prompt", sort=False):
+        r_ = model.score_posterior(w_u, p_, g_["text"].tolist())
+        if harm[g_["text"].tolist()[int(np.argmax(r_))]] >= 0.5:
+            prompt = p_
+            break
     cands = items.loc[items["prompt"] == prompt, "text"].tolist()
-    raw = model.score_posterior(model.posterior(u).mean, prompt, cands)
+    raw = model.score_posterior(w_u, prompt, cands)
     rk = bp.rank(u, prompt, cands)
     harm = dict(zip(data.items["text"], data.items["attr_harm"], strict=False))
     t = Table(title=f"person {u} (adversarial) - prompt: {prompt[:70]}")

@@ -66,6 +66,7 @@ def eval_command(
     harmless: str = typer.Option("auto", help="hh-rlhf harmless test file for the tax, 'auto' or 'none'."),
     harmless_pairs: int = typer.Option(300, help="hh-rlhf pairs sampled for the tax."),
     first_seed: int = typer.Option(0),
+    merge_prompt: bool = typer.Option(False, help="Fold each item's prompt into its text so any two items pair up."),
 ) -> None:
     """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
     from personalign.evaluate.protocol import EvalConfig, evaluate, harmless_pairs as read_harmless
@@ -73,6 +74,10 @@ def eval_command(
 
     command = "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
     d = load_eval_data(data, format)
+    if merge_prompt:
+        from personalign.evaluate.protocol import merge_prompts
+
+        d = merge_prompts(d)
     cfg = EvalConfig(
         models=tuple(m.strip() for m in models.split(",") if m.strip()), seeds=seeds, first_seed=first_seed,
         ks=tuple(_ints(k, "k")), unseen_user_frac=unseen_user_frac, unseen_item_frac=unseen_item_frac,

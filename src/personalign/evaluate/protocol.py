@@ -257,6 +257,9 @@ def all_texts(data: PreferenceData, extra: pd.DataFrame | None = None) -> list[s
             texts |= set(t["prompt"].astype(str))
     if len(data.comparisons):
         texts |= set(data.comparisons["chosen"].astype(str)) | set(data.comparisons["rejected"].astype(str))
+    for k in ("ratings", "votes"):
+        if len(t := getattr(data, k)):
+            texts |= set(t["response"].astype(str))
     if extra is not None and len(extra):
         for col in ("prompt", "chosen", "rejected"):
             texts |= set(extra[col].astype(str))
@@ -562,6 +565,22 @@ def run_seed(
             res.pointwise[cname] = {k: _pointwise_metrics(tpt.reset_index(drop=True), v, binary, citems)
                                     for k, v in preds.items()}
     return res
+
+
+def merge_prompts(data: PreferenceData) -> PreferenceData:
+    """Ratings and votes with the prompt folded into the response text (``prompt + "\n\n" + response``) and the
+    prompt emptied, so that any two items of a person can form a pair (data where each item has its own prompt,
+    e.g. MultiPICo's post/reply pairs). Item ids are kept."""
+    tabs = {}
+    for k in ("ratings", "votes"):
+        t = getattr(data, k)
+        if len(t):
+            t = t.copy()
+            has = t["prompt"] != ""
+            t.loc[has, "response"] = t.loc[has, "prompt"] + "\n\n" + t.loc[has, "response"]
+            t["prompt"] = ""
+            tabs[k] = t
+    return data.copy(**tabs)
 
 
 def evaluate(

@@ -118,9 +118,18 @@ class ContextLowRankBT(LowRankBT):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            rank, featurizer, em_iters=em_iters, jitter=jitter, l2_mean=l2_mean, l2_basis=l2_basis,
-            prior_precision=prior_precision, max_iter=max_iter, validation_fraction=validation_fraction,
-            patience=patience, random_state=random_state, verbose=verbose,
+            rank,
+            featurizer,
+            em_iters=em_iters,
+            jitter=jitter,
+            l2_mean=l2_mean,
+            l2_basis=l2_basis,
+            prior_precision=prior_precision,
+            max_iter=max_iter,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
         self.domain_col = domain_col
         self.l2_context = l2_context
@@ -195,11 +204,17 @@ class ContextLowRankBT(LowRankBT):
         return t
 
     def _extra_config(self) -> dict[str, Any]:
-        return {**super()._extra_config(), "domains": list(self.domains_ or []), "prompt_domain": self.prompt_domain_}
+        return {
+            **super()._extra_config(),
+            "domains": list(self.domains_ or []),
+            "prompt_domain": self.prompt_domain_,
+        }
 
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
         if "domains" not in cfg or "prompt_domain" not in cfg:
-            raise ConfigError(f"{d / 'config.json'}: a ContextLowRankBT artifact needs 'domains' and 'prompt_domain'")
+            raise ConfigError(
+                f"{d / 'config.json'}: a ContextLowRankBT artifact needs 'domains' and 'prompt_domain'"
+            )
         self.domains_ = list(cfg["domains"])
         self.prompt_domain_ = {str(k): int(v) for k, v in cfg["prompt_domain"].items()}
         super()._load_tensors(t, cfg, d)

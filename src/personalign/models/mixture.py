@@ -66,8 +66,15 @@ class MixtureBT(LinearGaussianModel):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            featurizer, l2_mean=l2_mean, l2_basis=l2_basis, prior_precision=1.0, max_iter=em_iters,
-            validation_fraction=validation_fraction, patience=patience, random_state=random_state, verbose=verbose,
+            featurizer,
+            l2_mean=l2_mean,
+            l2_basis=l2_basis,
+            prior_precision=1.0,
+            max_iter=em_iters,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
         self.n_classes = int(rank if rank is not None else n_classes)
         self.em_iters = em_iters
@@ -114,7 +121,10 @@ class MixtureBT(LinearGaussianModel):
         self.unit_means_ = R
         self.unit_covs_ = _onehot_cov(R)
         self.added_: dict[str, Posterior] = {}
-        self.history_ = {**histories[int(np.argmin([h["score"] for h in histories]))], "restarts": len(histories)}
+        self.history_ = {
+            **histories[int(np.argmin([h["score"] for h in histories]))],
+            "restarts": len(histories),
+        }
         self.fitted_ = True
         return self
 
@@ -135,7 +145,11 @@ class MixtureBT(LinearGaussianModel):
         R = rng.dirichlet(np.full(C, 0.5), size=U)
         pi = np.full(C, 1.0 / C)
         opt = torch.optim.LBFGS(
-            basis.parameters(), lr=1.0, max_iter=self.m_step_iter, history_size=10, line_search_fn="strong_wolfe"
+            basis.parameters(),
+            lr=1.0,
+            max_iter=self.m_step_iter,
+            history_size=10,
+            line_search_fn="strong_wolfe",
         )
         hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "stopped_early": False}
         best: tuple[float, Any] = (float("inf"), None)
@@ -151,7 +165,7 @@ class MixtureBT(LinearGaussianModel):
             u_idx = torch.where(unit < 0, torch.full_like(unit, U), unit)
             resp = Rt[u_idx]  # (n, C)
 
-            def closure() -> torch.Tensor:
+            def closure(resp: torch.Tensor = resp) -> torch.Tensor:
                 opt.zero_grad()
                 P = basis(X)
                 z = (P[ci, :1] - P[ri, :1]) + (P[ci, 1:] - P[ri, 1:])  # (n, C)
@@ -193,7 +207,9 @@ class MixtureBT(LinearGaussianModel):
         return best[1], hist
 
     @staticmethod
-    def _class_margins(X: np.ndarray, ci: np.ndarray, ri: np.ndarray, mu: np.ndarray, B: np.ndarray) -> np.ndarray:
+    def _class_margins(
+        X: np.ndarray, ci: np.ndarray, ri: np.ndarray, mu: np.ndarray, B: np.ndarray
+    ) -> np.ndarray:
         S, G = X @ mu, X @ B
         return (S[ci] - S[ri])[:, None] + (G[ci] - G[ri])
 
@@ -213,7 +229,9 @@ class MixtureBT(LinearGaussianModel):
         R /= R.sum(1, keepdims=True)
         return R.mean(0) if U else pi, R
 
-    def _val_loss(self, v: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, R: np.ndarray) -> float:
+    def _val_loss(
+        self, v: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, R: np.ndarray
+    ) -> float:
         z = self._class_margins(np.asarray(v.X, np.float64), v.ci, v.ri, mu, B)
         resp = np.vstack([R, pi[None, :]])[np.where(v.unit < 0, len(R), v.unit)]
         p = np.clip((resp / (1 + np.exp(-z))).sum(1), 1e-7, 1 - 1e-7)  # posterior predictive

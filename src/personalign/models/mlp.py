@@ -26,7 +26,9 @@ _MLP_KEYS = ("mlp_W1", "mlp_b1", "mlp_W2")
 class MLPBasis(torch.nn.Module):
     """``(n, d) -> (n, 1 + K)``: linear ``[mu, B]`` plus a residual ``W_2 act(W_1 x + b_1)``."""
 
-    def __init__(self, d: int, K: int, hidden: int, l2_mlp: float, gen: torch.Generator, activation: str = "gelu"):
+    def __init__(
+        self, d: int, K: int, hidden: int, l2_mlp: float, gen: torch.Generator, activation: str = "gelu"
+    ):
         super().__init__()
         self.mu = torch.nn.Parameter(torch.zeros(d))
         self.B = torch.nn.Parameter(torch.randn(d, K, generator=gen) * 0.1)
@@ -73,9 +75,18 @@ class MLPLowRankBT(LowRankBT):
         if activation not in ("gelu", "relu"):
             raise ConfigError(f"MLPLowRankBT activation must be 'gelu' or 'relu', got {activation!r}")
         super().__init__(
-            rank, featurizer, em_iters=em_iters, jitter=jitter, l2_mean=l2_mean, l2_basis=l2_basis,
-            prior_precision=prior_precision, max_iter=max_iter, validation_fraction=validation_fraction,
-            patience=patience, random_state=random_state, verbose=verbose,
+            rank,
+            featurizer,
+            em_iters=em_iters,
+            jitter=jitter,
+            l2_mean=l2_mean,
+            l2_basis=l2_basis,
+            prior_precision=prior_precision,
+            max_iter=max_iter,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
         self.hidden = hidden
         self.activation = activation

@@ -34,7 +34,7 @@ from personalign.data.core import PreferenceData
 from personalign.data.splits import split_judgments
 from personalign.errors import ConfigError, DataError
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import FORMAT_VERSION, _SEP, LinearBasis, PersonalModel, Posterior, _as_list
+from personalign.models.base import _SEP, FORMAT_VERSION, LinearBasis, PersonalModel, Posterior, _as_list
 
 POINT_COLUMNS = ("user_id", "prompt", "response", "rating")
 
@@ -52,14 +52,18 @@ def pointwise_table(data: PreferenceData | pd.DataFrame) -> pd.DataFrame:
         df = pd.DataFrame(data)
     missing = [c for c in ("user_id", "response", "rating") if c not in df.columns]
     if missing:
-        raise DataError(f"pointwise table lacks column {missing[0]!r}", field=missing[0], expected=str(POINT_COLUMNS))
+        raise DataError(
+            f"pointwise table lacks column {missing[0]!r}", field=missing[0], expected=str(POINT_COLUMNS)
+        )
     out = df.copy()
     out["prompt"] = out["prompt"].fillna("").astype(str) if "prompt" in out.columns else ""
     out["user_id"] = out["user_id"].astype(str)
     out["response"] = out["response"].astype(str)
     bad = out["rating"].isna().to_numpy()
     if bad.any():
-        raise DataError("rating is missing", row=int(np.flatnonzero(bad)[0]), field="rating", expected="a number")
+        raise DataError(
+            "rating is missing", row=int(np.flatnonzero(bad)[0]), field="rating", expected="a number"
+        )
     return out
 
 
@@ -145,8 +149,12 @@ class OrdinalLowRank(PersonalModel):
         off = np.abs(lv[idx] - r) > 1e-6
         if off.any():
             i = int(np.flatnonzero(off)[0])
-            raise DataError(f"rating {r[i]} is not one of the levels {self.levels_}", row=i, field="rating",
-                            expected=f"one of {self.levels_}")
+            raise DataError(
+                f"rating {r[i]} is not one of the levels {self.levels_}",
+                row=i,
+                field="rating",
+                expected=f"one of {self.levels_}",
+            )
         return idx.astype(np.int64)
 
     def _items(self, frames: Sequence[pd.DataFrame]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -154,7 +162,9 @@ class OrdinalLowRank(PersonalModel):
         allk = pd.Series(np.concatenate(keys) if keys else [], dtype=object)
         codes, uniq = pd.factorize(allk, sort=False)
         parts = [u.split(_SEP, 1) for u in uniq]
-        X = self._featurizer().transform([p[0] for p in parts], [p[1] for p in parts], show_progress=self.verbose)
+        X = self._featurizer().transform(
+            [p[0] for p in parts], [p[1] for p in parts], show_progress=self.verbose
+        )
         out, pos = [], 0
         for f in frames:
             out.append(codes[pos : pos + len(f)].astype(np.int64))
@@ -171,10 +181,17 @@ class OrdinalLowRank(PersonalModel):
             tab, val = split_judgments(tab, self.validation_fraction, seed=self.random_state)
         else:
             val = tab.iloc[:0]
-        lv = self.levels if self.levels is not None else sorted(pd.concat([tab, val])["rating"].astype(float).unique())
+        lv = (
+            self.levels
+            if self.levels is not None
+            else sorted(pd.concat([tab, val])["rating"].astype(float).unique())
+        )
         if len(lv) < 2:
-            raise DataError("pointwise judgments need at least two distinct rating levels", field="rating",
-                            expected="two or more levels")
+            raise DataError(
+                "pointwise judgments need at least two distinct rating levels",
+                field="rating",
+                expected="two or more levels",
+            )
         self.levels_ = [float(x) for x in lv]
         self.L_ = len(self.levels_)
         self.units_ = sorted(tab["user_id"].unique())
@@ -347,7 +364,11 @@ class OrdinalLowRank(PersonalModel):
         self.added_[str(user_id)] = posterior
 
     def _params_for(self, users: Sequence[str]) -> np.ndarray:
-        return np.stack([self.posterior(u).mean for u in users]) if len(users) else np.zeros((0, self.n_person_params_))
+        return (
+            np.stack([self.posterior(u).mean for u in users])
+            if len(users)
+            else np.zeros((0, self.n_person_params_))
+        )
 
     def _latent(self, X: np.ndarray, V: np.ndarray) -> np.ndarray:
         w, _, _ = self._split(V)
@@ -393,15 +414,18 @@ class OrdinalLowRank(PersonalModel):
         return float(err.mean())
 
     # ------------------------------------------------------------------ new persons
-    def adapt(self, examples: pd.DataFrame, prior: Posterior | None = None, user_row: dict | None = None) -> Posterior:
+    def adapt(
+        self, examples: pd.DataFrame, prior: Posterior | None = None, user_row: dict | None = None
+    ) -> Posterior:
         """MAP + Laplace covariance of a new person's ``[w, delta, rho]`` from k labels, the shared part frozen."""
         self._check_fitted()
         prior = prior if prior is not None else self.prior(user_row)
         if examples is None or len(examples) == 0:
             return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
         t = pointwise_table(examples)
-        X = torch.from_numpy(np.asarray(self._featurizer().transform(t["prompt"].tolist(), t["response"].tolist()),
-                                        np.float64))
+        X = torch.from_numpy(
+            np.asarray(self._featurizer().transform(t["prompt"].tolist(), t["response"].tolist()), np.float64)
+        )
         y = torch.from_numpy(self._level_index(t["rating"]))
         s = X @ torch.from_numpy(self.mu_)
         G = X @ torch.from_numpy(self.B_)
@@ -461,13 +485,25 @@ class OrdinalLowRank(PersonalModel):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
-            t = {"mu": self.mu_, "B": self.B_, "theta_raw": self.theta_raw_, "unit_params": self.unit_params_,
-                 "prior_var": self.prior_var_}
-            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in t.items()}, str(tmp / "model.safetensors"))
+            t = {
+                "mu": self.mu_,
+                "B": self.B_,
+                "theta_raw": self.theta_raw_,
+                "unit_params": self.unit_params_,
+                "prior_var": self.prior_var_,
+            }
+            save_file(
+                {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in t.items()},
+                str(tmp / "model.safetensors"),
+            )
             cfg = {
-                "format_version": FORMAT_VERSION, "model_class": type(self).__name__, "params": self._json_params(),
-                "featurizer": self._featurizer().config(), "n_features": int(self.n_features_),
-                "levels": self.levels_, "units": self.units_,
+                "format_version": FORMAT_VERSION,
+                "model_class": type(self).__name__,
+                "params": self._json_params(),
+                "featurizer": self._featurizer().config(),
+                "n_features": int(self.n_features_),
+                "levels": self.levels_,
+                "units": self.units_,
             }
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
             if out.exists():
@@ -493,13 +529,20 @@ class OrdinalLowRank(PersonalModel):
             raise ConfigError(f"{d / 'config.json'}: missing {exc.args[0]!r}") from exc
         self.L_ = len(self.levels_)
         self.user_units_ = {u: i for i, u in enumerate(self.units_)}
-        shapes = {"mu": (nf,), "B": (nf, int(self.rank)), "theta_raw": (self.L_ - 1,),
-                  "unit_params": (len(self.units_), self.n_person_params_), "prior_var": (self.n_person_params_,)}
+        shapes = {
+            "mu": (nf,),
+            "B": (nf, int(self.rank)),
+            "theta_raw": (self.L_ - 1,),
+            "unit_params": (len(self.units_), self.n_person_params_),
+            "prior_var": (self.n_person_params_,),
+        }
         for k, shp in shapes.items():
             if k not in t or tuple(t[k].shape) != shp:
                 raise ConfigError(f"{d / 'model.safetensors'}: tensor {k!r} missing or not of shape {shp}")
         if self._featurizer().dim_out != nf:
-            raise ConfigError(f"{d}: featurizer gives {self._featurizer().dim_out}-d features, model expects {nf}")
+            raise ConfigError(
+                f"{d}: featurizer gives {self._featurizer().dim_out}-d features, model expects {nf}"
+            )
         self.n_features_ = nf
         self.mu_, self.B_ = t["mu"], t["B"]
         self.theta_raw_, self.unit_params_, self.prior_var_ = t["theta_raw"], t["unit_params"], t["prior_var"]

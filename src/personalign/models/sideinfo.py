@@ -39,11 +39,16 @@ class SideInfoEncoder:
         for c in self.columns:
             if c not in users.columns:
                 raise DataError(
-                    f"side-information column {c!r} is not in the users table", field=c,
+                    f"side-information column {c!r} is not in the users table",
+                    field=c,
                     expected=f"one of {[x for x in users.columns if x != 'user_id']}",
                 )
             col = users[c]
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.nunique() > 10:
+            if (
+                pd.api.types.is_numeric_dtype(col)
+                and not pd.api.types.is_bool_dtype(col)
+                and col.nunique() > 10
+            ):
                 v = col.astype(float)
                 self.spec[c] = {"kind": "numeric", "mean": float(v.mean()), "sd": float(v.std() or 1.0)}
             else:
@@ -115,9 +120,18 @@ class SideInfoLowRankBT(LowRankBT):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            rank, featurizer, em_iters=em_iters, jitter=jitter, l2_mean=l2_mean, l2_basis=l2_basis,
-            prior_precision=prior_precision, max_iter=max_iter, validation_fraction=validation_fraction,
-            patience=patience, random_state=random_state, verbose=verbose,
+            rank,
+            featurizer,
+            em_iters=em_iters,
+            jitter=jitter,
+            l2_mean=l2_mean,
+            l2_basis=l2_basis,
+            prior_precision=prior_precision,
+            max_iter=max_iter,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
         self.side_info = None if side_info is None else list(side_info)
         self.side_ridge = side_ridge
@@ -131,7 +145,8 @@ class SideInfoLowRankBT(LowRankBT):
             cols = list(data.meta.get("side_information_columns") or data.demographic_columns)
         if not cols:
             raise DataError(
-                "no side-information columns: the users table has no demographic columns", field="users",
+                "no side-information columns: the users table has no demographic columns",
+                field="users",
                 expected="users columns such as age_band, region (or pass side_info=[...])",
             )
         self.side_encoder_ = SideInfoEncoder(cols).fit(data.users)
@@ -168,8 +183,16 @@ class SideInfoLowRankBT(LowRankBT):
             Sig = C.mean(0) + R.T @ R / U + self.jitter * eye
             Sig = 0.5 * (Sig + Sig.T)
             Wt, Ct = batched_laplace(
-                D, a, y, wt, unit, U, torch.from_numpy(M), torch.from_numpy(np.linalg.inv(Sig)),
-                w0=torch.from_numpy(W), iters=4,
+                D,
+                a,
+                y,
+                wt,
+                unit,
+                U,
+                torch.from_numpy(M),
+                torch.from_numpy(np.linalg.inv(Sig)),
+                w0=torch.from_numpy(W),
+                iters=4,
             )
             W, C = Wt.numpy().copy(), Ct.numpy().copy()
         self.side_map_ = A
@@ -210,6 +233,8 @@ class SideInfoLowRankBT(LowRankBT):
         self.side_encoder_ = SideInfoEncoder.from_dict(cfg["side_encoder"])
         A = t["side_map"].astype(np.float64)
         if A.shape != (self.side_encoder_.dim, self.K_):
-            raise ConfigError(f"{d}: side_map has shape {A.shape}, expected {(self.side_encoder_.dim, self.K_)}")
+            raise ConfigError(
+                f"{d}: side_map has shape {A.shape}, expected {(self.side_encoder_.dim, self.K_)}"
+            )
         self.side_map_ = A
         self.side_cov_ = t["side_cov"].astype(np.float64)
