@@ -118,7 +118,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     lr_models, lr_val = {}, {}
     for r in tqdm(ranks, desc=f"seed {seed}: rank sweep", leave=False):
         m = LowRankBT(rank=r, featurizer=feat, random_state=seed, l2_mean=args.l2, l2_basis=args.l2)
-        m.fit(train, val_data=val)
+        try:
+            m.fit(train, val_data=val)
+        except RuntimeError as exc:  # recorded, not hidden: see out["rank_errors"]
+            out.setdefault("rank_errors", {})[r] = str(exc)[:200]
+            continue
         lr_models[r] = m
         lr_val[r] = logloss(m.predict_proba(val.comparisons))
     best_rank = min(lr_val, key=lr_val.get)
