@@ -170,7 +170,8 @@ class EncoderFineTuner:
     and cached); ``lora_rank``/``lora_alpha`` for LoRA on every linear map of those layers; ``max_steps`` and
     ``max_seconds`` bound training; ``batch_size`` pairs (or texts) per step; ``lr`` for the encoder part
     (default 5e-4 LoRA, 5e-5 full) and ``head_lr`` for the head; ``validation_fraction`` of the texts held out for
-    early stopping (every ``eval_every`` steps, ``patience`` checks without improvement); ``seed``.
+    early stopping (every ``eval_every`` steps, ``patience`` checks without improvement); ``probe_steps`` of the
+    linear probe before fine-tuning (0: the head starts at zero); ``seed``.
 
     Fitted attributes: ``name_`` (``minilm-ft-<hash>``), ``history_`` (losses, steps done, seconds), ``dim`` = 384.
     After ``fit`` the tuner is itself an :class:`Encoder` (``name``, ``dim``, ``encode``).
@@ -195,6 +196,7 @@ class EncoderFineTuner:
         validation_fraction: float = 0.1,
         eval_every: int = 50,
         patience: int = 3,
+        probe_steps: int = 200,
         seed: int = 0,
         verbose: bool = True,
     ) -> None:
@@ -212,6 +214,7 @@ class EncoderFineTuner:
         self.validation_fraction = validation_fraction
         self.eval_every = eval_every
         self.patience = patience
+        self.probe_steps = probe_steps
         self.seed = seed
         self.verbose = verbose
 
@@ -340,13 +343,14 @@ class EncoderFineTuner:
             if self.objective == "bt":
                 c = torch.as_tensor([pos[t] for t in rows["chosen"]])
                 j = torch.as_tensor([pos[t] for t in rows["rejected"]])
-                y = torch.as_tensor(rows["y"].to_numpy(np.float32))
+                y = torch.tensor(rows["y"].to_numpy(np.float32, copy=True))
                 return torch.nn.functional.binary_cross_entropy_with_logits(r[c] - r[j], y)
-            y = torch.as_tensor(rows.to_numpy(np.float32))
+            y = torch.tensor(rows.to_numpy(np.float32, copy=True))
             return torch.nn.functional.mse_loss(r[[pos[t] for t in rows.index]], y)
 
         probe = torch.optim.Adam(head.parameters(), lr=0.05)
-        for _ in range(200):
+        loss = torch.zeros(())
+        for _ in range(int(self.probe_steps)):
             probe.zero_grad()
             loss = loss_on(E0, tr, idx) + 1e-4 * (head.weight**2).sum()
             loss.backward()
@@ -495,7 +499,7 @@ class EncoderFineTuner:
                 "params": {k: getattr(self, k) for k in (
                     "method", "train_layers", "lora_rank", "lora_alpha", "objective", "max_steps", "max_seconds",
                     "batch_size", "lr", "head_lr", "weight_decay", "validation_fraction", "eval_every", "patience",
-                    "seed")},
+                    "probe_steps", "seed")},
                 "history": {k: v for k, v in self.history_.items() if k not in ("train_loss",)},
                 "head": self.head_.weight.detach().numpy().ravel().tolist(),
             }

@@ -169,15 +169,38 @@ def batched_laplace(
             H.view(n_units, -1).index_add_(0, u, outer.reshape(len(u), -1))
         return G, H
 
+    # a tiny relative ridge keeps H invertible when the prior is nearly flat in a direction no judgment informs
+    eye = torch.eye(K, dtype=H_dtype(P)).unsqueeze(0)
+
+    def ridged(H: torch.Tensor) -> torch.Tensor:
+        scale = H.diagonal(dim1=1, dim2=2).abs().mean(1).clamp_min(1.0)
+        return H + 1e-9 * scale[:, None, None] * eye
+
     for _ in range(iters):
         G, H = grad_hess(W)
-        step = torch.linalg.solve(H, G.unsqueeze(-1)).squeeze(-1)
+        step = torch.linalg.solve(ridged(H), G.unsqueeze(-1)).squeeze(-1)
+        step = torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
         W = W - step
         if step.abs().max() < 1e-7:
             break
     _, H = grad_hess(W)
-    C = torch.linalg.inv(H)
+    C = torch.linalg.inv(ridged(H))
     return W, 0.5 * (C + C.transpose(1, 2))
+
+
+def H_dtype(t: torch.Tensor) -> torch.dtype:
+    return t.dtype
+
+
+def well_conditioned_cov(S: np.ndarray | torch.Tensor, floor: float = 1e-4, ceil: float = 1e4):
+    """A symmetric covariance with eigenvalues clipped into ``[floor, ceil]`` (finite, invertible)."""
+    is_t = isinstance(S, torch.Tensor)
+    A = S.detach().cpu().numpy() if is_t else np.asarray(S, dtype=np.float64)
+    A = np.nan_to_num(0.5 * (A + A.T), nan=0.0, posinf=ceil, neginf=0.0)
+    vals, vecs = np.linalg.eigh(A)
+    A = (vecs * np.clip(vals, floor, ceil)) @ vecs.T
+    A = 0.5 * (A + A.T)
+    return torch.from_numpy(A) if is_t else A
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import LinearGaussianModel, TrainArrays, batched_laplace
+from personalign.models.base import LinearGaussianModel, TrainArrays, batched_laplace, well_conditioned_cov
 
 
 class LowRankBT(LinearGaussianModel):
@@ -84,7 +84,8 @@ class LowRankBT(LinearGaussianModel):
             m = W.mean(0)
             R = W - m
             Sig = C.mean(0) + R.T @ R / n + self.jitter * eye
-            Sig = 0.5 * (Sig + Sig.T)
+            # an unidentified direction can make Sigma blow up or collapse: keep it finite and invertible
+            Sig = well_conditioned_cov(Sig, floor=self.jitter)
         # final E-step under the final prior, so stored posteriors and the prior agree
         W, C = batched_laplace(D, a, y, wt, unit, n, m, torch.linalg.inv(Sig), w0=W, iters=6)
         self.prior_mean_ = m.numpy().copy()
