@@ -110,7 +110,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     train = data.filter_users(seen)
     val = sample_comparisons(data, 10, prompts="train", users=seen, seed=1000 + seed)
     test = sample_comparisons(data, 50, prompts="heldout", users=seen, seed=2000 + seed)
-    feat = attribute_featurizer(data) if args.features == "attributes" else PairFeaturizer()
+    # minilm: frozen MiniLM with sentence pooling (the best frozen text features measured on this population)
+    feat = attribute_featurizer(data) if args.features == "attributes" else PairFeaturizer(mode="sentences")
     out: dict = {"seed": seed}
 
     # ---- 3. rank selection (also picks the model of check 1)

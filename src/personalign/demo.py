@@ -18,8 +18,8 @@ from rich.rule import Rule
 STEPS: list[tuple[str, str]] = [
     ("Synthetic pluralistic population", "personalign.data.synthetic:demo_step"),
     ("Train and compare: aggregated vs personalized", "personalign.models.demo:train_step"),
-    ("Bounded personalization", "personalign.bounds.report:bounds_step"),
     ("Aggregation audit", "personalign.audit.report:audit_step"),
+    ("Bounded personalization", "personalign.bounds.report:bounds_step"),
     ("Personalization service", "personalign.serve.demo:serve_step"),
     ("Best-of-N with a local model", "personalign.integrations.generate:generate_step"),
 ]

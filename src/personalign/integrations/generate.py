@@ -7,7 +7,9 @@ Sampling is seeded, so the same (prompt, n, seed) gives the same candidates on t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,8 +114,10 @@ class LocalGenerator:
             hf_logging.set_verbosity_error()  # the GGUF conversion bar and notices are noise in a CLI
             hf_logging.disable_progress_bar()
             try:
-                self._tok = AutoTokenizer.from_pretrained(str(folder), **kw)
-                self._lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
+                # transformers' GGUF de-quantization draws its own tqdm bar, which ignores the switches above
+                with contextlib.redirect_stderr(io.StringIO()):
+                    self._tok = AutoTokenizer.from_pretrained(str(folder), **kw)
+                    self._lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
             finally:
                 hf_logging.set_verbosity(verbosity)
                 hf_logging.enable_progress_bar()
