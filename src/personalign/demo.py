@@ -22,6 +22,7 @@ STEPS: list[tuple[str, str]] = [
     ("Bounded personalization", "personalign.bounds.report:bounds_step"),
     ("Personalization service", "personalign.serve.demo:serve_step"),
     ("Best-of-N with a local model", "personalign.integrations.generate:generate_step"),
+    ("Evaluate: personalized against aggregated", "personalign.evaluate.report:evaluate_step"),
 ]
 
 
