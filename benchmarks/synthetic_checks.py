@@ -116,7 +116,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
 
     # ---- 3. rank selection (also picks the model of check 1)
     ranks = range(1, 7)
-    lr_models, lr_val = {}, {}
+    lr_models, lr_val, lr_losses = {}, {}, {}
     for r in tqdm(ranks, desc=f"seed {seed}: rank sweep", leave=False):
         m = LowRankBT(rank=r, featurizer=feat, random_state=seed, l2_mean=args.l2, l2_basis=args.l2)
         try:
@@ -125,9 +125,19 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
             out.setdefault("rank_errors", {})[r] = str(exc)[:200]
             continue
         lr_models[r] = m
-        lr_val[r] = logloss(m.predict_proba(val.comparisons))
-    best_rank = min(lr_val, key=lr_val.get)
+        lr_losses[r] = -np.log(np.clip(m.predict_proba(val.comparisons), 1e-7, 1))
+        lr_val[r] = float(lr_losses[r].mean())
+    argmin_rank = min(lr_val, key=lr_val.get)
+    # one-standard-error rule (Breiman et al.; Hastie et al. 7.10): the smallest rank whose validation loss is
+    # within one paired standard error of the best; extra ranks that only fit individual noise do not count
+    best_rank = argmin_rank
+    for r in sorted(lr_val):
+        diff = lr_losses[r] - lr_losses[argmin_rank]
+        if diff.mean() <= diff.std(ddof=1) / np.sqrt(len(diff)):
+            best_rank = r
+            break
     out["rank_val_logloss"] = lr_val
+    out["rank_argmin"] = argmin_rank
     out["rank_selected"] = best_rank
     if not args.skip_mixture:
         mix_val = {}
@@ -268,6 +278,7 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
         None,
     )
     S["rank_selected"] = [r["rank_selected"] for r in runs]
+    S["rank_argmin"] = [r["rank_argmin"] for r in runs]
     S["profiles_from_rank"] = [r["rank_selected"] + 1 for r in runs]
     S["rank_within_1"] = all(abs(r["rank_selected"] + 1 - args.profiles) <= 1 for r in runs)
     if "mixture_selected" in runs[0]:
@@ -347,7 +358,8 @@ def show(S: dict) -> None:
         f"on the seed-mean curve {S['questions_to_reach_k10_of_mean_curve']}"
     )
     console.print(
-        f"rank selected per seed: {S['rank_selected']} -> profiles (rank+1) {S['profiles_from_rank']}"
+        f"rank selected per seed (one-SE rule): {S['rank_selected']} -> profiles (rank+1) {S['profiles_from_rank']}; "
+        f"plain argmin of validation loss: {S['rank_argmin']}"
     )
     if "mixture_selected" in S:
         console.print(f"mixture classes selected per seed: {S['mixture_selected']}")
