@@ -69,7 +69,8 @@ def eval_command(
     merge_prompt: bool = typer.Option(False, help="Fold each item's prompt into its text so any two items pair up."),
 ) -> None:
     """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
-    from personalign.evaluate.protocol import EvalConfig, evaluate, harmless_pairs as read_harmless
+    from personalign.evaluate.protocol import EvalConfig, evaluate
+    from personalign.evaluate.protocol import harmless_pairs as read_harmless
     from personalign.evaluate.report import comparison_rows, write_report
 
     command = "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None

@@ -45,6 +45,7 @@ TEXT_MODELS = ("bt", "group", "independent", "lowrank", "mixture")
 ORACLES = ("crowd", "oracle")
 DEFAULT_MODELS = ("majority", "choix", "crowd", "bt", "group", "independent", "lowrank")
 CELLS = ("collaborative", "unseen_items")
+MAX_ADAPT_DIM = 64  # personal parts larger than this are not adapted from k examples (see kshot_eval)
 SCALARS = (
     "accuracy", "pair_accuracy", "worst_decile", "worst_group", "group_gap", "max_group_gap",
     "contested_accuracy", "consensus_accuracy", "log_loss", "ece", "brier", "n_pairs", "n_persons",
@@ -347,6 +348,10 @@ def kshot_eval(
     Random contexts are nested (the first k of one permutation per person), so the curve is not re-randomized per k.
     """
     rows = users.drop_duplicates("user_id").set_index("user_id")
+    if getattr(model, "K_", 0) > MAX_ADAPT_DIM:
+        # a d-dimensional personal part (independent BT, group offsets): one Laplace solve costs O(d^3) per person
+        # and k, so these are evaluated at k = 0 only (their prior: population or demographic group)
+        ks, active_max_k = [k for k in ks if k == 0] or [0], 0
     out: dict[str, Any] = {"random": {k: ([], []) for k in ks}, "active": {}, "collapsed": ([], [])}
     act_ks = [k for k in ks if k <= active_max_k] if active_max_k and hasattr(model, "query_scores") else []
     out["active"] = {k: ([], []) for k in act_ks}

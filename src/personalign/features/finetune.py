@@ -153,7 +153,11 @@ def _pairs_from(data: Any) -> pd.DataFrame:
         comps = data.as_comparison_data().comparisons
     if not len(comps):
         raise DataError("no comparisons to fine-tune on", field="comparisons", expected="at least one pair")
-    tie = comps["tie"].fillna(False).astype(bool).to_numpy() if "tie" in comps.columns else np.zeros(len(comps), bool)
+    tie = (
+        comps["tie"].fillna(False).astype(bool).to_numpy()
+        if "tie" in comps.columns
+        else np.zeros(len(comps), bool)
+    )
     return pd.DataFrame(
         {
             "chosen": comps["chosen"].astype(str).to_numpy(),
@@ -225,7 +229,9 @@ class EncoderFineTuner:
         if self.objective not in ("bt", "regression"):
             raise ConfigError(f"objective must be 'bt' or 'regression', got {self.objective!r}")
         if not 1 <= int(self.train_layers) <= 6:
-            raise ConfigError(f"train_layers must be in [1, 6] (MiniLM has 6 layers), got {self.train_layers}")
+            raise ConfigError(
+                f"train_layers must be in [1, 6] (MiniLM has 6 layers), got {self.train_layers}"
+            )
         if int(self.max_steps) < 0 or int(self.batch_size) < 1:
             raise ConfigError("max_steps must be >= 0 and batch_size >= 1")
 
@@ -307,8 +313,11 @@ class EncoderFineTuner:
                 raise ConfigError("objective='regression' needs targets (one per text)")
             texts_in = [str(t) for t in data]
             if len(texts_in) != len(targets):
-                raise DataError(f"{len(texts_in)} texts for {len(targets)} targets", field="targets",
-                                expected="one target per text")
+                raise DataError(
+                    f"{len(texts_in)} texts for {len(targets)} targets",
+                    field="targets",
+                    expected="one target per text",
+                )
             tdf = pd.DataFrame({"text": texts_in, "y": np.asarray(targets, dtype=np.float32)})
             tdf = tdf.groupby("text", sort=True)["y"].mean()
             texts = list(tdf.index)
@@ -329,7 +338,9 @@ class EncoderFineTuner:
         self.prefix_.compute(texts, show_progress=self.verbose)
 
         # --- linear probe: the head on the frozen embeddings first, so fine-tuning starts from a useful signal
-        tr_texts = sorted(set(tr["chosen"]) | set(tr["rejected"])) if self.objective == "bt" else list(tr.index)
+        tr_texts = (
+            sorted(set(tr["chosen"]) | set(tr["rejected"])) if self.objective == "bt" else list(tr.index)
+        )
         with torch.no_grad():
             E0 = torch.cat([self._top(tr_texts[s : s + 256], False) for s in range(0, len(tr_texts), 256)])
         idx = {t: i for i, t in enumerate(tr_texts)}
@@ -396,7 +407,9 @@ class EncoderFineTuner:
             sel = rng.choice(n_tr, size=min(int(self.batch_size), n_tr), replace=False)
             rows = tr.iloc[np.sort(sel)]
             bt = (
-                sorted(set(rows["chosen"]) | set(rows["rejected"])) if self.objective == "bt" else list(rows.index)
+                sorted(set(rows["chosen"]) | set(rows["rejected"]))
+                if self.objective == "bt"
+                else list(rows.index)
             )
             opt.zero_grad()
             loss = loss_on(self._top(bt, True), rows, {t: i for i, t in enumerate(bt)})
@@ -441,8 +454,13 @@ class EncoderFineTuner:
         self.head_ = head
         self.name_ = f"minilm-ft-{_weights_digest(bert)}"
         hist.update(
-            steps=step, best_step=best_step, best_val_loss=best_v, stopped=stopped,
-            seconds=time.perf_counter() - t0, n_train=int(n_tr), n_val=int(len(va)),
+            steps=step,
+            best_step=best_step,
+            best_val_loss=best_v,
+            stopped=stopped,
+            seconds=time.perf_counter() - t0,
+            n_train=int(n_tr),
+            n_val=int(len(va)),
         )
         self.history_ = hist
         return self
@@ -496,10 +514,27 @@ class EncoderFineTuner:
             meta = {
                 "name": self.name_,
                 "base": BASE_NAME,
-                "params": {k: getattr(self, k) for k in (
-                    "method", "train_layers", "lora_rank", "lora_alpha", "objective", "max_steps", "max_seconds",
-                    "batch_size", "lr", "head_lr", "weight_decay", "validation_fraction", "eval_every", "patience",
-                    "probe_steps", "seed")},
+                "params": {
+                    k: getattr(self, k)
+                    for k in (
+                        "method",
+                        "train_layers",
+                        "lora_rank",
+                        "lora_alpha",
+                        "objective",
+                        "max_steps",
+                        "max_seconds",
+                        "batch_size",
+                        "lr",
+                        "head_lr",
+                        "weight_decay",
+                        "validation_fraction",
+                        "eval_every",
+                        "patience",
+                        "probe_steps",
+                        "seed",
+                    )
+                },
                 "history": {k: v for k, v in self.history_.items() if k not in ("train_loss",)},
                 "head": self.head_.weight.detach().numpy().ravel().tolist(),
             }
@@ -540,8 +575,11 @@ class FineTunedEncoder:
         if self._model is None:
             self._model = _load_base(self.path)
         vec = self._model.encode(
-            [str(t) for t in texts], batch_size=self.batch_size, show_progress_bar=show_progress,
-            convert_to_numpy=True, normalize_embeddings=True,
+            [str(t) for t in texts],
+            batch_size=self.batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
         )
         return np.asarray(vec, dtype=np.float32)
 

@@ -170,7 +170,7 @@ def batched_laplace(
         return G, H
 
     # a tiny relative ridge keeps H invertible when the prior is nearly flat in a direction no judgment informs
-    eye = torch.eye(K, dtype=H_dtype(P)).unsqueeze(0)
+    eye = torch.eye(P.shape[-1], dtype=P.dtype).unsqueeze(0)
 
     def ridged(H: torch.Tensor) -> torch.Tensor:
         scale = H.diagonal(dim1=1, dim2=2).abs().mean(1).clamp_min(1.0)
@@ -186,10 +186,6 @@ def batched_laplace(
     _, H = grad_hess(W)
     C = torch.linalg.inv(ridged(H))
     return W, 0.5 * (C + C.transpose(1, 2))
-
-
-def H_dtype(t: torch.Tensor) -> torch.dtype:
-    return t.dtype
 
 
 def well_conditioned_cov(S: np.ndarray | torch.Tensor, floor: float = 1e-4, ceil: float = 1e4):
