@@ -106,3 +106,32 @@ def eval_command(
     console.print(t)
     console.print(f"{res['timing']['total_s']:.0f} s; wrote " + ", ".join(str(p.name) for p in files.values())
                   + f" to [bold]{out}[/]")
+
+
+@app.command("eval-pointwise")
+def eval_pointwise(
+    data: str = typer.Argument(..., help="Rating or label data (a path with --format)."),
+    format: str = typer.Option(None, "--format", "-f", help="Input format (e.g. toxicity, popquorn)."),
+    seeds: int = typer.Option(5, help="Number of seeds."),
+    rank: int = typer.Option(2, help="Low-rank personal directions (0: personal cut-points and sensitivity only)."),
+    encoder: str = typer.Option("minilm", help="Text encoder: minilm or hashing."),
+    out: Path = typer.Option(..., help="Output folder (results.json, results.md)."),
+) -> None:
+    """Per-person label/rating prediction ("is this offensive to you?") against the collapsed control."""
+    import shlex
+    import sys
+
+    from personalign.data.io import read_data
+    from personalign.evaluate.pointwise import (
+        PointwiseConfig,
+        evaluate_pointwise,
+        pointwise_markdown,
+        write_pointwise,
+    )
+
+    command = "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    d = read_data(data, format=format)
+    res = evaluate_pointwise(d, PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder))
+    write_pointwise(res, out, command=command)
+    console.print(pointwise_markdown(res))
+    console.print(f"wrote results.json, results.md to [bold]{out}[/]")
