@@ -11,7 +11,8 @@ Rows (all population-level: one reward for everybody, so the shared part is what
   (b) sentences     AggregatedBT over PairFeaturizer mode "sentences" (adds a sum-pool of sentence vectors)
   (c) mlp           MLPLowRankBT with rank 0 (aggregated use: a linear path plus a one-hidden-layer residual)
   (d) finetuned     AggregatedBT over the features of a MiniLM whose top 2 layers were fine-tuned by LoRA on the
-                    training pairs (personalign.features.finetune, time-bounded); (d') its own linear head
+                    training pairs (personalign.features.finetune: 16 pairs a step, at most --ft-steps
+                    steps or --ft-seconds, early-stopped on held-out texts); (d') its own linear head
   crowd             the held-out item's leave-one-out crowd from OTHER persons' ratings of it
                     (personalign.evaluate.baselines.CrowdOracle). Not fair to the text models: it sees other
                     persons' labels of the test items, the text models see none of them.
@@ -74,7 +75,9 @@ def _train_data(pairs: pd.DataFrame, data: PreferenceData) -> PreferenceData:
 
 def _inner(train_pairs: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Inner split of the training ITEMS (80/20) for choosing regularization: pairs within each side."""
-    items = np.array(sorted(set(train_pairs["chosen_id"].astype(str)) | set(train_pairs["rejected_id"].astype(str))))
+    items = np.array(
+        sorted(set(train_pairs["chosen_id"].astype(str)) | set(train_pairs["rejected_id"].astype(str)))
+    )
     rng = np.random.default_rng(10_000 + seed)
     val = set(items[rng.permutation(len(items))[: int(round(0.2 * len(items)))]])
     c = train_pairs["chosen_id"].astype(str).isin(val).to_numpy()
@@ -82,9 +85,13 @@ def _inner(train_pairs: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataF
     return train_pairs[~c & ~r].reset_index(drop=True), train_pairs[c & r].reset_index(drop=True)
 
 
-def _choose(make: Any, grid: tuple[float, ...], itr: pd.DataFrame, iva: pd.DataFrame, data: PreferenceData) -> tuple[float, dict[str, float]]:
+def _choose(
+    make: Any, grid: tuple[float, ...], itr: pd.DataFrame, iva: pd.DataFrame, data: PreferenceData
+) -> tuple[float, dict[str, float]]:
     scores = {g: _acc(make(g).fit(_train_data(itr, data)), iva) for g in grid}
-    return max(scores, key=lambda g: (scores[g], -abs(np.log(g / grid[len(grid) // 2])))), {str(k): v for k, v in scores.items()}
+    return max(scores, key=lambda g: (scores[g], -abs(np.log(g / grid[len(grid) // 2])))), {
+        str(k): v for k, v in scores.items()
+    }
 
 
 class _Vectors:
@@ -95,7 +102,9 @@ class _Vectors:
         self.vec = dict(zip(texts, mat, strict=True))
 
     def encode(self, texts: Any, show_progress: bool = False) -> np.ndarray:
-        return np.stack([self.vec[str(t)] for t in texts]) if len(texts) else np.zeros((0, self.dim), np.float32)
+        return (
+            np.stack([self.vec[str(t)] for t in texts]) if len(texts) else np.zeros((0, self.dim), np.float32)
+        )
 
 
 def run_dataset(key: str, seeds: list[int], ft_steps: int, ft_seconds: float, log: Any) -> dict[str, Any]:
@@ -118,49 +127,81 @@ def run_dataset(key: str, seeds: list[int], ft_steps: int, ft_seconds: float, lo
         test = judgment_pairs(sp.seen_users_unseen_items, 100, rng)
         td = _train_data(train_pairs, data)
         itr, iva = _inner(train_pairs, seed)
-        out: dict[str, Any] = {"seed": seed, "n_train_pairs": len(train_pairs), "n_test_pairs": len(test),
-                               "n_test_persons": int(test["user_id"].nunique()), "acc": {}, "chosen": {},
-                               "seconds": {}}
+        out: dict[str, Any] = {
+            "seed": seed,
+            "n_train_pairs": len(train_pairs),
+            "n_test_pairs": len(test),
+            "n_test_persons": int(test["user_id"].nunique()),
+            "acc": {},
+            "chosen": {},
+            "seconds": {},
+        }
         t = time.perf_counter()
-        l2, sc = _choose(lambda g: AggregatedBT(base, l2_mean=g, random_state=seed), L2_GRID, itr, iva, data)
+        l2, sc = _choose(
+            lambda g, s=seed: AggregatedBT(base, l2_mean=g, random_state=s), L2_GRID, itr, iva, data
+        )
         out["acc"]["baseline"] = _acc(AggregatedBT(base, l2_mean=l2, random_state=seed).fit(td), test)
         out["chosen"]["baseline"] = {"l2_mean": l2, "inner_val": sc}
         out["seconds"]["baseline"] = time.perf_counter() - t
         t = time.perf_counter()
-        l2s, sc = _choose(lambda g: AggregatedBT(sent, l2_mean=g, random_state=seed), L2_GRID, itr, iva, data)
+        l2s, sc = _choose(
+            lambda g, s=seed: AggregatedBT(sent, l2_mean=g, random_state=s), L2_GRID, itr, iva, data
+        )
         out["acc"]["sentences"] = _acc(AggregatedBT(sent, l2_mean=l2s, random_state=seed).fit(td), test)
         out["chosen"]["sentences"] = {"l2_mean": l2s, "inner_val": sc}
         out["seconds"]["sentences"] = time.perf_counter() - t
         t = time.perf_counter()
 
-        def mlp(g: float) -> MLPLowRankBT:
-            return MLPLowRankBT(rank=0, featurizer=base, l2_mean=l2, l2_mlp=g, random_state=seed)
+        def mlp(g: float, l2: float = l2, s: int = seed) -> MLPLowRankBT:
+            return MLPLowRankBT(rank=0, featurizer=base, l2_mean=l2, l2_mlp=g, random_state=s)
 
         l2m, sc = _choose(mlp, L2_MLP_GRID, itr, iva, data)
         out["acc"]["mlp"] = _acc(mlp(l2m).fit(td), test)
         out["chosen"]["mlp"] = {"l2_mean": l2, "l2_mlp": l2m, "inner_val": sc}
         out["seconds"]["mlp"] = time.perf_counter() - t
         t = time.perf_counter()
-        ft = EncoderFineTuner("lora", train_layers=2, max_steps=ft_steps, max_seconds=ft_seconds, batch_size=32,
-                              seed=seed, verbose=True).fit(train_pairs, prefix=prefix)
+        ft = EncoderFineTuner(
+            "lora",
+            train_layers=2,
+            max_steps=ft_steps,
+            max_seconds=ft_seconds,
+            batch_size=16,
+            eval_every=25,
+            seed=seed,
+            verbose=True,
+        ).fit(train_pairs, prefix=prefix)
         enc = _Vectors(ft.name, texts, ft.encode(texts, show_progress=True))
         ftz = PairFeaturizer(enc, mode="auto")
         out["acc"]["finetuned"] = _acc(AggregatedBT(ftz, l2_mean=l2, random_state=seed).fit(td), test)
         r = dict(zip(texts, ft.reward(texts), strict=True))
         d = np.array([r[c] - r[j] for c, j in zip(test["chosen"], test["rejected"], strict=True)])
-        out["acc"]["finetuned_head"] = M.mean_person_accuracy(test["user_id"].to_numpy(), 1 / (1 + np.exp(-d)))
-        out["chosen"]["finetuned"] = {"l2_mean": l2, "encoder": ft.name,
-                                      **{k: v for k, v in ft.history_.items() if k != "train_loss"}}
+        out["acc"]["finetuned_head"] = M.mean_person_accuracy(
+            test["user_id"].to_numpy(), 1 / (1 + np.exp(-d))
+        )
+        out["chosen"]["finetuned"] = {
+            "l2_mean": l2,
+            "encoder": ft.name,
+            **{k: v for k, v in ft.history_.items() if k != "train_loss"},
+        }
         out["seconds"]["finetuned"] = time.perf_counter() - t
         crowd = CrowdOracle().fit(data, train_pairs)
         out["acc"]["crowd"] = _acc(crowd, test)
         out["seconds"]["seed"] = time.perf_counter() - ts
         per_seed.append(out)
-        log(f"[{key}] seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in out["acc"].items())
+        log(
+            f"[{key}] seed {seed}: "
+            + ", ".join(f"{k} {100 * v:.1f}" for k, v in out["acc"].items())
             + f" ({out['seconds']['seed']:.0f}s; fine-tuning {ft.history_['steps']} steps, "
-              f"best {ft.history_['best_step']}, {ft.history_['stopped']})")
-    return {"dataset": data.name, "key": key, "summary": data.summary(), "features_seconds": feat_s,
-            "per_seed": per_seed, "rows": summarize(per_seed)}
+            f"best {ft.history_['best_step']}, {ft.history_['stopped']})"
+        )
+    return {
+        "dataset": data.name,
+        "key": key,
+        "summary": data.summary(),
+        "features_seconds": feat_s,
+        "per_seed": per_seed,
+        "rows": summarize(per_seed),
+    }
 
 
 def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,25 +245,47 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     ]
     for ds in results["datasets"]:
         rows = ds["rows"]
-        lines += [f"## {ds['dataset']}", "",
-                  f"Gap crowd - baseline: {_pm(rows['gap'])} points.", "",
-                  "| row | accuracy (%) | gain vs (a), points [95% CI] | share of gap closed |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## {ds['dataset']}",
+            "",
+            f"Gap crowd - baseline: {_pm(rows['gap'])} points.",
+            "",
+            "| row | accuracy (%) | gain vs (a), points [95% CI] | share of gap closed |",
+            "|---|---|---|---|",
+        ]
         for r in ROWS:
             e = rows[r]
             g = e["gain_vs_baseline"]
             ci = g["ci95"]
-            gs = "-" if r == "baseline" else (
-                f"{100 * g['mean']:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci[0] is not None
-                else f"{100 * g['mean']:+.1f}")
+            gs = (
+                "-"
+                if r == "baseline"
+                else (
+                    f"{100 * g['mean']:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+                    if ci[0] is not None
+                    else f"{100 * g['mean']:+.1f}"
+                )
+            )
             sh = e.get("share_of_gap")
-            ss = "-" if not sh else (f"{100 * sh['of_means']:+.0f}% "
-                                     f"[{100 * sh['per_seed']['mean']:+.0f}% ± {100 * sh['per_seed']['std']:.0f}]")
+            ss = (
+                "-"
+                if not sh
+                else (
+                    f"{100 * sh['of_means']:+.0f}% "
+                    f"[{100 * sh['per_seed']['mean']:+.0f}% ± {100 * sh['per_seed']['std']:.0f}]"
+                )
+            )
             lines.append(f"| {LABELS[r]} | {_pm(e['accuracy'])} | {gs} | {ss} |")
         ft = [s["chosen"]["finetuned"] for s in ds["per_seed"]]
-        lines += ["", "Fine-tuning per seed: " + "; ".join(
-            f"{f['steps']} steps (best {f['best_step']}, {f['stopped']}, {f['seconds']:.0f}s)" for f in ft),
-            "Seconds per seed: " + ", ".join(f"{s['seconds']['seed']:.0f}" for s in ds["per_seed"]), ""]
+        lines += [
+            "",
+            "Fine-tuning per seed: "
+            + "; ".join(
+                f"{f['steps']} steps (best {f['best_step']}, {f['stopped']}, {f['seconds']:.0f}s)" for f in ft
+            ),
+            "Seconds per seed: " + ", ".join(f"{s['seconds']['seed']:.0f}" for s in ds["per_seed"]),
+            "",
+        ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plot(results, out / "shared_part.png")
 
@@ -243,7 +306,9 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         c = 100 * ds["rows"]["crowd"]["accuracy"]["mean"]
         ax.axhline(c, color="#c33", ls="--", label=f"crowd oracle {c:.1f}")
         ax.axhline(m[0], color="#888", ls=":", lw=1)
-        ax.set_xticks(range(len(rows)), ["(a) base", "(b) sent.", "(c) MLP", "(d) LoRA", "(d') head"], fontsize=8)
+        ax.set_xticks(
+            range(len(rows)), ["(a) base", "(b) sent.", "(c) MLP", "(d) LoRA", "(d') head"], fontsize=8
+        )
         lo = min(min(m) - 3, c - 10)
         ax.set_ylim(lo, max(c, max(m)) + 2)
         ax.set_title(ds["dataset"])
@@ -270,10 +335,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown dataset(s) {bad}; expected some of {sorted(DATASETS)}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    results: dict[str, Any] = {"seeds": list(range(a.seeds)), "datasets": [],
-                               "config": {"ft_steps": a.ft_steps, "ft_seconds": a.ft_seconds, "l2_grid": L2_GRID,
-                                          "l2_mlp_grid": L2_MLP_GRID, "unseen_item_frac": 0.2,
-                                          "max_train_pairs": 200, "max_test_pairs": 100}}
+    results: dict[str, Any] = {
+        "seeds": list(range(a.seeds)),
+        "datasets": [],
+        "config": {
+            "ft_steps": a.ft_steps,
+            "ft_seconds": a.ft_seconds,
+            "l2_grid": L2_GRID,
+            "l2_mlp_grid": L2_MLP_GRID,
+            "unseen_item_frac": 0.2,
+            "max_train_pairs": 200,
+            "max_test_pairs": 100,
+        },
+    }
 
     def log(msg: str) -> None:
         print(f"{time.perf_counter() - t0:7.0f}s {msg}", flush=True)
@@ -287,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{ds['dataset']}: gap crowd - baseline {_pm(r['gap'])} points")
         for row in ROWS:
             sh = r[row].get("share_of_gap")
-            print(f"  {LABELS[row]:42s} {_pm(r[row]['accuracy']):>12s}"
-                  + (f"   share of gap {100 * sh['of_means']:+.0f}%" if sh else ""))
+            print(
+                f"  {LABELS[row]:42s} {_pm(r[row]['accuracy']):>12s}"
+                + (f"   share of gap {100 * sh['of_means']:+.0f}%" if sh else "")
+            )
     print(f"\ntotal {results['total_seconds']:.0f}s; wrote {a.out}/results.md, results.json, shared_part.png")
     return 0
 

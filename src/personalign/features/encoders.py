@@ -188,6 +188,15 @@ def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True) -> Encoder:
         )
     elif kind == "minilm":
         enc = MiniLMEncoder(batch_size=int(cfg.get("batch_size", 64)))
+    elif kind == "minilm-ft":
+        if not cfg.get("path"):
+            raise ConfigError(
+                "the model was trained on an unsaved fine-tuned encoder; save it (EncoderFineTuner.save) and pass "
+                "featurizer=PairFeaturizer(FineTunedEncoder(dir)) when loading"
+            )
+        from personalign.features.finetune import FineTunedEncoder  # imports transformers/peft only when needed
+
+        enc = FineTunedEncoder(cfg["path"])
     elif kind == "precomputed":
         raise ConfigError(
             f"the model was trained on precomputed vectors ({cfg.get('name')}); pass featurizer=PairFeaturizer("
@@ -195,7 +204,7 @@ def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True) -> Encoder:
         )
     else:
         raise ConfigError(
-            f"unknown encoder kind {kind!r} in config (expected 'minilm', 'hashing' or 'precomputed')"
+            f"unknown encoder kind {kind!r} in config (expected 'minilm', 'minilm-ft', 'hashing' or 'precomputed')"
         )
     if cache:
         from personalign.features.cache import CachedEncoder
