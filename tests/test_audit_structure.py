@@ -87,3 +87,31 @@ def test_split_half_reliability_tracks_offsets():
         y = off[j.u] + rng.normal(0, 1, j.n)
         rels.append(split_half_reliability(j, y)["spearman_brown"])
     assert rels[0] < 0.2 < rels[1] < rels[2]
+
+
+def _planted_recovery(j: Judgments, seed: int = 3) -> tuple[float, float]:
+    """(gain the planted truth allows, held-out gain the person-effect model recovers), both as
+    1 - SSE(item + personal part) / SSE(item alone): the truth with its true parts, the model cross-validated."""
+    from personalign.audit.structure import PersonEffectModel, cv_gain
+
+    rng = np.random.default_rng(seed)
+    item = rng.normal(0, 1, len(j.items))
+    off = rng.normal(0, 0.5, len(j.users))
+    P, Q = rng.normal(0, 0.7, (len(j.users), 2)), rng.normal(0, 0.7, (len(j.items), 2))
+    personal = off[j.u] + (P[j.u] * Q[j.i]).sum(1)
+    y = item[j.i] + personal + rng.normal(0, 1, j.n)
+    truth = 1 - ((y - item[j.i] - personal) ** 2).sum() / ((y - item[j.i]) ** 2).sum()
+    folds = np.random.default_rng(0).integers(0, 5, j.n)
+    model = cv_gain(j, y, folds, PersonEffectModel(rank=2, l2_factor=3.0, n_iter=20))
+    return float(truth), float(model)
+
+
+def test_models_recover_the_planted_gain_the_design_allows(design):
+    """Rank-2 signal + offsets planted into the real design: with ~24 judgments per person (toxicity) the model
+    recovers about two thirds of the truth's gain (measured 0.66-0.76 over seeds); with 100 judgments per person
+    it recovers over 90%. The shortfall is the design's (few judgments per person), not the detector's."""
+    truth, model = _planted_recovery(design)
+    assert model / truth > 0.55, (truth, model)
+    dense = synthetic_design(300, 120, 100, seed=0)
+    truth, model = _planted_recovery(dense)
+    assert model / truth >= 0.90, (truth, model)
