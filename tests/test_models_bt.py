@@ -58,3 +58,25 @@ def test_independent_beats_aggregated_and_adapts(pop):
     own = pop["test"][pop["test"]["user_id"] == "u1"]
     post = ind.adapt(own)
     assert post.dim == f.dim_out and np.trace(post.cov) < np.trace(ind.prior().cov)
+
+
+def test_group_column_with_a_hyphen():
+    """Polis' opinion-group column is called "group-id": GroupBT must accept any column name."""
+    import pandas as pd
+
+    from personalign.data import PreferenceData
+    from personalign.features import HashingEncoder, PairFeaturizer
+    from personalign.models import GroupBT
+
+    c = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b"],
+            "prompt": "p",
+            "chosen": ["x", "y", "y", "x"],
+            "rejected": ["y", "x", "x", "y"],
+        }
+    )
+    users = pd.DataFrame({"user_id": ["a", "b"], "group-id": ["0", "1"]})
+    m = GroupBT(group_col="group-id", featurizer=PairFeaturizer(HashingEncoder(dim=16)), validation_fraction=0.0)
+    m.fit(PreferenceData(comparisons=c, users=users))
+    assert sorted(m.units_) == ["0", "1"]

@@ -73,10 +73,11 @@ class GroupBT(LinearGaussianModel):
         groups = sorted(u[self.group_col].astype(str).unique())
         gi = {g: i for i, g in enumerate(groups)}
         self.group_index_ = gi
+        # zip over columns, not itertuples: a column name like Polis' "group-id" is no attribute name
         return groups, {
-            str(r.user_id): gi[str(getattr(r, self.group_col))]
-            for r in u.itertuples(index=False)
-            if str(r.user_id) != POPULATION_USER
+            str(uid): gi[str(g)]
+            for uid, g in zip(u["user_id"], u[self.group_col])
+            if str(uid) != POPULATION_USER
         }
 
     def _prior_mean(self, user_row: dict | None) -> np.ndarray:
