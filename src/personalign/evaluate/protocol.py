@@ -75,6 +75,9 @@ class EvalConfig:
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     harmless_pairs: int = 300
     harmless_persons: int = 50
+    # the low-rank personal part's strength, chosen per seed on training items held out from the fit
+    # (an inner split by item/prompt); () keeps the model's default
+    tune_l2_basis: tuple[float, ...] = (30.0, 300.0, 3000.0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -444,6 +447,29 @@ class SeedResult:
     pointwise: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     harmless: dict[str, dict[str, float]] = field(default_factory=dict)
     fit_seconds: dict[str, float] = field(default_factory=dict)
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def tune_l2_basis(name: str, featurizer: Any, seed: int, cfg: EvalConfig, data: PreferenceData,
+                  train_data: PreferenceData) -> tuple[Any, dict[str, Any]]:
+    """Pick ``l2_basis`` from ``cfg.tune_l2_basis`` by log-loss on an inner split of the training data by item
+    (or prompt), then refit on all training data. Regularization chosen this way, not on a random split of
+    judgments, is what lets a personal part that only memorizes a person's training items shrink away."""
+    from personalign.models.base import split_by_items
+
+    inner_tr, inner_va = split_by_items(train_data.comparisons, 0.2, seed=seed)
+    losses: dict[float, float] = {}
+    for l2 in cfg.tune_l2_basis:
+        m = build_model(name, featurizer, seed, cfg, data)
+        m.l2_basis = l2
+        m.fit(train_data.copy(comparisons=inner_tr))
+        p = np.clip(m.predict_proba(inner_va), 1e-7, 1 - 1e-7)
+        losses[l2] = float(-np.mean(np.log(p)))
+    best = min(losses, key=losses.get)
+    model = build_model(name, featurizer, seed, cfg, data)
+    model.l2_basis = best
+    model.fit(train_data)
+    return model, {"l2_basis": best, "inner_val_log_loss": losses}
 
 
 def _metrics(uid, p, users, contested, cfg: EvalConfig, group_cols) -> dict[str, Any]:
@@ -514,6 +540,8 @@ def run_seed(
             model.fit(data, train_pairs)
         elif name in BASELINES:
             model.fit(fit_data, train_pairs)
+        elif name == "lowrank" and cfg.tune_l2_basis:
+            model, res.chosen[name] = tune_l2_basis(name, featurizer, seed, cfg, data, train_data)
         elif name != "oracle":
             model.fit(train_data)
         res.fit_seconds[name] = time.perf_counter() - t0
@@ -734,6 +762,8 @@ def aggregate(data: PreferenceData, cfg: EvalConfig, per_seed: list[SeedResult],
             }
     for m in models:
         out["fit_seconds"][m] = M.interval([r.fit_seconds.get(m, np.nan) for r in per_seed])
+    out["chosen_hyperparameters"] = {m: [r.chosen.get(m) for r in per_seed] for m in models
+                                     if any(m in r.chosen for r in per_seed)}
     return _json_safe(out)
 
 

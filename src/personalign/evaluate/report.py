@@ -163,6 +163,11 @@ def markdown(res: dict[str, Any], command: str | None = None) -> str:
                  "(> 0: the personal part costs accuracy where people agree). Item-level baselines (majority, choix) "
                  "know nothing about unseen items (they answer 1/2 there); crowd LOO is an oracle that sees other "
                  "people's judgments of the test items.\n")
+    chosen = res.get("chosen_hyperparameters", {})
+    if chosen.get("lowrank"):
+        vals = [c.get("l2_basis") for c in chosen["lowrank"] if c]
+        parts.append(f"Low-rank's personal-basis penalty l2_basis was chosen per seed by log-loss on training items "
+                     f"held out from the fit (grid {cfg.get('tune_l2_basis')}): {vals}.\n")
     for cell in ("collaborative", "unseen_items"):
         parts.append(f"## {CELL_TITLES[cell]}\n\n{cell_table(res, cell)}")
     parts.append("## Unseen persons: k-shot adaptation, tested on unseen items\n\n" + kshot_table(res))

@@ -421,6 +421,28 @@ def _train_linear_gaussian(
 
 
 # ------------------------------------------------------------------------------------------ base class
+def split_by_items(comps: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the comparisons that touch a random ``frac`` of the prompts (or, without prompts, of the items).
+
+    Early stopping on such a split measures what matters for new items: a personal part that memorizes the
+    training items stops improving it, while a random split of judgments keeps rewarding that memorization.
+    """
+    rng = np.random.default_rng(seed)
+    if (comps["prompt"] != "").any():
+        units = np.array(sorted(comps["prompt"].unique()))
+        held = set(rng.choice(units, size=max(1, int(round(frac * len(units)))), replace=False))
+        mask = comps["prompt"].isin(held).to_numpy()
+    else:
+        units = np.array(sorted(set(comps["chosen_id"]) | set(comps["rejected_id"])))
+        # an item is held out with probability p so that about ``frac`` of the pairs touch one: 1-(1-p)^2 = frac
+        p = 1.0 - np.sqrt(1.0 - frac)
+        held = set(units[rng.random(len(units)) < p])
+        mask = (comps["chosen_id"].isin(held) | comps["rejected_id"].isin(held)).to_numpy()
+    if mask.all() or not mask.any():
+        return split_judgments(comps, frac, seed=seed)
+    return comps[~mask].reset_index(drop=True), comps[mask].reset_index(drop=True)
+
+
 def _as_list(x: str | Sequence[str], n: int | None = None) -> list[str]:
     if isinstance(x, str):
         return [x] * (n if n is not None else 1)
@@ -487,8 +509,10 @@ class LinearGaussianModel(PersonalModel):
         patience: int = 3,
         random_state: int = 0,
         verbose: bool = False,
+        validation_split: str = "judgments",
     ) -> None:
         self.featurizer = featurizer
+        self.validation_split = validation_split
         self.l2_mean = l2_mean
         self.l2_basis = l2_basis
         self.prior_precision = prior_precision
@@ -569,7 +593,10 @@ class LinearGaussianModel(PersonalModel):
                 val_data.to_comparisons() if isinstance(val_data, PreferenceData) else pd.DataFrame(val_data)
             )
         elif self.validation_fraction and self.validation_fraction > 0 and len(comps) >= 20:
-            comps, val = split_judgments(comps, self.validation_fraction, seed=self.random_state)
+            if getattr(self, "validation_split", "judgments") == "items":
+                comps, val = split_by_items(comps, self.validation_fraction, seed=self.random_state)
+            else:
+                comps, val = split_judgments(comps, self.validation_fraction, seed=self.random_state)
         else:
             val = comps.iloc[:0]
         self.units_, self.user_units_ = self._units(data if isinstance(data, PreferenceData) else None, comps)

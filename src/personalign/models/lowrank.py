@@ -40,6 +40,7 @@ class LowRankBT(LinearGaussianModel):
         patience: int = 3,
         random_state: int = 0,
         verbose: bool = False,
+        validation_split: str = "judgments",
     ) -> None:
         super().__init__(
             featurizer,
@@ -51,6 +52,7 @@ class LowRankBT(LinearGaussianModel):
             patience=patience,
             random_state=random_state,
             verbose=verbose,
+            validation_split=validation_split,
         )
         self.rank = rank
         self.em_iters = em_iters
