@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,15 +31,11 @@ from personalign.bounds.monitors import (
 )
 from personalign.bounds.policy import load_policy
 from personalign.data.core import PreferenceData
+from personalign.data.io import write_text_atomic
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _jsonable(o: Any) -> Any:

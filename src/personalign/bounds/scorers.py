@@ -18,7 +18,6 @@ import importlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -119,12 +118,9 @@ def _fit_logistic(
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    from personalign.data.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def _youden(pos: np.ndarray, neg: np.ndarray) -> float:

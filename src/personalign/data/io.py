@@ -89,6 +89,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file renamed into place (never half-written)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def open_text(path: str | Path) -> _io.TextIOBase:
     """Open a text file for reading, gunzipping ``.gz`` files."""
     path = Path(path)

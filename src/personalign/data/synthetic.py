@@ -19,8 +19,6 @@ unseen prompts: :func:`sample_comparisons` draws further comparisons for the sam
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -779,15 +777,9 @@ def population_summary(data: PreferenceData, test: PreferenceData | None = None)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary shareable outputs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from personalign.data.io import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def _without_truth(data: PreferenceData) -> PreferenceData:
