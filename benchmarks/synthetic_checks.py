@@ -283,10 +283,16 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
     S["rank_argmin"] = [r["rank_argmin"] for r in runs]
     S["profiles_from_rank"] = [r["rank_selected"] + 1 for r in runs]
     S["rank_within_1"] = all(abs(r["rank_selected"] + 1 - args.profiles) <= 1 for r in runs)
-    S["rank_within_1_share"] = float(np.mean([abs(r["rank_selected"] + 1 - args.profiles) <= 1 for r in runs]))
+    S["rank_within_1_share"] = float(
+        np.mean([abs(r["rank_selected"] + 1 - args.profiles) <= 1 for r in runs])
+    )
     # personal gain = personalized - collapsed, paired by seed, with a 95% t-interval
     g = np.array([r["seen"]["lowrank"]["acc"] - r["seen"]["lowrank_collapsed"]["acc"] for r in runs])
-    half = float(stats.t.ppf(0.975, len(g) - 1) * g.std(ddof=1) / np.sqrt(len(g))) if len(g) > 1 else float("nan")
+    half = (
+        float(stats.t.ppf(0.975, len(g) - 1) * g.std(ddof=1) / np.sqrt(len(g)))
+        if len(g) > 1
+        else float("nan")
+    )
     S["personal_gain"] = {"mean": float(g.mean()), "lo": float(g.mean() - half), "hi": float(g.mean() + half)}
     if "mixture_selected" in runs[0]:
         S["mixture_selected"] = [r["mixture_selected"] for r in runs]

@@ -52,7 +52,9 @@ def test_votes_and_rankings_convert():
 
 def test_max_pairs_per_user_is_deterministic():
     rng = np.random.default_rng(0)
-    r = pd.DataFrame({"user_id": "u", "response": [f"t{i}" for i in range(30)], "rating": rng.integers(1, 6, 30)})
+    r = pd.DataFrame(
+        {"user_id": "u", "response": [f"t{i}" for i in range(30)], "rating": rng.integers(1, 6, 30)}
+    )
     d = PreferenceData(ratings=r)
     c1 = d.to_comparisons(max_pairs_per_user=20, seed=3)
     c2 = d.to_comparisons(max_pairs_per_user=20, seed=3)

@@ -48,8 +48,13 @@ def test_ece_of_calibrated_predictor_is_near_zero_and_overconfident_is_not():
 
 def test_worst_group_and_gap():
     pp = pd.Series({"a": 0.9, "b": 0.8, "c": 0.5, "d": 0.6, "e": 0.7, "f": 0.7})
-    users = pd.DataFrame({"user_id": list("abcdef"), "gender": ["m", "m", "w", "w", "x", "x"],
-                          "age": ["y", "y", "y", "o", "o", "o"]})
+    users = pd.DataFrame(
+        {
+            "user_id": list("abcdef"),
+            "gender": ["m", "m", "w", "w", "x", "x"],
+            "age": ["y", "y", "y", "o", "o", "o"],
+        }
+    )
     g = M.group_accuracy(pp, users, min_persons=2)
     assert g["gender"] == pytest.approx({"m": 0.85, "w": 0.55, "x": 0.7})
     assert g["age"] == pytest.approx({"y": 0.7333333, "o": 0.6666667})
@@ -57,7 +62,9 @@ def test_worst_group_and_gap():
     assert (w["column"], w["group"]) == ("gender", "w")
     assert w["accuracy"] == pytest.approx(0.55) and w["gap"] == pytest.approx(0.30)
     # groups under min_persons are left out
-    assert M.group_accuracy(pp, users, min_persons=3) == {"age": pytest.approx({"y": 0.7333333, "o": 0.6666667})}
+    assert M.group_accuracy(pp, users, min_persons=3) == {
+        "age": pytest.approx({"y": 0.7333333, "o": 0.6666667})
+    }
 
 
 def test_interval_and_paired_difference():
@@ -79,12 +86,16 @@ def test_pair_contested():
 
 # ------------------------------------------------------------------------------------------ baselines
 def _ratings(rows):
-    return PreferenceData(ratings=pd.DataFrame(rows, columns=["user_id", "response", "rating"]).assign(prompt=""))
+    return PreferenceData(
+        ratings=pd.DataFrame(rows, columns=["user_id", "response", "rating"]).assign(prompt="")
+    )
 
 
 def test_crowd_oracle_leaves_the_person_out():
     # item x: u1 rates 5, others rate 1; item y: everybody 3. For u1 the crowd says y > x; its own 5 is excluded.
-    d = _ratings([("u1", "x", 5), ("u2", "x", 1), ("u3", "x", 1), ("u1", "y", 3), ("u2", "y", 3), ("u3", "y", 3)])
+    d = _ratings(
+        [("u1", "x", 5), ("u2", "x", 1), ("u3", "x", 1), ("u1", "y", 3), ("u2", "y", 3), ("u3", "y", 3)]
+    )
     pt = pointwise_table(d)
     pairs = pointwise_pairs(pt, None, np.random.default_rng(0))
     crowd = CrowdOracle().fit(d, pairs)
@@ -120,19 +131,25 @@ def test_pointwise_pairs_and_collaborative_holdout():
     rest, held, _ = collaborative_holdout(d, 0.2, rng)
     assert len(held) == 5 * 2 and len(rest.ratings) == 50 - 10
     pairs = pointwise_pairs(pointwise_table(d), None, rng, held=held)
-    touched = [(u, a) in held or (u, b) in held for u, a, b in zip(pairs["user_id"], pairs["chosen_id"],
-                                                                     pairs["rejected_id"])]
+    touched = [
+        (u, a) in held or (u, b) in held
+        for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"])
+    ]
     assert len(pairs) and all(touched)
     # every pair: chosen scored higher by that person
     sc = {(u, i): s for u, i, s in zip(d.ratings["user_id"], d.ratings["item_id"], d.ratings["rating"])}
-    assert all(sc[(u, a)] > sc[(u, b)] for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"]))
+    assert all(
+        sc[(u, a)] > sc[(u, b)] for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"])
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_population():
     from personalign.data.synthetic import generate_population
 
-    return generate_population(persons=80, comparisons_per_person=25, alpha=0.1, heldout_prompt_frac=0.0, seed=3)
+    return generate_population(
+        persons=80, comparisons_per_person=25, alpha=0.1, heldout_prompt_frac=0.0, seed=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +161,16 @@ def hashing_featurizer(tiny_population):
 
 
 def _cfg(**kw):
-    base = dict(models=("majority", "bt", "lowrank"), seeds=1, ks=(0, 2, 5), max_train_pairs=30, max_test_pairs=20,
-                rank=2, active_max_k=5, model_params={"bt": {"max_iter": 60}, "lowrank": {"max_iter": 60}})
+    base = dict(
+        models=("majority", "bt", "lowrank"),
+        seeds=1,
+        ks=(0, 2, 5),
+        max_train_pairs=30,
+        max_test_pairs=20,
+        rank=2,
+        active_max_k=5,
+        model_params={"bt": {"max_iter": 60}, "lowrank": {"max_iter": 60}},
+    )
     base.update(kw)
     return EvalConfig(**base)
 
@@ -161,8 +186,10 @@ def test_protocol_is_deterministic_by_seed(tiny_population, hashing_featurizer):
     assert a.kshot["lowrank"]["random"][5]["accuracy"] == b.kshot["lowrank"]["random"][5]["accuracy"]
     assert set(a.kshot["lowrank"]["active"]) == {0, 2, 5}
     c = run_seed(tiny_population, 8, cfg, hashing_featurizer)
-    assert c.cells["unseen_items"]["bt"]["n_pairs"] != a.cells["unseen_items"]["bt"]["n_pairs"] or \
-        c.cells["unseen_items"]["bt"]["accuracy"] != a.cells["unseen_items"]["bt"]["accuracy"]
+    assert (
+        c.cells["unseen_items"]["bt"]["n_pairs"] != a.cells["unseen_items"]["bt"]["n_pairs"]
+        or c.cells["unseen_items"]["bt"]["accuracy"] != a.cells["unseen_items"]["bt"]["accuracy"]
+    )
 
 
 def test_collapsed_equals_aggregated_when_people_are_alike(hashing_featurizer):
@@ -170,8 +197,9 @@ def test_collapsed_equals_aggregated_when_people_are_alike(hashing_featurizer):
     from personalign.evaluate.protocol import all_texts, make_featurizer
     from personalign.features import HashingEncoder
 
-    alike = generate_population(persons=80, comparisons_per_person=25, n_profiles=1, person_noise=0.0,
-                                heldout_prompt_frac=0.0, seed=4)
+    alike = generate_population(
+        persons=80, comparisons_per_person=25, n_profiles=1, person_noise=0.0, heldout_prompt_frac=0.0, seed=4
+    )
     feat = make_featurizer(HashingEncoder(dim=64), all_texts(alike), show_progress=False)
     r = run_seed(alike, 0, _cfg(models=("bt", "lowrank"), ks=(0,)), feat)
     u = r.cells["unseen_items"]
@@ -187,11 +215,33 @@ def test_cli_writes_all_files(tmp_path):
     from personalign.cli import app
 
     out = tmp_path / "res"
-    r = CliRunner().invoke(app, [
-        "eval", "synthetic:persons=60,comparisons_per_person=20,alpha=0.1", "--models", "majority,choix,bt,lowrank",
-        "--seeds", "2", "--k", "0,2", "--encoder", "hashing", "--out", str(out), "--max-train-pairs", "20",
-        "--max-test-pairs", "10", "--rank", "2", "--active-max-k", "2", "--harmless", "none",
-    ])
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "synthetic:persons=60,comparisons_per_person=20,alpha=0.1",
+            "--models",
+            "majority,choix,bt,lowrank",
+            "--seeds",
+            "2",
+            "--k",
+            "0,2",
+            "--encoder",
+            "hashing",
+            "--out",
+            str(out),
+            "--max-train-pairs",
+            "20",
+            "--max-test-pairs",
+            "10",
+            "--rank",
+            "2",
+            "--active-max-k",
+            "2",
+            "--harmless",
+            "none",
+        ],
+    )
     assert r.exit_code == 0, r.output
     for f in ("results.json", "results.md", "index.html", "kshot.png", "per_person.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
@@ -209,6 +259,19 @@ def test_cli_bad_model_exits_2(tmp_path):
     from personalign.cli import app
     from personalign.errors import ConfigError
 
-    r = CliRunner().invoke(app, ["eval", "synthetic:persons=20", "--models", "nope", "--out", str(tmp_path),
-                                 "--encoder", "hashing", "--harmless", "none"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "synthetic:persons=20",
+            "--models",
+            "nope",
+            "--out",
+            str(tmp_path),
+            "--encoder",
+            "hashing",
+            "--harmless",
+            "none",
+        ],
+    )
     assert r.exit_code != 0 and isinstance(r.exception, ConfigError)

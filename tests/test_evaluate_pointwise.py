@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 
 from personalign.data import PreferenceData
-from personalign.evaluate.pointwise import PointwiseConfig, evaluate_pointwise, paired_interval, pointwise_markdown
+from personalign.evaluate.pointwise import (
+    PointwiseConfig,
+    evaluate_pointwise,
+    paired_interval,
+    pointwise_markdown,
+)
 from personalign.features import HashingEncoder, PairFeaturizer
 
 

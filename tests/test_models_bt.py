@@ -77,6 +77,8 @@ def test_group_column_with_a_hyphen():
         }
     )
     users = pd.DataFrame({"user_id": ["a", "b"], "group-id": ["0", "1"]})
-    m = GroupBT(group_col="group-id", featurizer=PairFeaturizer(HashingEncoder(dim=16)), validation_fraction=0.0)
+    m = GroupBT(
+        group_col="group-id", featurizer=PairFeaturizer(HashingEncoder(dim=16)), validation_fraction=0.0
+    )
     m.fit(PreferenceData(comparisons=c, users=users))
     assert sorted(m.units_) == ["0", "1"]

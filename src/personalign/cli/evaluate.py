@@ -12,7 +12,9 @@ from personalign.cli import app
 from personalign.cli._common import console
 from personalign.errors import ConfigError
 
-DEFAULT_HARMLESS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hh-rlhf-harmless-test" / "test.jsonl.gz"
+DEFAULT_HARMLESS = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hh-rlhf-harmless-test" / "test.jsonl.gz"
+)
 
 
 def _ints(s: str, name: str) -> list[int]:
@@ -36,7 +38,11 @@ def load_eval_data(data: str, format: str | None, max_persons: int | None = None
             if k not in fields:
                 raise ConfigError(f"synthetic option {k!r} unknown (expected some of {sorted(fields)})")
             typ = fields[k].type
-            kw[k] = (float(v) if "float" in str(typ) else int(v) if "int" in str(typ) else v) if v != "None" else None
+            kw[k] = (
+                (float(v) if "float" in str(typ) else int(v) if "int" in str(typ) else v)
+                if v != "None"
+                else None
+            )
         d = generate_population(**kw)
         d.name = "synthetic-" + ",".join(f"{k}={v}" for k, v in kw.items() if k != "heldout_prompt_frac")
         return d
@@ -48,8 +54,12 @@ def load_eval_data(data: str, format: str | None, max_persons: int | None = None
 @app.command("eval")
 def eval_command(
     data: str = typer.Argument(..., help="Data file/folder, or synthetic:alpha=0.1,persons=600 (generated)."),
-    format: str = typer.Option(None, "--format", "-f", help="Input format (popquorn, toxicity, lewidi, polis, ...)."),  # noqa: A002
-    models: str = typer.Option("majority,choix,crowd,bt,group,independent,lowrank", help="Comma-separated models."),
+    format: str = typer.Option(
+        None, "--format", "-f", help="Input format (popquorn, toxicity, lewidi, polis, ...)."
+    ),  # noqa: A002
+    models: str = typer.Option(
+        "majority,choix,crowd,bt,group,independent,lowrank", help="Comma-separated models."
+    ),
     seeds: int = typer.Option(5, help="Number of seeds (splits)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     k: str = typer.Option("0,1,2,5,10,20,50", "--k", help="k-shot sizes for unseen persons."),
@@ -59,32 +69,48 @@ def eval_command(
     max_test_pairs: int = typer.Option(100, help="Test pairs per person and cell (sampled)."),
     unseen_user_frac: float = typer.Option(0.2),
     unseen_item_frac: float = typer.Option(0.2),
-    collab_frac: float = typer.Option(0.2, help="Share of each seen person's items held out (collaborative cell)."),
+    collab_frac: float = typer.Option(
+        0.2, help="Share of each seen person's items held out (collaborative cell)."
+    ),
     group_col: str = typer.Option(None, help="Demographic column for GroupBT (default: the first usable)."),
     rank: int = typer.Option(8, help="Rank of the low-rank model."),
     active_max_k: int = typer.Option(20, help="Largest k of the active (suggest_query) curve; 0 = off."),
     harmless: str = typer.Option("auto", help="hh-rlhf harmless test file for the tax, 'auto' or 'none'."),
     harmless_pairs: int = typer.Option(300, help="hh-rlhf pairs sampled for the tax."),
     first_seed: int = typer.Option(0),
-    merge_prompt: bool = typer.Option(False, help="Fold each item's prompt into its text so any two items pair up."),
+    merge_prompt: bool = typer.Option(
+        False, help="Fold each item's prompt into its text so any two items pair up."
+    ),
 ) -> None:
     """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
     from personalign.evaluate.protocol import EvalConfig, evaluate
     from personalign.evaluate.protocol import harmless_pairs as read_harmless
     from personalign.evaluate.report import comparison_rows, write_report
 
-    command = "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    command = (
+        "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    )
     d = load_eval_data(data, format)
     if merge_prompt:
         from personalign.evaluate.protocol import merge_prompts
 
         d = merge_prompts(d)
     cfg = EvalConfig(
-        models=tuple(m.strip() for m in models.split(",") if m.strip()), seeds=seeds, first_seed=first_seed,
-        ks=tuple(_ints(k, "k")), unseen_user_frac=unseen_user_frac, unseen_item_frac=unseen_item_frac,
-        collab_frac=collab_frac, max_train_pairs=max_train_pairs, max_test_pairs=max_test_pairs,
-        max_persons=max_persons, active=active_max_k > 0, active_max_k=active_max_k, group_col=group_col,
-        rank=rank, harmless_pairs=harmless_pairs,
+        models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        seeds=seeds,
+        first_seed=first_seed,
+        ks=tuple(_ints(k, "k")),
+        unseen_user_frac=unseen_user_frac,
+        unseen_item_frac=unseen_item_frac,
+        collab_frac=collab_frac,
+        max_train_pairs=max_train_pairs,
+        max_test_pairs=max_test_pairs,
+        max_persons=max_persons,
+        active=active_max_k > 0,
+        active_max_k=active_max_k,
+        group_col=group_col,
+        rank=rank,
+        harmless_pairs=harmless_pairs,
     )
     hh = None
     if harmless != "none" and harmless_pairs > 0:
@@ -104,8 +130,11 @@ def eval_command(
     for row in comparison_rows(res):
         t.add_row(*row)
     console.print(t)
-    console.print(f"{res['timing']['total_s']:.0f} s; wrote " + ", ".join(str(p.name) for p in files.values())
-                  + f" to [bold]{out}[/]")
+    console.print(
+        f"{res['timing']['total_s']:.0f} s; wrote "
+        + ", ".join(str(p.name) for p in files.values())
+        + f" to [bold]{out}[/]"
+    )
 
 
 @app.command("eval-pointwise")
@@ -113,7 +142,9 @@ def eval_pointwise(
     data: str = typer.Argument(..., help="Rating or label data (a path with --format)."),
     format: str = typer.Option(None, "--format", "-f", help="Input format (e.g. toxicity, popquorn)."),
     seeds: int = typer.Option(5, help="Number of seeds."),
-    rank: int = typer.Option(2, help="Low-rank personal directions (0: personal cut-points and sensitivity only)."),
+    rank: int = typer.Option(
+        2, help="Low-rank personal directions (0: personal cut-points and sensitivity only)."
+    ),
     encoder: str = typer.Option("minilm", help="Text encoder: minilm or hashing."),
     out: Path = typer.Option(..., help="Output folder (results.json, results.md)."),
 ) -> None:

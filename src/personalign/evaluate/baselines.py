@@ -29,12 +29,30 @@ def pointwise_table(data: PreferenceData) -> pd.DataFrame:
     frames = []
     if len(data.ratings):
         r = data.ratings
-        frames.append(pd.DataFrame({"user_id": r["user_id"], "prompt": r["prompt"], "response": r["response"],
-                                    "item_id": r["item_id"], "score": r["rating"].astype(float)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": r["user_id"],
+                    "prompt": r["prompt"],
+                    "response": r["response"],
+                    "item_id": r["item_id"],
+                    "score": r["rating"].astype(float),
+                }
+            )
+        )
     if len(data.votes):
         v = data.votes[data.votes["vote"] != 0]
-        frames.append(pd.DataFrame({"user_id": v["user_id"], "prompt": v["prompt"], "response": v["response"],
-                                    "item_id": v["item_id"], "score": v["vote"].astype(float)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": v["user_id"],
+                    "prompt": v["prompt"],
+                    "response": v["response"],
+                    "item_id": v["item_id"],
+                    "score": v["vote"].astype(float),
+                }
+            )
+        )
     if not frames:
         return pd.DataFrame(columns=["user_id", "prompt", "response", "item_id", "score"])
     return pd.concat(frames, ignore_index=True)
@@ -139,7 +157,9 @@ class ChoixBT(_ItemScorer):
             return self
         a = ids.get_indexer(p["chosen_id"].astype(str))
         b = ids.get_indexer(p["rejected_id"].astype(str))
-        theta = choix.ilsr_pairwise(len(ids), list(zip(a.tolist(), b.tolist())), alpha=self.alpha, max_iter=200)
+        theta = choix.ilsr_pairwise(
+            len(ids), list(zip(a.tolist(), b.tolist())), alpha=self.alpha, max_iter=200
+        )
         self.scores_ = dict(zip(ids, np.asarray(theta, dtype=float)))
         # BT strengths are already on the logit scale
         self.temperature_ = 1.0
@@ -151,7 +171,9 @@ class CrowdOracle(_ItemScorer):
 
     name = "crowd"
 
-    def fit(self, full: PreferenceData, train_pairs: pd.DataFrame, full_pairs: pd.DataFrame | None = None) -> CrowdOracle:
+    def fit(
+        self, full: PreferenceData, train_pairs: pd.DataFrame, full_pairs: pd.DataFrame | None = None
+    ) -> CrowdOracle:
         pt = pointwise_table(full)
         self.pointwise_ = bool(len(pt))
         if self.pointwise_:
@@ -168,8 +190,11 @@ class CrowdOracle(_ItemScorer):
             self.sum_, self.cnt_ = wr["wins"].to_dict(), wr["games"].to_dict()
             rows = []
             for col, win in (("chosen_id", 1.0), ("rejected_id", 0.0)):
-                rows.append(pd.DataFrame({"user_id": fp["user_id"].astype(str), "item_id": fp[col].astype(str),
-                                          "w": win}))
+                rows.append(
+                    pd.DataFrame(
+                        {"user_id": fp["user_id"].astype(str), "item_id": fp[col].astype(str), "w": win}
+                    )
+                )
             own = pd.concat(rows).groupby(["user_id", "item_id"])["w"].agg(["sum", "size"])
             self.own_ = {k: (float(s), int(n)) for k, s, n in zip(own.index, own["sum"], own["size"])}
         self._calibrate(train_pairs)

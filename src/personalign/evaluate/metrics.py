@@ -201,7 +201,9 @@ def pair_metrics(
     return out
 
 
-def pair_contested(chosen_ids: Sequence[str], rejected_ids: Sequence[str], contested_items: pd.Series) -> np.ndarray:
+def pair_contested(
+    chosen_ids: Sequence[str], rejected_ids: Sequence[str], contested_items: pd.Series
+) -> np.ndarray:
     """Per pair: 1 if either item is contested, 0 if both are consensus items, NaN when unknown."""
     m = {str(k): float(v) for k, v in contested_items.items()}
     a = np.array([m.get(str(i), np.nan) for i in chosen_ids], dtype=float)
@@ -225,8 +227,13 @@ def interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
         h = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
     else:
         h = float("nan")
-    return {"mean": m, "std": sd, "ci95": [m - h, m + h] if n > 1 else [None, None], "n": n,
-            "values": [float(x) for x in v]}
+    return {
+        "mean": m,
+        "std": sd,
+        "ci95": [m - h, m + h] if n > 1 else [None, None],
+        "n": n,
+        "values": [float(x) for x in v],
+    }
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:

@@ -47,8 +47,19 @@ DEFAULT_MODELS = ("majority", "choix", "crowd", "bt", "group", "independent", "l
 CELLS = ("collaborative", "unseen_items")
 MAX_ADAPT_DIM = 64  # personal parts larger than this are not adapted from k examples (see kshot_eval)
 SCALARS = (
-    "accuracy", "pair_accuracy", "worst_decile", "worst_group", "group_gap", "max_group_gap",
-    "contested_accuracy", "consensus_accuracy", "log_loss", "ece", "brier", "n_pairs", "n_persons",
+    "accuracy",
+    "pair_accuracy",
+    "worst_decile",
+    "worst_group",
+    "group_gap",
+    "max_group_gap",
+    "contested_accuracy",
+    "consensus_accuracy",
+    "log_loss",
+    "ece",
+    "brier",
+    "n_pairs",
+    "n_persons",
 )
 
 
@@ -115,10 +126,21 @@ def pointwise_pairs(
         hi = np.where(s[i] > s[j], i, j)
         lo = np.where(s[i] > s[j], j, i)
         resp, ids = g["response"].to_numpy(object), g["item_id"].to_numpy(object)
-        rows.append(pd.DataFrame({
-            "user_id": uid, "prompt": pr[hi], "chosen": resp[hi], "rejected": resp[lo], "tie": False,
-            "weight": 1.0, "timestamp": np.nan, "chosen_id": ids[hi], "rejected_id": ids[lo],
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "user_id": uid,
+                    "prompt": pr[hi],
+                    "chosen": resp[hi],
+                    "rejected": resp[lo],
+                    "tie": False,
+                    "weight": 1.0,
+                    "timestamp": np.nan,
+                    "chosen_id": ids[hi],
+                    "rejected_id": ids[lo],
+                }
+            )
+        )
     if not rows:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
     return pd.concat(rows, ignore_index=True)
@@ -133,8 +155,9 @@ def cap_pairs(comps: pd.DataFrame, cap: int | None, rng: np.random.Generator) ->
     return c[(r <= cap).to_numpy()].reset_index(drop=True)
 
 
-def judgment_pairs(data: PreferenceData, cap: int | None, rng: np.random.Generator,
-                   held: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+def judgment_pairs(
+    data: PreferenceData, cap: int | None, rng: np.random.Generator, held: set[tuple[str, str]] | None = None
+) -> pd.DataFrame:
     """Every judgment of ``data`` as capped per-person pairs (pointwise scores and native comparisons)."""
     frames = []
     pt = pointwise_table(data)
@@ -186,8 +209,10 @@ def collaborative_holdout(
         for col in ("chosen_id", "rejected_id"):
             for i, u in zip(c[col], c["user_id"]):
                 judges.setdefault(i, set()).add(u)
-        others = np.array([len(judges[a]) >= 3 and len(judges[b]) >= 3
-                           for a, b in zip(c["chosen_id"], c["rejected_id"])], dtype=bool)
+        others = np.array(
+            [len(judges[a]) >= 3 and len(judges[b]) >= 3 for a, b in zip(c["chosen_id"], c["rejected_id"])],
+            dtype=bool,
+        )
         r = rng.random(len(c))
         m = personal.to_numpy() & others & (r < frac)
         held_comps = c[m].reset_index(drop=True)
@@ -322,7 +347,7 @@ def is_personal(model: Any) -> bool:
 def default_group_col(data: PreferenceData) -> str | None:
     """The demographic column GroupBT uses by default: the first with 2-12 values, each held by >= 5 persons."""
     side = data.meta.get("side_information_columns")
-    for c in (side if side else M.group_columns(data.users, 12)):
+    for c in side if side else M.group_columns(data.users, 12):
         if c not in data.users.columns:
             continue
         vc = data.users[c].dropna().astype(str).value_counts()
@@ -392,7 +417,8 @@ def kshot_eval(
                                 if k2 > step:
                                     out["active"][k2][0].append(np.full(len(test), uid, dtype=object))
                                     out["active"][k2][1].append(
-                                        _sigmoid(at + Dt @ post.mean) if post.dim else _sigmoid(at))
+                                        _sigmoid(at + Dt @ post.mean) if post.dim else _sigmoid(at)
+                                    )
                         break
                     sc = model.query_scores(post, Dp[remaining], ap[remaining])
                     j = remaining.pop(int(np.argmax(sc)))
@@ -406,7 +432,10 @@ def kshot_eval(
             out["collapsed"][1].append(model.collapsed().predict_proba(test))
 
     def cat(t: tuple[list, list]) -> tuple[np.ndarray, np.ndarray]:
-        return (np.concatenate(t[0]) if t[0] else np.zeros(0, object), np.concatenate(t[1]) if t[1] else np.zeros(0))
+        return (
+            np.concatenate(t[0]) if t[0] else np.zeros(0, object),
+            np.concatenate(t[1]) if t[1] else np.zeros(0),
+        )
 
     return {
         "random": {k: cat(v) for k, v in out["random"].items()},
@@ -423,7 +452,9 @@ def harmless_pairs(path: Any, n: int, seed: int = 0) -> pd.DataFrame:
     import os
 
     rows = []
-    with (gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")) as fh:
+    with (
+        gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
+    ) as fh:
         for line in fh:
             if line.strip():
                 r = json.loads(line)
@@ -450,8 +481,9 @@ class SeedResult:
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def tune_l2_basis(name: str, featurizer: Any, seed: int, cfg: EvalConfig, data: PreferenceData,
-                  train_data: PreferenceData) -> tuple[Any, dict[str, Any]]:
+def tune_l2_basis(
+    name: str, featurizer: Any, seed: int, cfg: EvalConfig, data: PreferenceData, train_data: PreferenceData
+) -> tuple[Any, dict[str, Any]]:
     """Pick ``l2_basis`` from ``cfg.tune_l2_basis`` by log-loss on an inner split of the training data by item
     (or prompt), then refit on all training data. Regularization chosen this way, not on a random split of
     judgments, is what lets a personal part that only memorizes a person's training items shrink away."""
@@ -476,7 +508,9 @@ def _metrics(uid, p, users, contested, cfg: EvalConfig, group_cols) -> dict[str,
     return M.pair_metrics(uid, p, users, contested, group_cols, cfg.min_group_persons)
 
 
-def _pointwise_metrics(pt: pd.DataFrame, pred: np.ndarray, binary: bool, contested: pd.Series) -> dict[str, float]:
+def _pointwise_metrics(
+    pt: pd.DataFrame, pred: np.ndarray, binary: bool, contested: pd.Series
+) -> dict[str, float]:
     d = pt.assign(pred=pred, err=np.abs(pred - pt["score"].to_numpy(float)))
     out = {"mae": float(d.groupby("user_id")["err"].mean().mean()), "n": int(len(d))}
     if binary:
@@ -488,7 +522,9 @@ def _pointwise_metrics(pt: pd.DataFrame, pred: np.ndarray, binary: bool, contest
         c = d["item_id"].map(contested)
         for name, v in (("contested", True), ("consensus", False)):
             s = d[c == v]
-            out[f"{name}_label_accuracy"] = float(s.groupby("user_id")["ok"].mean().mean()) if len(s) else float("nan")
+            out[f"{name}_label_accuracy"] = (
+                float(s.groupby("user_id")["ok"].mean().mean()) if len(s) else float("nan")
+            )
     return out
 
 
@@ -504,13 +540,21 @@ def run_seed(
     rng = np.random.default_rng(seed)
     n_prompts = len({p for k in KINDS for p in getattr(data, k)["prompt"].unique()})
     unit = cfg.unit or ("prompt" if n_prompts >= 20 else "item")
-    sp = make_split(data, unseen_user_frac=cfg.unseen_user_frac, unseen_item_frac=cfg.unseen_item_frac,
-                    seed=seed, unit=unit)
+    sp = make_split(
+        data,
+        unseen_user_frac=cfg.unseen_user_frac,
+        unseen_item_frac=cfg.unseen_item_frac,
+        seed=seed,
+        unit=unit,
+    )
     fit_data, held, held_comps = collaborative_holdout(sp.train, cfg.collab_frac, rng)
     train_pairs = judgment_pairs(fit_data, cfg.max_train_pairs, rng)
     if len(train_pairs) == 0:
-        raise DataError(f"{data.name}: no training pairs after the split (seed {seed})", field="judgments",
-                        expected="persons who judged at least two items differently")
+        raise DataError(
+            f"{data.name}: no training pairs after the split (seed {seed})",
+            field="judgments",
+            expected="persons who judged at least two items differently",
+        )
     collab = judgment_pairs(sp.train, cfg.max_test_pairs, rng, held=held) if held else held_comps
     if len(held_comps) and held:
         collab = pd.concat([collab, cap_pairs(held_comps, cfg.max_test_pairs, rng)], ignore_index=True)
@@ -528,8 +572,13 @@ def run_seed(
     contested_fn = _pair_contested_fn(data)
     contested = {c: contested_fn(df) if len(df) else np.zeros(0) for c, df in cells.items()}
     group_cols = M.group_columns(data.users)
-    train_data = PreferenceData(comparisons=train_pairs, users=data.users, items=data.items, name=data.name,
-                                meta={k: v for k, v in data.meta.items() if k != "truth"})
+    train_data = PreferenceData(
+        comparisons=train_pairs,
+        users=data.users,
+        items=data.items,
+        name=data.name,
+        meta={k: v for k, v in data.meta.items() if k != "truth"},
+    )
     res = SeedResult()
     for name in cfg.models:
         if progress:
@@ -553,19 +602,43 @@ def run_seed(
             p = model.predict_proba(df)
             m = _metrics(df["user_id"].to_numpy(), p, data.users, contested[cname], cfg, group_cols)
             pc = coll.predict_proba(df) if personal else p
-            mc = _metrics(df["user_id"].to_numpy(), pc, data.users, contested[cname], cfg, group_cols) if personal else m
-            m["collapsed"] = {k: mc[k] for k in ("accuracy", "consensus_accuracy", "contested_accuracy",
-                                                  "worst_group", "worst_decile", "log_loss") if k in mc}
+            mc = (
+                _metrics(df["user_id"].to_numpy(), pc, data.users, contested[cname], cfg, group_cols)
+                if personal
+                else m
+            )
+            m["collapsed"] = {
+                k: mc[k]
+                for k in (
+                    "accuracy",
+                    "consensus_accuracy",
+                    "contested_accuracy",
+                    "worst_group",
+                    "worst_decile",
+                    "log_loss",
+                )
+                if k in mc
+            }
             res.cells.setdefault(cname, {})[name] = m
         if tests:
-            ks_out = kshot_eval(model, pools, tests, data.users, cfg.ks, np.random.default_rng(seed + 1000),
-                                cfg.active_max_k if (cfg.active and personal) else 0)
+            ks_out = kshot_eval(
+                model,
+                pools,
+                tests,
+                data.users,
+                cfg.ks,
+                np.random.default_rng(seed + 1000),
+                cfg.active_max_k if (cfg.active and personal) else 0,
+            )
             kk: dict[str, dict[int, dict[str, Any]]] = {"random": {}, "active": {}}
             for mode in ("random", "active"):
                 for k, (u, p) in ks_out[mode].items():
                     if len(p):
-                        kk[mode][k] = {"accuracy": M.mean_person_accuracy(u, p), "log_loss": M.log_loss(p),
-                                       "per_person": M.per_person_accuracy(u, p)}
+                        kk[mode][k] = {
+                            "accuracy": M.mean_person_accuracy(u, p),
+                            "log_loss": M.log_loss(p),
+                            "per_person": M.per_person_accuracy(u, p),
+                        }
             u, p = ks_out["collapsed"]
             if len(p):
                 kk["collapsed"] = {0: {"accuracy": M.mean_person_accuracy(u, p), "log_loss": M.log_loss(p)}}
@@ -573,15 +646,18 @@ def run_seed(
         if harmless is not None and len(harmless) and hasattr(model, "score") and name in TEXT_MODELS:
             persons = sorted(set(train_pairs["user_id"]) - {POPULATION_USER})
             if persons:
-                sel = np.random.default_rng(seed).choice(len(persons), min(cfg.harmless_persons, len(persons)),
-                                                         replace=False)
+                sel = np.random.default_rng(seed).choice(
+                    len(persons), min(cfg.harmless_persons, len(persons)), replace=False
+                )
                 us = [persons[i] for i in np.sort(sel)]
                 cross = harmless.loc[harmless.index.repeat(len(us))].reset_index(drop=True)
                 cross["user_id"] = np.tile(np.asarray(us, dtype=object), len(harmless))
                 p = model.predict_proba(cross)
                 pc = coll.predict_proba(cross) if personal else p
-                res.harmless[name] = {"accuracy": M.mean_person_accuracy(cross["user_id"], p),
-                                      "collapsed": M.mean_person_accuracy(cross["user_id"], pc)}
+                res.harmless[name] = {
+                    "accuracy": M.mean_person_accuracy(cross["user_id"], p),
+                    "collapsed": M.mean_person_accuracy(cross["user_id"], pc),
+                }
     # pointwise predictions of labels / ratings (crowd and crowd + offset references)
     full_pt = pointwise_table(data)
     if len(full_pt):
@@ -595,8 +671,9 @@ def run_seed(
             if not len(tpt):
                 continue
             preds = crowd_pointwise(full_pt, fit_pt, tpt.reset_index(drop=True))
-            res.pointwise[cname] = {k: _pointwise_metrics(tpt.reset_index(drop=True), v, binary, citems)
-                                    for k, v in preds.items()}
+            res.pointwise[cname] = {
+                k: _pointwise_metrics(tpt.reset_index(drop=True), v, binary, citems) for k, v in preds.items()
+            }
     return res
 
 
@@ -643,7 +720,9 @@ def evaluate(
             cfg.models = tuple(m for m in cfg.models if m != "group")
     unknown = [m for m in cfg.models if m not in BASELINES and m not in TEXT_MODELS and m != "oracle"]
     if unknown:
-        raise ConfigError(f"unknown model(s) {unknown}; expected some of {sorted(set(BASELINES) | set(TEXT_MODELS))}")
+        raise ConfigError(
+            f"unknown model(s) {unknown}; expected some of {sorted(set(BASELINES) | set(TEXT_MODELS))}"
+        )
     avail = []
     for m in cfg.models:
         if m == "mixture":
@@ -665,8 +744,15 @@ def evaluate(
     per_seed: list[SeedResult] = []
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, disable=not show_progress, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=False,
+    ) as bar:
         task = bar.add_task("evaluating", total=len(seeds) * len(cfg.models))
 
         def tick(desc: str) -> None:
@@ -674,22 +760,49 @@ def evaluate(
             bar.advance(task, 0)
 
         for s in seeds:
-            r = run_seed(data, s, cfg, featurizer, harmless,
-                         progress=lambda d: (tick(d), bar.advance(task, 1)) and None)
+            r = run_seed(
+                data,
+                s,
+                cfg,
+                featurizer,
+                harmless,
+                progress=lambda d: (tick(d), bar.advance(task, 1)) and None,
+            )
             per_seed.append(r)
-    return aggregate(data, cfg, per_seed, seeds, {
-        "features_s": t_features, "total_s": time.perf_counter() - t_start,
-        "encoder": getattr(featurizer.encoder, "name", str(encoder)) if featurizer is not None else None,
-    })
+    return aggregate(
+        data,
+        cfg,
+        per_seed,
+        seeds,
+        {
+            "features_s": t_features,
+            "total_s": time.perf_counter() - t_start,
+            "encoder": getattr(featurizer.encoder, "name", str(encoder)) if featurizer is not None else None,
+        },
+    )
 
 
-def aggregate(data: PreferenceData, cfg: EvalConfig, per_seed: list[SeedResult], seeds: list[int],
-              timing: dict[str, Any]) -> dict[str, Any]:
+def aggregate(
+    data: PreferenceData,
+    cfg: EvalConfig,
+    per_seed: list[SeedResult],
+    seeds: list[int],
+    timing: dict[str, Any],
+) -> dict[str, Any]:
     """Numbers over seeds: mean, std, 95% interval; personal gain paired by seed."""
     out: dict[str, Any] = {
-        "dataset": data.name, "summary": _json_safe(data.summary()), "config": cfg.to_dict(), "seeds": seeds,
-        "timing": timing, "cells": {}, "groups": {}, "per_person": {}, "kshot": {}, "pointwise": {},
-        "harmless": {}, "fit_seconds": {},
+        "dataset": data.name,
+        "summary": _json_safe(data.summary()),
+        "config": cfg.to_dict(),
+        "seeds": seeds,
+        "timing": timing,
+        "cells": {},
+        "groups": {},
+        "per_person": {},
+        "kshot": {},
+        "pointwise": {},
+        "harmless": {},
+        "fit_seconds": {},
     }
     models = list(cfg.models)
     for cell in CELLS:
@@ -712,14 +825,18 @@ def aggregate(data: PreferenceData, cfg: EvalConfig, per_seed: list[SeedResult],
             grp: dict[str, dict[str, Any]] = {}
             for col in {c for r in rs for c in r["groups"]}:
                 vals = {v for r in rs for v in r["groups"].get(col, {})}
-                grp[col] = {v: M.interval([r["groups"].get(col, {}).get(v, np.nan) for r in rs]) for v in sorted(vals)}
+                grp[col] = {
+                    v: M.interval([r["groups"].get(col, {}).get(v, np.nan) for r in rs]) for v in sorted(vals)
+                }
             out["groups"].setdefault(cell, {})[m] = grp
             out["per_person"].setdefault(cell, {})[m] = [float(x) for x in rs[0]["per_person"].to_numpy()]
         # gains against aggregated BT too (seed-paired), where it ran
         if "bt" in rows:
             base = [r.cells[cell]["bt"]["accuracy"] for r in per_seed]
             for m in rows:
-                rows[m]["gain_vs_bt"] = M.paired_difference([r.cells[cell][m]["accuracy"] for r in per_seed], base)
+                rows[m]["gain_vs_bt"] = M.paired_difference(
+                    [r.cells[cell][m]["accuracy"] for r in per_seed], base
+                )
         out["cells"][cell] = rows
     for m in models:
         ks = [r.kshot.get(m) for r in per_seed]
@@ -749,9 +866,12 @@ def aggregate(data: PreferenceData, cfg: EvalConfig, per_seed: list[SeedResult],
             out["pointwise"][cell][p] = {k: M.interval([x.get(k, np.nan) for x in rs]) for k in rs[0]}
         if "crowd+offset" in preds and "crowd" in preds:
             key = "label_accuracy" if "label_accuracy" in per_seed[0].pointwise[cell]["crowd"] else "mae"
-            out["pointwise"][cell]["offset_gain"] = {key: M.paired_difference(
-                [r.pointwise[cell]["crowd+offset"][key] for r in per_seed],
-                [r.pointwise[cell]["crowd"][key] for r in per_seed])}
+            out["pointwise"][cell]["offset_gain"] = {
+                key: M.paired_difference(
+                    [r.pointwise[cell]["crowd+offset"][key] for r in per_seed],
+                    [r.pointwise[cell]["crowd"][key] for r in per_seed],
+                )
+            }
     for m in models:
         hs = [r.harmless.get(m) for r in per_seed]
         if all(hs) and hs:
@@ -762,8 +882,9 @@ def aggregate(data: PreferenceData, cfg: EvalConfig, per_seed: list[SeedResult],
             }
     for m in models:
         out["fit_seconds"][m] = M.interval([r.fit_seconds.get(m, np.nan) for r in per_seed])
-    out["chosen_hyperparameters"] = {m: [r.chosen.get(m) for r in per_seed] for m in models
-                                     if any(m in r.chosen for r in per_seed)}
+    out["chosen_hyperparameters"] = {
+        m: [r.chosen.get(m) for r in per_seed] for m in models if any(m in r.chosen for r in per_seed)
+    }
     return _json_safe(out)
 
 

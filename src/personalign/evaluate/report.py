@@ -19,9 +19,15 @@ CELL_TITLES = {
     "unseen_items": "Seen persons, unseen items",
 }
 LABELS = {
-    "majority": "per-item majority", "choix": "choix item BT", "crowd": "crowd LOO (oracle)",
-    "bt": "aggregated BT", "group": "group BT", "independent": "independent BT", "lowrank": "low-rank BT",
-    "mixture": "mixture BT", "oracle": "true reward (oracle)",
+    "majority": "per-item majority",
+    "choix": "choix item BT",
+    "crowd": "crowd LOO (oracle)",
+    "bt": "aggregated BT",
+    "group": "group BT",
+    "independent": "independent BT",
+    "lowrank": "low-rank BT",
+    "mixture": "mixture BT",
+    "oracle": "true reward (oracle)",
 }
 
 
@@ -66,8 +72,10 @@ def cell_table(res: dict[str, Any], cell: str) -> str:
     rows = res["cells"].get(cell, {})
     if not rows:
         return "_no test pairs in this cell_\n"
-    head = ("| model | per-person acc | collapsed | personal gain [95% CI] | vs aggregated BT | worst 10% persons "
-            "| worst group | group gap | contested | consensus | consensus tax | log-loss | ECE | Brier | pairs / persons |")
+    head = (
+        "| model | per-person acc | collapsed | personal gain [95% CI] | vs aggregated BT | worst 10% persons "
+        "| worst group | group gap | contested | consensus | consensus tax | log-loss | ECE | Brier | pairs / persons |"
+    )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for m, r in rows.items():
         names = [n for n in r.get("worst_group_names", []) if n]
@@ -94,8 +102,11 @@ def kshot_table(res: dict[str, Any]) -> str:
                 continue
             vals = [fmt(e[mode].get(str(k))) for k in ks]
             last = e[mode].get(str(max(int(k) for k in e[mode])), {})
-            lines.append(f"| {label(m)} | {mode} | {fmt(e.get('collapsed'))} | " + " | ".join(vals)
-                         + f" | {fmt_gain(last.get('personal_gain'))} |")
+            lines.append(
+                f"| {label(m)} | {mode} | {fmt(e.get('collapsed'))} | "
+                + " | ".join(vals)
+                + f" | {fmt_gain(last.get('personal_gain'))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -104,21 +115,29 @@ def pointwise_table(res: dict[str, Any]) -> str:
         return ""
     out = []
     for cell, preds in res["pointwise"].items():
-        keys = [k for k in ("label_accuracy", "contested_label_accuracy", "consensus_label_accuracy", "mae")
-                if any(k in v for p, v in preds.items() if p != "offset_gain")]
+        keys = [
+            k
+            for k in ("label_accuracy", "contested_label_accuracy", "consensus_label_accuracy", "mae")
+            if any(k in v for p, v in preds.items() if p != "offset_gain")
+        ]
         head = f"| {cell}: predictor | " + " | ".join(keys) + " |"
         lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
         for p, v in preds.items():
             if p == "offset_gain":
                 continue
-            lines.append(f"| {p} | " + " | ".join(
-                fmt(v.get(k), 1 if k == "mae" else 100, 3 if k == "mae" else 1) for k in keys) + " |")
+            lines.append(
+                f"| {p} | "
+                + " | ".join(fmt(v.get(k), 1 if k == "mae" else 100, 3 if k == "mae" else 1) for k in keys)
+                + " |"
+            )
         g = preds.get("offset_gain")
         if g:
-            (k, iv), = g.items()
+            ((k, iv),) = g.items()
             sc = 1 if k == "mae" else 100
-            lines.append(f"\ncrowd + offset minus crowd ({k}, seed-paired): {iv['mean'] * sc:+.3g} "
-                         f"[{(iv['ci95'][0] or 0) * sc:+.3g}, {(iv['ci95'][1] or 0) * sc:+.3g}]")
+            lines.append(
+                f"\ncrowd + offset minus crowd ({k}, seed-paired): {iv['mean'] * sc:+.3g} "
+                f"[{(iv['ci95'][0] or 0) * sc:+.3g}, {(iv['ci95'][1] or 0) * sc:+.3g}]"
+            )
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
@@ -127,8 +146,10 @@ def harmless_table(res: dict[str, Any]) -> str:
     h = res.get("harmless") or {}
     if not h:
         return ""
-    lines = ["| model | hh-rlhf harmless acc (personal weights) | collapsed | tax (collapsed - personal) |",
-             "|---|---|---|---|"]
+    lines = [
+        "| model | hh-rlhf harmless acc (personal weights) | collapsed | tax (collapsed - personal) |",
+        "|---|---|---|---|",
+    ]
     for m, v in h.items():
         lines.append(f"| {label(m)} | {fmt(v['accuracy'])} | {fmt(v['collapsed'])} | {fmt_gain(v['tax'])} |")
     return "\n".join(lines) + "\n"
@@ -138,8 +159,16 @@ def comparison_rows(res: dict[str, Any], cell: str = "unseen_items") -> list[lis
     """Compact rows (model, accuracy, collapsed, gain, worst group) for consoles."""
     out = []
     for m, r in res["cells"].get(cell, {}).items():
-        out.append([label(m), fmt(r["accuracy"]), fmt(r["collapsed_accuracy"]), fmt_gain(r["personal_gain"]),
-                    fmt(r["worst_decile"]), fmt(r["worst_group"])])
+        out.append(
+            [
+                label(m),
+                fmt(r["accuracy"]),
+                fmt(r["collapsed_accuracy"]),
+                fmt_gain(r["personal_gain"]),
+                fmt(r["worst_decile"]),
+                fmt(r["worst_group"]),
+            ]
+        )
     return out
 
 
@@ -154,20 +183,25 @@ def markdown(res: dict[str, Any], command: str | None = None) -> str:
         f"unseen persons {cfg['unseen_user_frac']:.0%}, unseen items {cfg['unseen_item_frac']:.0%}, collaborative "
         f"hold-out {cfg['collab_frac']:.0%} of each person's items; at most {cfg['max_train_pairs']} training and "
         f"{cfg['max_test_pairs']} test pairs per person and cell"
-        + (f"; {cfg['max_persons']} persons sampled" if cfg.get("max_persons") else "") +
-        f". Encoder: {res['timing'].get('encoder')}. Run time {res['timing']['total_s']:.0f} s "
-        f"(features {res['timing']['features_s']:.0f} s).\n")
-    parts.append("Numbers are per-person pairwise accuracy in points (mean ± std over seeds); the personal gain is "
-                 "personalized - collapsed (every person at the population prior mean), paired by seed, with its "
-                 "95% interval (* = excludes 0). Consensus tax = collapsed - personalized on consensus pairs "
-                 "(> 0: the personal part costs accuracy where people agree). Item-level baselines (majority, choix) "
-                 "know nothing about unseen items (they answer 1/2 there); crowd LOO is an oracle that sees other "
-                 "people's judgments of the test items.\n")
+        + (f"; {cfg['max_persons']} persons sampled" if cfg.get("max_persons") else "")
+        + f". Encoder: {res['timing'].get('encoder')}. Run time {res['timing']['total_s']:.0f} s "
+        f"(features {res['timing']['features_s']:.0f} s).\n"
+    )
+    parts.append(
+        "Numbers are per-person pairwise accuracy in points (mean ± std over seeds); the personal gain is "
+        "personalized - collapsed (every person at the population prior mean), paired by seed, with its "
+        "95% interval (* = excludes 0). Consensus tax = collapsed - personalized on consensus pairs "
+        "(> 0: the personal part costs accuracy where people agree). Item-level baselines (majority, choix) "
+        "know nothing about unseen items (they answer 1/2 there); crowd LOO is an oracle that sees other "
+        "people's judgments of the test items.\n"
+    )
     chosen = res.get("chosen_hyperparameters", {})
     if chosen.get("lowrank"):
         vals = [c.get("l2_basis") for c in chosen["lowrank"] if c]
-        parts.append(f"Low-rank's personal-basis penalty l2_basis was chosen per seed by log-loss on training items "
-                     f"held out from the fit (grid {cfg.get('tune_l2_basis')}): {vals}.\n")
+        parts.append(
+            f"Low-rank's personal-basis penalty l2_basis was chosen per seed by log-loss on training items "
+            f"held out from the fit (grid {cfg.get('tune_l2_basis')}): {vals}.\n"
+        )
     for cell in ("collaborative", "unseen_items"):
         parts.append(f"## {CELL_TITLES[cell]}\n\n{cell_table(res, cell)}")
     parts.append("## Unseen persons: k-shot adaptation, tested on unseen items\n\n" + kshot_table(res))
@@ -178,8 +212,10 @@ def markdown(res: dict[str, Any], command: str | None = None) -> str:
     if hm:
         parts.append("## Personalization tax on population-wide harmlessness pairs (hh-rlhf)\n\n" + hm)
     parts.append("## Worst and best groups (unseen items)\n\n" + groups_table(res))
-    parts.append("Plots: `kshot.png`, `groups.png`, `per_person.png`; everything in `index.html`, numbers in "
-                 "`results.json`.\n")
+    parts.append(
+        "Plots: `kshot.png`, `groups.png`, `per_person.png`; everything in `index.html`, numbers in "
+        "`results.json`.\n"
+    )
     return "\n".join(parts)
 
 
@@ -189,8 +225,10 @@ def groups_table(res: dict[str, Any], cell: str = "unseen_items") -> str:
         return "_no demographic groups with enough persons_\n"
     models = list(g)
     cols = sorted({c for m in models for c in g[m]})
-    lines = ["| column | group | " + " | ".join(label(m) for m in models) + " |",
-             "|" + "|".join(["---"] * (len(models) + 2)) + "|"]
+    lines = [
+        "| column | group | " + " | ".join(label(m) for m in models) + " |",
+        "|" + "|".join(["---"] * (len(models) + 2)) + "|",
+    ]
     for c in cols:
         vals = sorted({v for m in models for v in g[m].get(c, {})})
         for v in vals:
@@ -215,10 +253,20 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
                     continue
                 ks = sorted(int(k) for k in e[mode])
                 mu = np.array([e[mode][str(k)]["mean"] for k in ks], float)
-                lo = np.array([e[mode][str(k)]["ci95"][0] if e[mode][str(k)]["ci95"][0] is not None else np.nan
-                               for k in ks], float)
-                hi = np.array([e[mode][str(k)]["ci95"][1] if e[mode][str(k)]["ci95"][1] is not None else np.nan
-                               for k in ks], float)
+                lo = np.array(
+                    [
+                        e[mode][str(k)]["ci95"][0] if e[mode][str(k)]["ci95"][0] is not None else np.nan
+                        for k in ks
+                    ],
+                    float,
+                )
+                hi = np.array(
+                    [
+                        e[mode][str(k)]["ci95"][1] if e[mode][str(k)]["ci95"][1] is not None else np.nan
+                        for k in ks
+                    ],
+                    float,
+                )
                 xs = np.array(ks, float) + 0.5  # log axis with k = 0
                 (line,) = ax.plot(xs, 100 * mu, ls, marker="o", ms=3, label=f"{label(m)} ({mode})")
                 ax.fill_between(xs, 100 * lo, 100 * hi, color=line.get_color(), alpha=0.15)
@@ -242,11 +290,19 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         for i, m in enumerate(models):
             ys = [g[m].get(col, {}).get(v, {}).get("mean") or np.nan for v in vals]
             es = [g[m].get(col, {}).get(v, {}).get("std") or 0 for v in vals]
-            ax.bar(np.arange(len(vals)) + i * w, 100 * np.array(ys, float), w, yerr=100 * np.array(es, float),
-                   label=label(m), capsize=2)
+            ax.bar(
+                np.arange(len(vals)) + i * w,
+                100 * np.array(ys, float),
+                w,
+                yerr=100 * np.array(es, float),
+                label=label(m),
+                capsize=2,
+            )
         ax.set_xticks(np.arange(len(vals)) + 0.4 - w / 2)
         ax.set_xticklabels(vals, rotation=30, ha="right", fontsize=7)
-        lo = np.nanmin([100 * (g[m].get(col, {}).get(v, {}).get("mean") or np.nan) for m in models for v in vals])
+        lo = np.nanmin(
+            [100 * (g[m].get(col, {}).get(v, {}).get("mean") or np.nan) for m in models for v in vals]
+        )
         ax.set_ylim(max(0, lo - 10), 100)
         ax.set_ylabel("per-person accuracy (%)")
         ax.set_title(f"{res['dataset']}: accuracy by {col} (unseen items, ± std over seeds)")
@@ -261,8 +317,12 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
     if cells:
         fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 4), squeeze=False)
         for ax, c in zip(axes[0], cells):
-            for m in [m for m in ("bt", "lowrank", "independent", "group", "mixture", "oracle") if m in pp[c]]:
-                ax.hist(100 * np.array(pp[c][m]), bins=20, range=(0, 100), histtype="step", lw=1.5, label=label(m))
+            for m in [
+                m for m in ("bt", "lowrank", "independent", "group", "mixture", "oracle") if m in pp[c]
+            ]:
+                ax.hist(
+                    100 * np.array(pp[c][m]), bins=20, range=(0, 100), histtype="step", lw=1.5, label=label(m)
+                )
             ax.set_title(f"{CELL_TITLES[c]} (seed {res['seeds'][0]})", fontsize=8)
             ax.set_xlabel("per-person accuracy (%)")
             ax.set_ylabel("persons")
@@ -304,9 +364,18 @@ def _md_to_html(md: str) -> str:
                 table.append(cells)
             continue
         if table:
-            out.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{escape(c)}</{'th' if i == 0 else 'td'}>" for c in r)
-                + "</tr>" for i, r in enumerate(table)) + "</table>")
+            out.append(
+                "<table>"
+                + "".join(
+                    "<tr>"
+                    + "".join(
+                        f"<{'th' if i == 0 else 'td'}>{escape(c)}</{'th' if i == 0 else 'td'}>" for c in r
+                    )
+                    + "</tr>"
+                    for i, r in enumerate(table)
+                )
+                + "</table>"
+            )
             table = []
         if line.startswith("#"):
             n = len(line) - len(line.lstrip("#"))
@@ -328,8 +397,11 @@ def write_report(res: dict[str, Any], out: str | os.PathLike, command: str | Non
     md = markdown(res, command)
     _atomic_write(out / "results.md", md)
     made = plots(res, out)
-    html = jinja2.Environment(autoescape=False).from_string(HTML).render(
-        name=res["dataset"], body=_md_to_html(md), plots=made)
+    html = (
+        jinja2.Environment(autoescape=False)
+        .from_string(HTML)
+        .render(name=res["dataset"], body=_md_to_html(md), plots=made)
+    )
     _atomic_write(out / "index.html", html)
     files = {"json": out / "results.json", "md": out / "results.md", "html": out / "index.html"}
     files.update({p: out / p for p in made})
@@ -346,8 +418,9 @@ def evaluate_step(ctx: Any) -> None:
 
     data = ctx.state.get("population")
     if data is None:
-        data = generate_population(persons=300 if ctx.quick else 1000, comparisons_per_person=30, alpha=0.1,
-                                   seed=ctx.seed)
+        data = generate_population(
+            persons=300 if ctx.quick else 1000, comparisons_per_person=30, alpha=0.1, seed=ctx.seed
+        )
     if ctx.quick and data.n_users > 300:
         keep = sorted(data.user_ids)[:300]
         data = data.filter_users(keep)
@@ -356,14 +429,17 @@ def evaluate_step(ctx: Any) -> None:
         seeds=2 if ctx.quick else 3,
         first_seed=ctx.seed,
         ks=(0, 2, 5, 10) if ctx.quick else (0, 1, 2, 5, 10, 20),
-        max_train_pairs=40, max_test_pairs=30,
+        max_train_pairs=40,
+        max_test_pairs=30,
         harmless_pairs=0,
     )
     res = evaluate(data, cfg, encoder="hashing" if ctx.quick else "minilm", console=ctx.console)
     out = Path(ctx.out) / "evaluation"
     write_report(res, out, command="personalign demo (evaluate step)")
     ctx.state["evaluation"] = res
-    t = Table(title="Personalized against aggregated (seen persons, unseen prompts; points, mean ± std over seeds)")
+    t = Table(
+        title="Personalized against aggregated (seen persons, unseen prompts; points, mean ± std over seeds)"
+    )
     for h in ("model", "per-person acc", "collapsed", "personal gain [95% CI]", "worst 10%", "worst group"):
         t.add_column(h)
     for row in comparison_rows(res):

@@ -194,7 +194,9 @@ def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True) -> Encoder:
                 "the model was trained on an unsaved fine-tuned encoder; save it (EncoderFineTuner.save) and pass "
                 "featurizer=PairFeaturizer(FineTunedEncoder(dir)) when loading"
             )
-        from personalign.features.finetune import FineTunedEncoder  # imports transformers/peft only when needed
+        from personalign.features.finetune import (
+            FineTunedEncoder,  # imports transformers/peft only when needed
+        )
 
         enc = FineTunedEncoder(cfg["path"])
     elif kind == "precomputed":
