@@ -27,6 +27,8 @@ def main() -> None:
     out = {}
     for f in sorted(ROOT.glob("*/results.json")):
         r = json.loads(f.read_text())
+        if "timing" not in r or "cells" not in r:  # another study's folder (pointwise, shared_part)
+            continue
         row = {"time_s": r["timing"]["total_s"]}
         print(f"\n## {f.parent.name}  ({r['timing']['total_s']:.0f} s, seeds {len(r['seeds'])})")
         for cell in ("collaborative", "unseen_items"):

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reproduces every folder under results/ (run from the project root; real data in ../shared/data).
+# Features are cached on disk (PERSONALIGN_CACHE or ~/.cache/personalign/features): a second run encodes nothing.
+set -u
+D=../shared/data
+P=.venv/bin/personalign
+run() { out=$1; shift; mkdir -p "$out"; echo "== $out"; "$P" eval "$@" --out "$out" > "$out/run.log" 2>&1; echo "rc=$? $out"; }
+run results/toxicity      $D/toxicity-perspective-prolific --format toxicity --seeds 5
+run results/popquorn      $D/popquorn/offensiveness --format popquorn --seeds 5
+run results/synthetic-alpha0.1  synthetic:alpha=0.1,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
+run results/synthetic-alpha10   synthetic:alpha=10,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
+run results/polis-vtaiwan.uberx $D/polis-opendata/vtaiwan.uberx --format polis --seeds 5 --max-persons 500 --group-col group-id
+run results/polis-brexit-consensus $D/polis-opendata/brexit-consensus --format polis --seeds 5 --max-persons 500 --group-col group-id
+run results/polis-15-per-hour-seattle $D/polis-opendata/15-per-hour-seattle --format polis --seeds 5 --max-persons 500 --group-col group-id
+run results/csc           $D/lewidi2025-multipico-csc/CSC --format lewidi --seeds 5 --merge-prompt
+run results/multipico     $D/lewidi2025-multipico-csc/MP --format lewidi --seeds 5 --merge-prompt --max-persons 300
+run results/synthetic-alpha0.01 synthetic:alpha=0.01,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
+run results/synthetic-alpha1    synthetic:alpha=1,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
+# pointwise personal judgments (personal cut-points against the collapsed control)
+pw() { out=$1; shift; mkdir -p "$out"; echo "== $out"; "$P" eval-pointwise "$@" --out "$out" > "$out/run.log" 2>&1; echo "rc=$? $out"; }
+pw results/pointwise/toxicity-rank0 $D/toxicity-perspective-prolific --format toxicity --seeds 5 --rank 0
+pw results/pointwise/toxicity-rank2 $D/toxicity-perspective-prolific --format toxicity --seeds 5 --rank 2
+pw results/pointwise/popquorn-rank0 $D/popquorn/offensiveness/raw_data.csv --format popquorn --seeds 5 --rank 0
