@@ -349,8 +349,8 @@ def generate_step(ctx: Any) -> None:
             persons.append(str(g["user_id"].iloc[0]))
     persons = (persons or list(model.user_units_))[:4]
 
-    n = 4 if ctx.quick else 8
-    gen = LocalGenerator(max_new_tokens=40 if ctx.quick else 80, seed=ctx.seed)
+    n = 4 if ctx.quick else 6
+    gen = LocalGenerator(max_new_tokens=40 if ctx.quick else 60, seed=ctx.seed)
     prompt = "How can I get better at cooking?"
     con.print(f"sampling {n} answers from SmolLM2-135M-Instruct (local GGUF, seed {ctx.seed}) ...")
     cands = gen.generate(prompt, n=n)
