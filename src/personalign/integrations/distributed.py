@@ -101,20 +101,7 @@ def ddp_fit_arrays(
     ddp_on = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp_on else (0, 1)
     device = torch.device(device)
-    if not hasattr(model, "units_"):
-        n_units = int(train.unit.max()) + 1 if len(train.unit) else 0
-        model.units_ = [str(i) for i in range(n_units)]
-        model.user_units_ = {u: i for i, u in enumerate(model.units_)}
-    d = train.X.shape[1]
-    K = model._K(d)
-    model.n_features_ = d
-    # the same init as fit_arrays: same generator, same draw order
-    gen = torch.Generator().manual_seed(int(model.random_state))
-    torch.manual_seed(int(model.random_state))
-    basis = model._make_basis_module(d, K, gen)
-    W = None
-    if K > 0 and len(model.units_) > 0:
-        W = torch.nn.Parameter(torch.randn(len(model.units_), K, generator=gen) * 0.01)
+    basis, W = model.init_parameters(train)  # the same start as fit_arrays
     obj = _ShardObjective(basis, W).to(device)
     net = DDP(obj, device_ids=[device.index] if device.type == "cuda" else None) if ddp_on else obj
     X = torch.from_numpy(np.ascontiguousarray(train.X, dtype=np.float32)).to(device)
@@ -185,7 +172,7 @@ def ddp_fit_arrays(
     obj.to("cpu")
     model.history_ = history
     model._store_basis(obj.basis)
-    K = model.B_.shape[1] if model.B_ is not None else (d if model.identity_basis else 0)
+    K = model.B_.shape[1] if model.B_ is not None else (model.n_features_ if model.identity_basis else 0)
     model.prior_mean_ = np.zeros(K)
     model.prior_cov_ = np.eye(K) / model.prior_precision
     model.unit_means_ = (

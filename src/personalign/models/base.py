@@ -607,8 +607,9 @@ class LinearGaussianModel(PersonalModel):
         self.n_train_ = len(comps)
         return self
 
-    def fit_arrays(self, train: TrainArrays, val: TrainArrays | None = None) -> LinearGaussianModel:
-        """Array-level fit (benchmarks): ``train.unit`` must index ``self.units_`` (set it before calling)."""
+    def init_parameters(self, train: TrainArrays) -> tuple[torch.nn.Module, torch.nn.Parameter | None]:
+        """The starting basis module and unit weights, deterministic by ``random_state`` (shared by ``fit_arrays``
+        and the distributed trainer, so both start from the same point)."""
         if not hasattr(self, "units_"):
             n_units = int(train.unit.max()) + 1 if len(train.unit) else 0
             self.units_ = [str(i) for i in range(n_units)]
@@ -622,6 +623,11 @@ class LinearGaussianModel(PersonalModel):
         W = None
         if K > 0 and len(self.units_) > 0:
             W = torch.nn.Parameter(torch.randn(len(self.units_), K, generator=gen) * 0.01)
+        return basis, W
+
+    def fit_arrays(self, train: TrainArrays, val: TrainArrays | None = None) -> LinearGaussianModel:
+        """Array-level fit (benchmarks): ``train.unit`` must index ``self.units_`` (set it before calling)."""
+        basis, W = self.init_parameters(train)
         self.history_ = train_linear_gaussian(
             basis,
             W,
@@ -636,7 +642,7 @@ class LinearGaussianModel(PersonalModel):
             desc=f"fitting {type(self).__name__}",
         )
         self._store_basis(basis)
-        K = self.B_.shape[1] if self.B_ is not None else (d if self.identity_basis else 0)
+        K = self.B_.shape[1] if self.B_ is not None else (self.n_features_ if self.identity_basis else 0)
         self.prior_mean_ = np.zeros(K)
         self.prior_cov_ = np.eye(K) / self.prior_precision
         self.unit_means_ = W.detach().double().numpy() if W is not None else np.zeros((len(self.units_), K))
