@@ -63,7 +63,10 @@ def eval_command(
     seeds: int = typer.Option(5, help="Number of seeds (splits)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     k: str = typer.Option("0,1,2,5,10,20,50", "--k", help="k-shot sizes for unseen persons."),
-    encoder: str = typer.Option("minilm", help="Text encoder: minilm or hashing."),
+    encoder: str = typer.Option(
+        "minilm",
+        help="Text encoder: minilm or hashing; 'attributes' (synthetic data only) uses the items' true attributes.",
+    ),
     max_persons: int = typer.Option(None, help="Sample this many persons (deterministic)."),
     max_train_pairs: int = typer.Option(200, help="Training pairs per person (sampled)."),
     max_test_pairs: int = typer.Option(100, help="Test pairs per person and cell (sampled)."),

@@ -279,6 +279,34 @@ def make_featurizer(encoder: str | Any, texts: Sequence[str], show_progress: boo
     return PairFeaturizer(_MemoEncoder(base, texts, show_progress))
 
 
+def attribute_featurizer(data: PreferenceData) -> Any:
+    """phi(x, y) = the true attribute vector of response y, for a synthetic population (``--encoder attributes``).
+
+    These are the features the true reward is linear in, so models over them are limited only by what they
+    learn about persons, not by what a text encoder recovers: the setting that isolates the personal model.
+    Prompts get zero vectors (the pair mode is "response": phi ignores the prompt).
+    """
+    from personalign.features import PairFeaturizer, PrecomputedEncoder
+
+    truth = data.meta.get("truth")
+    if truth is None:
+        raise ConfigError(
+            "encoder 'attributes' needs a synthetic population (data.meta['truth']); "
+            "real data has no true attributes: use minilm or hashing"
+        )
+    rows = truth.item_index(data.items["item_id"])
+    vectors: dict[str, np.ndarray] = {}
+    for text, r in zip(data.items["text"].astype(str), rows, strict=True):
+        vec = truth.item_attrs[r].astype(np.float32)
+        if text in vectors and not np.array_equal(vectors[text], vec):
+            raise DataError("two synthetic items share a text but not their attributes", field="text")
+        vectors[text] = vec
+    A = truth.item_attrs.shape[1]
+    for prompt in set(data.items["prompt"].astype(str)) - set(vectors):
+        vectors[prompt] = np.zeros(A, np.float32)
+    return PairFeaturizer(PrecomputedEncoder(vectors, name="true-attributes"), mode="response")
+
+
 def all_texts(data: PreferenceData, extra: pd.DataFrame | None = None) -> list[str]:
     texts = set(data.items["text"].astype(str)) | set(data.items["prompt"].astype(str))
     for k in KINDS:
@@ -738,7 +766,14 @@ def evaluate(
     t0 = time.perf_counter()
     featurizer = None
     if any(m in TEXT_MODELS for m in cfg.models):
-        featurizer = make_featurizer(encoder, all_texts(data, harmless), show_progress=show_progress)
+        if isinstance(encoder, str) and encoder == "attributes":
+            if harmless is not None and len(harmless):
+                raise ConfigError(
+                    "encoder 'attributes' has no vectors for harmlessness pairs: pass --harmless none"
+                )
+            featurizer = attribute_featurizer(data)
+        else:
+            featurizer = make_featurizer(encoder, all_texts(data, harmless), show_progress=show_progress)
     t_features = time.perf_counter() - t0
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     per_seed: list[SeedResult] = []

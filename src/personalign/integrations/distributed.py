@@ -143,7 +143,7 @@ def ddp_fit_arrays(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rounds, desc=f"DDP fit ({world} processes)", unit="round")
-    for _ in range(rounds):
+    for r in range(rounds):
         loss = float(opt.step(closure))
         history["train_loss"].append(loss)
         if va is not None:
@@ -156,7 +156,8 @@ def ddp_fit_arrays(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-        if va is not None and bad >= model.patience:
+        # as in train_linear_gaussian: no early stop during the first min_rounds rounds
+        if va is not None and bad >= model.patience and r + 1 >= getattr(model, "min_rounds", 0):
             history["stopped_early"] = True
             break
         if abs(prev - loss) < tol * max(1.0, abs(loss)):

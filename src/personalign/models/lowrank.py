@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import LinearGaussianModel, TrainArrays, batched_laplace, well_conditioned_cov
+from personalign.models.base import BatchedLaplace, LinearGaussianModel, TrainArrays, well_conditioned_cov
 
 
 class LowRankBT(LinearGaussianModel):
@@ -22,7 +22,8 @@ class LowRankBT(LinearGaussianModel):
     2. With ``mu, B`` frozen, ``em_iters`` rounds of EM for the prior: E-step = batched Laplace posteriors
        ``N(w_u_hat, C_u)`` of every person under ``N(m, Sigma)``; M-step ``m = mean_u w_u_hat``,
        ``Sigma = mean_u [C_u + (w_u_hat - m)(w_u_hat - m)^T]`` (plus ``jitter * I``). The persons' stored
-       posteriors are the final E-step's, and ``adapt`` for a new person starts from the learned ``N(m, Sigma)``.
+       posteriors are the final E-step's (EM stops early once Sigma moves by less than ``em_tol``, relative
+       Frobenius norm), and ``adapt`` for a new person starts from the learned ``N(m, Sigma)``.
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class LowRankBT(LinearGaussianModel):
         featurizer: PairFeaturizer | None = None,
         *,
         em_iters: int = 10,
+        em_tol: float = 1e-3,
         jitter: float = 1e-4,
         l2_mean: float = 30.0,
         l2_basis: float = 30.0,
@@ -41,6 +43,7 @@ class LowRankBT(LinearGaussianModel):
         random_state: int = 0,
         verbose: bool = False,
         validation_split: str = "judgments",
+        min_rounds: int = 10,
     ) -> None:
         super().__init__(
             featurizer,
@@ -53,9 +56,11 @@ class LowRankBT(LinearGaussianModel):
             random_state=random_state,
             verbose=verbose,
             validation_split=validation_split,
+            min_rounds=min_rounds,
         )
         self.rank = rank
         self.em_iters = em_iters
+        self.em_tol = em_tol
         self.jitter = jitter
 
     @property
@@ -80,16 +85,22 @@ class LowRankBT(LinearGaussianModel):
         Sig = torch.from_numpy(self.prior_cov_)
         W = torch.from_numpy(self.unit_means_)
         eye = torch.eye(self.K_, dtype=torch.float64)
-        C = None
+        lap = BatchedLaplace(D, a, y, wt, unit, n)
+        self.em_rounds_ = 0
         for _ in range(max(1, self.em_iters)):
-            W, C = batched_laplace(D, a, y, wt, unit, n, m, torch.linalg.inv(Sig), w0=W, iters=4)
+            W, C = lap.solve(m, torch.linalg.inv(Sig), w0=W, iters=4)
             m = W.mean(0)
             R = W - m
-            Sig = C.mean(0) + R.T @ R / n + self.jitter * eye
+            new = C.mean(0) + R.T @ R / n + self.jitter * eye
             # an unidentified direction can make Sigma blow up or collapse: keep it finite and invertible
-            Sig = well_conditioned_cov(Sig, floor=self.jitter)
+            new = well_conditioned_cov(new, floor=self.jitter)
+            change = float(torch.linalg.norm(new - Sig) / torch.linalg.norm(Sig).clamp_min(1e-12))
+            Sig = new
+            self.em_rounds_ += 1
+            if change < self.em_tol:
+                break
         # final E-step under the final prior, so stored posteriors and the prior agree
-        W, C = batched_laplace(D, a, y, wt, unit, n, m, torch.linalg.inv(Sig), w0=W, iters=6)
+        W, C = lap.solve(m, torch.linalg.inv(Sig), w0=W, iters=6)
         self.prior_mean_ = m.numpy().copy()
         self.prior_cov_ = Sig.numpy().copy()
         self.unit_means_ = W.numpy().copy()
