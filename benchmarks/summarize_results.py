@@ -1,4 +1,9 @@
-"""Headline numbers of every results/<dataset>/results.json (one table; also written as results/summary.json)."""
+"""Headline numbers of every results/<dataset>/results.json (one table; also written as results/summary.json).
+
+    python benchmarks/summarize_results.py [--write] [--readme]
+
+``--readme`` prints the pairwise table of the README's Evaluation section from the same files.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,57 @@ def gain(iv):
     return f"{100 * iv['mean']:+.1f} [{100 * iv['ci95'][0]:+.1f},{100 * iv['ci95'][1]:+.1f}]"
 
 
+README_ROWS = {
+    "toxicity": "toxicity",
+    "popquorn": "POPQUORN",
+    "csc": "CSC",
+    "multipico": "MultiPICo (300 persons)",
+    "polis-vtaiwan.uberx": "Polis vTaiwan (500 persons)",
+    "polis-brexit-consensus": "Polis Brexit consensus (500)",
+    "polis-15-per-hour-seattle": "Polis $15/hour Seattle (500)",
+    "synthetic-alpha0.01": "synthetic alpha 0.01",
+    "synthetic-alpha0.1": "synthetic alpha 0.1",
+    "synthetic-alpha0.1-attributes": "synthetic alpha 0.1, true attributes as features",
+    "synthetic-alpha0.1-sentences": "synthetic alpha 0.1, MiniLM + sentence pooling",
+    "synthetic-alpha1": "synthetic alpha 1",
+    "synthetic-alpha10": "synthetic alpha 10",
+    "synthetic-alpha10-attributes": "synthetic alpha 10, true attributes as features",
+}
+
+
+def readme_table() -> str:
+    def acc(iv):
+        return f"{100 * iv['mean']:.1f} ± {100 * (iv.get('std') or 0):.1f}"
+
+    def g(iv):
+        lo, hi = iv["ci95"]
+        return f"{100 * iv['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+    lines = [
+        "| dataset | aggregated BT, unseen items | low-rank, unseen items | gain | crowd oracle | true reward "
+        "| aggregated BT, collaborative | low-rank, collaborative | gain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for folder, label in README_ROWS.items():
+        f = ROOT / folder / "results.json"
+        if not f.is_file():
+            continue
+        c = json.loads(f.read_text())["cells"]
+        u, k = c["unseen_items"], c["collaborative"]
+        crowd = acc(u["crowd"]["accuracy"]) if "crowd" in u else "-"
+        oracle = acc(u["oracle"]["accuracy"]) if "oracle" in u else "-"
+        lines.append(
+            f"| {label} | {acc(u['bt']['accuracy'])} | {acc(u['lowrank']['accuracy'])} "
+            f"| {g(u['lowrank']['personal_gain'])} | {crowd} | {oracle} | {acc(k['bt']['accuracy'])} "
+            f"| {acc(k['lowrank']['accuracy'])} | {g(k['lowrank']['personal_gain'])} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if "--readme" in sys.argv:
+        print(readme_table())
+        return
     out = {}
     for f in sorted(ROOT.glob("*/results.json")):
         r = json.loads(f.read_text())

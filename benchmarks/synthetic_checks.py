@@ -17,7 +17,7 @@ Checks:
    the realized test labels; ``oracle`` = the Bayes accuracy of the true reward under the same label noise
    (``oracle_accuracy(..., by_person=True)["bayes"]``); ``expected`` = the model's accuracy in expectation over the
    label noise (``q`` or ``1 - q`` per pair, q = true P(chosen > rejected)), so per-person ratios are not dominated by
-   the noise of 50 test labels. Ratio = expected / oracle per person; mean and worst decile (mean of the 10% of
+   the noise of 50 test labels (``--test-pairs``). Ratio = expected / oracle per person; mean and worst decile (mean of the 10% of
    persons with the lowest ratio). AggregatedBT beside it, on contested pairs (10-90% of the population prefers
    the first response) and consensus pairs (>= 90% agree).
 2. unseen persons: accuracy against k in {0,1,2,5,10,20,50} random comparisons (adapt, shared part frozen) and with
@@ -110,7 +110,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     seen = np.setdiff1d(all_users, unseen)
     train = data.filter_users(seen)
     val = sample_comparisons(data, 10, prompts="train", users=seen, seed=1000 + seed)
-    test = sample_comparisons(data, 50, prompts="heldout", users=seen, seed=2000 + seed)
+    test = sample_comparisons(data, args.test_pairs, prompts="heldout", users=seen, seed=2000 + seed)
     # minilm: frozen MiniLM with sentence pooling (the best frozen text features measured on this population)
     feat = attribute_featurizer(data) if args.features == "attributes" else PairFeaturizer(mode="sentences")
     out: dict = {"seed": seed}
@@ -392,6 +392,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--features", choices=("attributes", "minilm"), default="attributes")
     ap.add_argument("--l2", type=float, default=1e-3, help="l2_mean = l2_basis of the fits")
     ap.add_argument("--max-questions", type=int, default=10)
+    ap.add_argument(
+        "--test-pairs",
+        type=int,
+        default=50,
+        help="held-out-prompt test pairs per seen person (per-person noise)",
+    )
     ap.add_argument("--skip-mixture", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 400 persons (smoke run)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))

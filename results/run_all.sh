@@ -12,6 +12,8 @@ run results/synthetic-alpha10   synthetic:alpha=10,persons=600,comparisons_per_p
 # the same populations with the items' true attributes as features: isolates the personal model from the encoder
 run results/synthetic-alpha0.1-attributes synthetic:alpha=0.1,persons=600,comparisons_per_person=40 --seeds 5 --harmless none --encoder attributes
 run results/synthetic-alpha10-attributes  synthetic:alpha=10,persons=600,comparisons_per_person=40 --seeds 5 --harmless none --encoder attributes
+# MiniLM with sentence pooling (PairFeaturizer mode "sentences"), the best frozen text features on this population
+run results/synthetic-alpha0.1-sentences synthetic:alpha=0.1,persons=600,comparisons_per_person=40 --seeds 5 --harmless none --pair-mode sentences
 run results/polis-vtaiwan.uberx $D/polis-opendata/vtaiwan.uberx --format polis --seeds 5 --max-persons 500 --group-col group-id
 run results/polis-brexit-consensus $D/polis-opendata/brexit-consensus --format polis --seeds 5 --max-persons 500 --group-col group-id
 run results/polis-15-per-hour-seattle $D/polis-opendata/15-per-hour-seattle --format polis --seeds 5 --max-persons 500 --group-col group-id

@@ -275,3 +275,46 @@ def test_cli_bad_model_exits_2(tmp_path):
         ],
     )
     assert r.exit_code != 0 and isinstance(r.exception, ConfigError)
+
+
+def test_attribute_features_are_the_true_attributes_and_need_a_truth():
+    from personalign.data.synthetic import generate_population
+    from personalign.errors import ConfigError
+    from personalign.evaluate.protocol import attribute_featurizer
+
+    pop = generate_population(persons=30, comparisons_per_person=10, seed=2)
+    feat = attribute_featurizer(pop)
+    truth = pop.meta["truth"]
+    items = pop.items.iloc[:25]
+    phi = feat.transform(items["prompt"].astype(str).tolist(), items["text"].astype(str).tolist())
+    np.testing.assert_array_equal(
+        phi, truth.item_attrs[truth.item_index(items["item_id"])].astype(np.float32)
+    )
+    # with these features the true reward is linear: the oracle's own weights reproduce its rewards
+    u = str(truth.user_ids[0])
+    w = truth.person_weights([u])[0]
+    np.testing.assert_allclose(phi @ w, truth.true_reward([u] * len(items), items["item_id"]), rtol=1e-5)
+    real = PreferenceData(comparisons=pop.comparisons, items=pop.items)
+    with pytest.raises(ConfigError, match="synthetic"):
+        attribute_featurizer(real)
+
+
+def test_sentence_pair_mode_pre_encodes_sentences():
+    from personalign.evaluate.protocol import make_featurizer
+    from personalign.features import HashingEncoder
+
+    class Counting(HashingEncoder):
+        calls = 0
+
+        def encode(self, texts, show_progress=False):
+            Counting.calls += 1
+            return super().encode(texts, show_progress)
+
+    feat = make_featurizer(
+        Counting(dim=16), ["Hello there. How are you?", "Fine."], False, pair_mode="sentences"
+    )
+    assert feat.mode == "sentences" and feat.dim_out == 48
+    calls = Counting.calls
+    phi = feat.transform(["Fine."], ["Hello there. How are you?"])
+    assert phi.shape == (1, 48)
+    assert Counting.calls == calls  # every sentence was encoded up front

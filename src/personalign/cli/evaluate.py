@@ -67,6 +67,10 @@ def eval_command(
         "minilm",
         help="Text encoder: minilm or hashing; 'attributes' (synthetic data only) uses the items' true attributes.",
     ),
+    pair_mode: str = typer.Option(
+        "auto",
+        help="Pair features: auto [e(y), e(x)*e(y)], response e(y), or sentences (adds pooled sentences).",
+    ),
     max_persons: int = typer.Option(None, help="Sample this many persons (deterministic)."),
     max_train_pairs: int = typer.Option(200, help="Training pairs per person (sampled)."),
     max_test_pairs: int = typer.Option(100, help="Test pairs per person and cell (sampled)."),
@@ -123,7 +127,9 @@ def eval_command(
         elif harmless != "auto":
             raise FileNotFoundError(f"no such file: {path}")
     console.print(f"evaluating [bold]{d!r}[/]")
-    res = evaluate(d, cfg, encoder=encoder, harmless=hh, console=console)
+    if pair_mode not in ("auto", "response", "sentences"):
+        raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
+    res = evaluate(d, cfg, encoder=encoder, harmless=hh, console=console, pair_mode=pair_mode)
     files = write_report(res, out, command=command)
     from rich.table import Table
 

@@ -271,12 +271,20 @@ class _MemoEncoder:
         return cfg() if callable(cfg) else {"kind": "unknown", "name": self.name, "dim": self.dim}
 
 
-def make_featurizer(encoder: str | Any, texts: Sequence[str], show_progress: bool = True) -> Any:
-    """A PairFeaturizer over ``encoder`` ("minilm", "hashing" or an Encoder) with ``texts`` pre-encoded."""
+def make_featurizer(
+    encoder: str | Any, texts: Sequence[str], show_progress: bool = True, pair_mode: str = "auto"
+) -> Any:
+    """A PairFeaturizer over ``encoder`` ("minilm", "hashing" or an Encoder) with ``texts`` pre-encoded.
+
+    ``pair_mode`` is the PairFeaturizer mode; "sentences" also encodes every sentence of every text up front.
+    """
     from personalign.features import PairFeaturizer, get_encoder
+    from personalign.features.pairs import split_sentences
 
     base = get_encoder(encoder, cache=True) if isinstance(encoder, str) else encoder
-    return PairFeaturizer(_MemoEncoder(base, texts, show_progress))
+    if pair_mode == "sentences":
+        texts = sorted({s for t in texts for s in split_sentences(str(t))} | set(texts))
+    return PairFeaturizer(_MemoEncoder(base, texts, show_progress), mode=pair_mode)
 
 
 def attribute_featurizer(data: PreferenceData) -> Any:
@@ -302,7 +310,7 @@ def attribute_featurizer(data: PreferenceData) -> Any:
             raise DataError("two synthetic items share a text but not their attributes", field="text")
         vectors[text] = vec
     A = truth.item_attrs.shape[1]
-    for prompt in set(data.items["prompt"].astype(str)) - set(vectors):
+    for prompt in sorted(set(data.items["prompt"].astype(str)) - set(vectors)):
         vectors[prompt] = np.zeros(A, np.float32)
     return PairFeaturizer(PrecomputedEncoder(vectors, name="true-attributes"), mode="response")
 
@@ -729,8 +737,13 @@ def evaluate(
     harmless: pd.DataFrame | None = None,
     show_progress: bool = True,
     console: Any = None,
+    pair_mode: str = "auto",
 ) -> dict[str, Any]:
-    """Run the protocol over ``cfg.seeds`` seeds and aggregate every number with its spread (see results.json)."""
+    """Run the protocol over ``cfg.seeds`` seeds and aggregate every number with its spread (see results.json).
+
+    ``encoder``: "minilm", "hashing", an Encoder, or "attributes" (synthetic data: the items' true attributes);
+    ``pair_mode``: the PairFeaturizer mode for text encoders ("auto", "response" or "sentences").
+    """
     cfg = cfg or EvalConfig()
     t_start = time.perf_counter()
     models = list(dict.fromkeys(cfg.models))
@@ -773,7 +786,9 @@ def evaluate(
                 )
             featurizer = attribute_featurizer(data)
         else:
-            featurizer = make_featurizer(encoder, all_texts(data, harmless), show_progress=show_progress)
+            featurizer = make_featurizer(
+                encoder, all_texts(data, harmless), show_progress=show_progress, pair_mode=pair_mode
+            )
     t_features = time.perf_counter() - t0
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     per_seed: list[SeedResult] = []
@@ -813,6 +828,7 @@ def evaluate(
             "features_s": t_features,
             "total_s": time.perf_counter() - t_start,
             "encoder": getattr(featurizer.encoder, "name", str(encoder)) if featurizer is not None else None,
+            "pair_mode": featurizer.mode if featurizer is not None else None,
         },
     )
 
@@ -858,7 +874,7 @@ def aggregate(
             row["tax_consensus"] = M.paired_difference(ccons, cons)
             rows[m] = row
             grp: dict[str, dict[str, Any]] = {}
-            for col in {c for r in rs for c in r["groups"]}:
+            for col in sorted({c for r in rs for c in r["groups"]}):
                 vals = {v for r in rs for v in r["groups"].get(col, {})}
                 grp[col] = {
                     v: M.interval([r["groups"].get(col, {}).get(v, np.nan) for r in rs]) for v in sorted(vals)
@@ -893,7 +909,7 @@ def aggregate(
                     e["personal_gain"] = M.paired_difference(acc, coll)
                 entry[mode][str(k)] = e
         out["kshot"][m] = entry
-    for cell in {c for r in per_seed for c in r.pointwise}:
+    for cell in sorted({c for r in per_seed for c in r.pointwise}):  # sorted: same file in every process
         preds = {p for r in per_seed for p in r.pointwise.get(cell, {})}
         out["pointwise"][cell] = {}
         for p in sorted(preds):

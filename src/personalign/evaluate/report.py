@@ -79,7 +79,8 @@ def cell_table(res: dict[str, Any], cell: str) -> str:
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for m, r in rows.items():
         names = [n for n in r.get("worst_group_names", []) if n]
-        wname = max(set(names), key=names.count) if names else ""
+        # the group most often worst over seeds; ties go to the first in name order (not to set order)
+        wname = min(sorted(set(names)), key=lambda n: -names.count(n)) if names else ""
         lines.append(
             f"| {label(m)} | {fmt(r['accuracy'])} | {fmt(r['collapsed_accuracy'])} | {fmt_gain(r['personal_gain'])} "
             f"| {fmt_gain(r.get('gain_vs_bt'))} | {fmt(r['worst_decile'])} | {fmt(r['worst_group'])} {wname} "
@@ -184,7 +185,13 @@ def markdown(res: dict[str, Any], command: str | None = None) -> str:
         f"hold-out {cfg['collab_frac']:.0%} of each person's items; at most {cfg['max_train_pairs']} training and "
         f"{cfg['max_test_pairs']} test pairs per person and cell"
         + (f"; {cfg['max_persons']} persons sampled" if cfg.get("max_persons") else "")
-        + f". Encoder: {res['timing'].get('encoder')}. Run time {res['timing']['total_s']:.0f} s "
+        + f". Encoder: {res['timing'].get('encoder')}"
+        + (
+            f", pair features {res['timing']['pair_mode']}"
+            if res["timing"].get("pair_mode") not in (None, "auto")
+            else ""
+        )
+        + f". Run time {res['timing']['total_s']:.0f} s "
         f"(features {res['timing']['features_s']:.0f} s).\n"
     )
     parts.append(
