@@ -134,7 +134,7 @@ def _lewidi(tmp_path, ds, meta_prefix, label_field="reply", labels=("0", "1")):
     (d / f"{ds}_test.json").write_text(json.dumps(test))
     meta = {
         f"{meta_prefix}0": {"Age": 19.0, "Gender": "Female", "Student status": "DATA_EXPIRED"},
-        f"{meta_prefix}5": {"Age": 40.0, "Gender": "Male", "Student status": "No"},
+        f"{meta_prefix}5": {"Age": 40.0, "Gender": "nan", "Student status": "No"},
     }
     (d / f"{ds}_annotators_meta.json").write_text(json.dumps(meta))
     return d
@@ -150,6 +150,7 @@ def test_lewidi_fixture(tmp_path, prefix):
     assert pd.isna(
         data.users.set_index("user_id").loc["Ann0", "student_status"]
     )  # Prolific's marker -> missing
+    assert pd.isna(data.users.set_index("user_id").loc["Ann5", "gender"])  # a literal "nan" too
     assert data.users["age"].tolist() == [19.0, 40.0]
     it = data.items.set_index("item_id")
     assert it.loc["MP:10", "prompt"] == "the post" and it.loc["MP:10", "text"] == "the reply"

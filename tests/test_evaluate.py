@@ -131,16 +131,45 @@ def test_pointwise_pairs_and_collaborative_holdout():
     rest, held, _ = collaborative_holdout(d, 0.2, rng)
     assert len(held) == 5 * 2 and len(rest.ratings) == 50 - 10
     pairs = pointwise_pairs(pointwise_table(d), None, rng, held=held)
-    touched = [
-        (u, a) in held or (u, b) in held
+    both = [
+        (u, a) in held and (u, b) in held
         for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"])
     ]
-    assert len(pairs) and all(touched)
+    assert len(pairs) and all(both)
     # every pair: chosen scored higher by that person
     sc = {(u, i): s for u, i, s in zip(d.ratings["user_id"], d.ratings["item_id"], d.ratings["rating"])}
     assert all(
         sc[(u, a)] > sc[(u, b)] for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"])
     )
+
+
+def test_collaborative_pairs_do_not_leak_training_labels():
+    # labels are coin flips, so nothing can predict a held-out label; a model that memorizes each person's
+    # training labels must stay at chance on the collaborative pairs (a held-out item paired with a training item
+    # would hand it the answer: the pair exists only when the two labels differ)
+    rng = np.random.default_rng(1)
+    rows = [(f"u{u}", f"t{i}", float(rng.integers(2))) for u in range(60) for i in range(30)]
+    d = _ratings(rows)
+    rest, held, _ = collaborative_holdout(d, 0.2, rng)
+    known = {
+        (u, i): s for u, i, s in zip(rest.ratings["user_id"], rest.ratings["item_id"], rest.ratings["rating"])
+    }
+    pairs = pointwise_pairs(pointwise_table(d), None, rng, held=held)
+    assert len(pairs) > 100
+
+    def memorizer(u: str, a: str, b: str) -> float:
+        # P(a > b): a known 0 or a known 1 decides a pair of two different binary labels
+        if (u, a) in known:
+            return float(known[(u, a)])
+        if (u, b) in known:
+            return 1.0 - float(known[(u, b)])
+        return 0.5
+
+    p = np.array(
+        [memorizer(u, a, b) for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"])]
+    )
+    acc = M.pair_correct(p).mean()
+    assert abs(acc - 0.5) < 1e-9  # no pair has a training item in it, so the memorizer always says 0.5
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def pointwise_pairs(
 ) -> pd.DataFrame:
     """Per-person comparisons from scores: two items of one prompt the person scored differently.
 
-    ``held``: only pairs with at least one (user, item) in it. At most ``cap`` pairs per person (random).
+    ``held``: only pairs whose two (user, item) are both in it. At most ``cap`` pairs per person (random).
     """
     rows: list[pd.DataFrame] = []
     if not len(pt):
@@ -115,8 +115,11 @@ def pointwise_pairs(
         i, j = np.triu_indices(len(g), k=1)
         keep = (s[i] != s[j]) & (pr[i] == pr[j])
         if held is not None:
+            # both items held out: a pair of one held-out and one training item leaks its label, because a pair
+            # exists only when the two scores differ; with the training score known (say the person's lowest),
+            # that alone decides the answer, and a model that memorizes training labels looks personal
             h = np.array([(uid, it) in held for it in g["item_id"]], dtype=bool)
-            keep &= h[i] | h[j]
+            keep &= h[i] & h[j]
         i, j = i[keep], j[keep]
         if cap is not None and len(i) > cap:
             sel = np.sort(rng.choice(len(i), size=cap, replace=False))
@@ -177,7 +180,8 @@ def judgment_pairs(
 def collaborative_holdout(
     train: PreferenceData, frac: float, rng: np.random.Generator
 ) -> tuple[PreferenceData, set[tuple[str, str]], pd.DataFrame]:
-    """Hold out ``frac`` of each person's items that at least two other persons also judged.
+    """Hold out ``frac`` of each person's items that at least two other persons also judged (at least two items,
+    so that a test pair of two held-out items can exist; see :func:`pointwise_pairs`).
 
     Returns (data without the held-out judgments, the held-out (user, item) set, held-out native comparisons).
     """
@@ -190,8 +194,8 @@ def collaborative_holdout(
         ok = set(n_judges[n_judges >= 3].index)  # the person plus at least two others
         for uid, g in pt.groupby("user_id", sort=True):
             cand = sorted(set(g["item_id"]) & ok)
-            n = int(np.floor(frac * g["item_id"].nunique()))
-            if len(g) < 4 or not cand or n < 1:
+            n = max(2, int(np.floor(frac * g["item_id"].nunique())))
+            if len(g) < 4 or len(cand) < 2 or frac <= 0:
                 continue
             for it in rng.choice(cand, size=min(n, len(cand)), replace=False):
                 held.add((uid, str(it)))

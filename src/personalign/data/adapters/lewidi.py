@@ -25,7 +25,9 @@ from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData
 from personalign.errors import DataError
 
-_MISSING_MARKERS = {"DATA_EXPIRED", "CONSENT_REVOKED", ""}
+# Prolific's expiry markers, and the literal "nan" that CSC's metadata holds for 17 annotators (a float NaN written
+# out as text): all mean "unknown", not a group of their own
+_MISSING_MARKERS = {"DATA_EXPIRED", "CONSENT_REVOKED", "", "nan", "NaN"}
 
 
 def _snake(s: str) -> str:
