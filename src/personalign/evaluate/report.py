@@ -182,7 +182,7 @@ def markdown(res: dict[str, Any], command: str | None = None) -> str:
     parts.append(
         f"{s.get('persons')} persons, {s.get('items')} items, judgments {s.get('judgments')}. Seeds {res['seeds']}; "
         f"unseen persons {cfg['unseen_user_frac']:.0%}, unseen items {cfg['unseen_item_frac']:.0%}, collaborative "
-        f"hold-out {cfg['collab_frac']:.0%} of each person's items; at most {cfg['max_train_pairs']} training and "
+        f"hold-out {cfg['collab_frac']:.0%} of each person's items (its test pairs hold two held-out items); at most {cfg['max_train_pairs']} training and "
         f"{cfg['max_test_pairs']} test pairs per person and cell"
         + (f"; {cfg['max_persons']} persons sampled" if cfg.get("max_persons") else "")
         + f". Encoder: {res['timing'].get('encoder')}"
