@@ -58,7 +58,7 @@ def eval_command(
         None, "--format", "-f", help="Input format (popquorn, toxicity, lewidi, polis, ...)."
     ),  # noqa: A002
     models: str = typer.Option(
-        "majority,choix,crowd,bt,group,independent,lowrank", help="Comma-separated models."
+        "majority,choix,crowd,bt,group,independent,lowrank,mixture", help="Comma-separated models."
     ),
     seeds: int = typer.Option(5, help="Number of seeds (splits)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),

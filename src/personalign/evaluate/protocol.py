@@ -43,7 +43,7 @@ from personalign.evaluate.baselines import (
 
 TEXT_MODELS = ("bt", "group", "independent", "lowrank", "mixture")
 ORACLES = ("crowd", "oracle")
-DEFAULT_MODELS = ("majority", "choix", "crowd", "bt", "group", "independent", "lowrank")
+DEFAULT_MODELS = ("majority", "choix", "crowd", "bt", "group", "independent", "lowrank", "mixture")
 CELLS = ("collaborative", "unseen_items")
 MAX_ADAPT_DIM = 64  # personal parts larger than this are not adapted from k examples (see kshot_eval)
 SCALARS = (
