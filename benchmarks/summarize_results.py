@@ -2,7 +2,8 @@
 
     python benchmarks/summarize_results.py [--write] [--readme]
 
-``--readme`` prints the pairwise table of the README's Evaluation section from the same files.
+``--readme`` prints the pairwise tables of the README's Evaluation section (low-rank; the latent-class mixture) from
+the same files.
 """
 
 from __future__ import annotations
@@ -75,9 +76,43 @@ def readme_table() -> str:
     return "\n".join(lines)
 
 
+def mixture_table() -> str:
+    """The latent-class mixture beside aggregated BT (rows with a mixture only)."""
+
+    def acc(iv):
+        return f"{100 * iv['mean']:.1f} ± {100 * (iv.get('std') or 0):.1f}"
+
+    def g(iv):
+        if not iv or iv["ci95"][0] is None:
+            return "-"
+        lo, hi = iv["ci95"]
+        return f"{100 * iv['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+    lines = [
+        "| dataset | mixture, unseen items | gain | vs aggregated BT | mixture, collaborative | gain "
+        "| vs aggregated BT |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder, label in README_ROWS.items():
+        f = ROOT / folder / "results.json"
+        if not f.is_file():
+            continue
+        c = json.loads(f.read_text())["cells"]
+        u, k = c["unseen_items"].get("mixture"), c["collaborative"].get("mixture")
+        if u is None or k is None:
+            continue
+        lines.append(
+            f"| {label} | {acc(u['accuracy'])} | {g(u['personal_gain'])} | {g(u.get('gain_vs_bt'))} "
+            f"| {acc(k['accuracy'])} | {g(k['personal_gain'])} | {g(k.get('gain_vs_bt'))} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     if "--readme" in sys.argv:
         print(readme_table())
+        print()
+        print(mixture_table())
         return
     out = {}
     for f in sorted(ROOT.glob("*/results.json")):
