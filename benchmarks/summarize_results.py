@@ -47,63 +47,57 @@ README_ROWS = {
 }
 
 
+def _acc(iv) -> str:
+    return f"{100 * iv['mean']:.1f} ± {100 * (iv.get('std') or 0):.1f}"
+
+
+def _gain(iv) -> str:
+    if not iv or iv["ci95"][0] is None:
+        return "-"
+    lo, hi = iv["ci95"]
+    return f"{100 * iv['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _cells():
+    """(README label, unseen_items cell, collaborative cell) of every folder that has results."""
+    for folder, label in README_ROWS.items():
+        f = ROOT / folder / "results.json"
+        if f.is_file():
+            c = json.loads(f.read_text())["cells"]
+            yield label, c["unseen_items"], c["collaborative"]
+
+
 def readme_table() -> str:
-    def acc(iv):
-        return f"{100 * iv['mean']:.1f} ± {100 * (iv.get('std') or 0):.1f}"
-
-    def g(iv):
-        lo, hi = iv["ci95"]
-        return f"{100 * iv['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
     lines = [
         "| dataset | aggregated BT, unseen items | low-rank, unseen items | gain | crowd oracle | true reward "
         "| aggregated BT, collaborative | low-rank, collaborative | gain |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for folder, label in README_ROWS.items():
-        f = ROOT / folder / "results.json"
-        if not f.is_file():
-            continue
-        c = json.loads(f.read_text())["cells"]
-        u, k = c["unseen_items"], c["collaborative"]
-        crowd = acc(u["crowd"]["accuracy"]) if "crowd" in u else "-"
-        oracle = acc(u["oracle"]["accuracy"]) if "oracle" in u else "-"
+    for label, u, k in _cells():
+        crowd = _acc(u["crowd"]["accuracy"]) if "crowd" in u else "-"
+        oracle = _acc(u["oracle"]["accuracy"]) if "oracle" in u else "-"
         lines.append(
-            f"| {label} | {acc(u['bt']['accuracy'])} | {acc(u['lowrank']['accuracy'])} "
-            f"| {g(u['lowrank']['personal_gain'])} | {crowd} | {oracle} | {acc(k['bt']['accuracy'])} "
-            f"| {acc(k['lowrank']['accuracy'])} | {g(k['lowrank']['personal_gain'])} |"
+            f"| {label} | {_acc(u['bt']['accuracy'])} | {_acc(u['lowrank']['accuracy'])} "
+            f"| {_gain(u['lowrank']['personal_gain'])} | {crowd} | {oracle} | {_acc(k['bt']['accuracy'])} "
+            f"| {_acc(k['lowrank']['accuracy'])} | {_gain(k['lowrank']['personal_gain'])} |"
         )
     return "\n".join(lines)
 
 
 def mixture_table() -> str:
     """The latent-class mixture beside aggregated BT (rows with a mixture only)."""
-
-    def acc(iv):
-        return f"{100 * iv['mean']:.1f} ± {100 * (iv.get('std') or 0):.1f}"
-
-    def g(iv):
-        if not iv or iv["ci95"][0] is None:
-            return "-"
-        lo, hi = iv["ci95"]
-        return f"{100 * iv['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
     lines = [
         "| dataset | mixture, unseen items | gain | vs aggregated BT | mixture, collaborative | gain "
         "| vs aggregated BT |",
         "|---|---|---|---|---|---|---|",
     ]
-    for folder, label in README_ROWS.items():
-        f = ROOT / folder / "results.json"
-        if not f.is_file():
-            continue
-        c = json.loads(f.read_text())["cells"]
-        u, k = c["unseen_items"].get("mixture"), c["collaborative"].get("mixture")
+    for label, cu, ck in _cells():
+        u, k = cu.get("mixture"), ck.get("mixture")
         if u is None or k is None:
             continue
         lines.append(
-            f"| {label} | {acc(u['accuracy'])} | {g(u['personal_gain'])} | {g(u.get('gain_vs_bt'))} "
-            f"| {acc(k['accuracy'])} | {g(k['personal_gain'])} | {g(k.get('gain_vs_bt'))} |"
+            f"| {label} | {_acc(u['accuracy'])} | {_gain(u['personal_gain'])} | {_gain(u.get('gain_vs_bt'))} "
+            f"| {_acc(k['accuracy'])} | {_gain(k['personal_gain'])} | {_gain(k.get('gain_vs_bt'))} |"
         )
     return "\n".join(lines)
 

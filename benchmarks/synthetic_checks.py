@@ -98,6 +98,12 @@ def pair_agreement(truth, comps: pd.DataFrame, users: np.ndarray) -> np.ndarray:
     return share.reindex(key.to_numpy()).to_numpy()
 
 
+def worst_decile(per_person_acc: pd.Series) -> float:
+    """Mean of the lowest 10% of persons (at least one)."""
+    v = np.sort(per_person_acc.to_numpy())
+    return float(v[: max(1, len(v) // 10)].mean())
+
+
 def per_person(values: np.ndarray, users: np.ndarray) -> pd.Series:
     return pd.Series(values).groupby(users).mean()
 
@@ -196,10 +202,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
             ),
             # the worst-decile metric of personalign.evaluate (mean of a model's own lowest 10% of persons)
             # for the model over the same metric for the oracle: each side ranks its own persons
-            "worst_decile_acc": float(np.sort(exp.to_numpy())[:n10].mean()),
-            "ratio_of_worst_decile_acc": float(
-                np.sort(exp.to_numpy())[:n10].mean() / np.sort(oracle_pp.to_numpy())[:n10].mean()
-            ),
+            "worst_decile_acc": worst_decile(exp),
+            "ratio_of_worst_decile_acc": worst_decile(exp) / worst_decile(oracle_pp),
             "acc_contested": float(pred[contested].mean()),
             "acc_consensus": float(pred[consensus].mean()),
             "expected_contested": float(exp_correct[contested].mean()),
@@ -209,7 +213,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     res["oracle"] = {
         "acc": float(orc["bayes"].mean()),
         "realized": float(orc["realized"].mean()),
-        "worst_decile_acc": float(np.sort(oracle_pp.to_numpy())[:n10].mean()),
+        "worst_decile_acc": worst_decile(oracle_pp),
         "acc_contested": float(bayes_pair[contested].mean()),
         "acc_consensus": float(bayes_pair[consensus].mean()),
         "share_contested_pairs": float(contested.mean()),
