@@ -30,6 +30,23 @@ def _register() -> None:
                 raise
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"personalign {version('personalign')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Learn each person's preferences instead of one averaged reward, inside bounds nobody can cross."""
+
+
 _register()
 
 

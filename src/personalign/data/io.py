@@ -24,15 +24,11 @@ Every write goes to a temporary file in the target folder, renamed into place wh
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import inspect
 import io as _io
 import json
-import os
 import re
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from personalign.data.core import ITEM_COLUMNS, KINDS, POPULATION_USER, PreferenceData
+from personalign.data.files import atomic_write, write_text_atomic  # noqa: F401  (re-exported)
 from personalign.data.validate import (
     Locator,
     check_frame,
@@ -73,28 +70,6 @@ _KIND_ALIASES = {
 
 
 # ------------------------------------------------------------------------------------------- plumbing
-@contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary shareable files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary file renamed into place (never half-written)."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def open_text(path: str | Path) -> _io.TextIOBase:
     """Open a text file for reading, gunzipping ``.gz`` files."""
     path = Path(path)
