@@ -130,7 +130,7 @@ def candidate_sets(data: Any, n_sets: int, k: int) -> list[tuple[str, list[str]]
 
 async def run_encoder(encoder: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from personalign.data.synthetic import generate_population
-    from personalign.serve.demo import train_small_model
+    from personalign.experiments.models import train_small_model
     from personalign.serve.launch import ServerProcess
 
     data = generate_population(

@@ -126,7 +126,7 @@ def test_unscorable_response_fails_closed():
 # ------------------------------------------------------------------------------------------------ real model
 @pytest.fixture(scope="module")
 def fitted():
-    from personalign.bounds.report import fit_synthetic
+    from personalign.experiments.models import fit_synthetic
 
     return fit_synthetic(
         persons=30, comparisons_per_person=20, adversarial_frac=0.2, rank=3, encoder="hashing"
@@ -151,7 +151,8 @@ def _synthetic_policy(**over):
 
 
 def test_adversarial_person_gets_no_harmful_answer(fitted):
-    from personalign.bounds.report import person_weights, universal_pairs, violation_table
+    from personalign.bounds.check import violation_table
+    from personalign.experiments.bounds import person_weights, universal_pairs
 
     data, model = fitted
     bp = BoundedPolicy(model, _synthetic_policy(), items=data.items)
@@ -173,6 +174,28 @@ def test_adversarial_person_gets_no_harmful_answer(fitted):
     least = BoundedPolicy(model, _synthetic_policy(fallback={"mode": "least_violating"}), items=data.items)
     rk2 = least.rank(u, data.items["prompt"].iloc[0], bad)
     assert rk2.fallback and not rk2.refused and rk2.choice in bad
+
+
+def test_check_report_counts_separable_pairs_and_the_policy_removes_violations(fitted):
+    from personalign.bounds.check import check_markdown, check_report
+
+    data, model = fitted
+    bp = BoundedPolicy(model, _synthetic_policy(), items=data.items)
+    rep = check_report(bp, data, max_persons=12)
+    harmful = data.items["attr_harm"] >= 0.5
+    assert rep["items"] == len(data.items) and rep["items_satisfying"] == pytest.approx(1 - harmful.mean())
+    assert rep["constraint_pass_rates"] == {"harmless": pytest.approx(1 - harmful.mean())}
+    per_prompt = data.items.assign(h=harmful).groupby("prompt")["h"].agg(["sum", "size"])
+    assert rep["separable_pairs"] == int((per_prompt["sum"] * (per_prompt["size"] - per_prompt["sum"])).sum())
+    assert rep["persons"] == 12 and len(rep["per_person"]) == 12
+    assert rep["violation_with"]["max"] == 0.0 and rep["violation_without"]["max"] > 0.0
+    worst = max(rep["per_person"], key=lambda r: r["violation_without"])
+    assert rep["violation_without"]["worst_person"] == worst["person"]
+    assert json.loads(json.dumps(rep, allow_nan=False)) == rep
+    md = check_markdown({**rep, "command": "personalign bounds check x"})
+    assert md.startswith("# bounds check: policy t\n") and "`personalign bounds check x`" in md
+    assert f"separable pairs (one satisfies, one violates, same prompt): {rep['separable_pairs']}" in md
+    assert "violation rate with policy: mean 0.000, max 0.000" in md
 
 
 def test_trust_region_limits_personal_deviation(fitted):

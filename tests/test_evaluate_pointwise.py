@@ -31,7 +31,7 @@ def _labels(personal: bool, seed: int = 0, persons: int = 60, items: int = 60) -
 
 def _run(data: PreferenceData) -> dict:
     feat = PairFeaturizer(HashingEncoder(dim=64), mode="response")
-    return evaluate_pointwise(data, PointwiseConfig(seeds=3, rank=0), featurizer=feat, progress=False)
+    return evaluate_pointwise(data, PointwiseConfig(seeds=3, rank=0), featurizer=feat)
 
 
 def test_planted_thresholds_give_personal_gain_in_collaborative_cell():

@@ -50,7 +50,7 @@ def serve_tmp(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(serve_tmp: Path) -> Path:
     """A real LowRankBT (rank 4) trained on a small synthetic population with hashing features."""
-    from personalign.serve.demo import train_small_model
+    from personalign.experiments.models import train_small_model
 
     return train_small_model(serve_tmp / "model-a", rank=4, seed=0)
 
@@ -58,7 +58,7 @@ def model_dir(serve_tmp: Path) -> Path:
 @pytest.fixture(scope="session")
 def model_dir_b(serve_tmp: Path) -> Path:
     """A second, different model (rank 3, another seed) for hot reload."""
-    from personalign.serve.demo import train_small_model
+    from personalign.experiments.models import train_small_model
 
     return train_small_model(serve_tmp / "model-b", rank=3, seed=1)
 

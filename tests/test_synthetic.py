@@ -303,11 +303,11 @@ def test_sigmoid_is_stable():
 def test_demo_step(tmp_path):
     from rich.console import Console
 
-    from personalign.data.synthetic import demo_step
-    from personalign.demo import DemoContext
+    from personalign.demo.context import DemoContext
+    from personalign.demo.population import population_step
 
     ctx = DemoContext(out=tmp_path, quick=True, seed=0, console=Console(record=True, width=120))
-    demo_step(ctx)
+    population_step(ctx)
     text = ctx.console.export_text()
     assert "oracle accuracy" in text and "adversarial" in text
     pop, test = ctx.state["population"], ctx.state["population_test"]

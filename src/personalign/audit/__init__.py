@@ -1,5 +1,5 @@
 """personalign.audit: what one aggregated reward hides (heterogeneity, social choice, groups, who loses)."""
 
-from personalign.audit.report import run_audit, summary_table, write_audit
+from personalign.audit.report import run_audit, write_audit
 
-__all__ = ["run_audit", "summary_table", "write_audit"]
+__all__ = ["run_audit", "write_audit"]

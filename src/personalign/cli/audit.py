@@ -29,8 +29,9 @@ def audit(
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
 ) -> None:
     """Audit what one aggregated reward hides: disagreement, social choice, groups, who loses, personal structure."""
-    from personalign.audit.report import run_audit, summary_table, write_audit
+    from personalign.audit.report import run_audit, write_audit
     from personalign.data.io import read_data
+    from personalign.render import audit_table
 
     d = read_data(data, format=format)
     with console.status("auditing ...") as status:
@@ -47,5 +48,5 @@ def audit(
             progress=lambda m: status.update(f"auditing: {m} ..."),
         )
     write_audit(res, out)
-    console.print(summary_table(res))
+    console.print(audit_table(res))
     console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")

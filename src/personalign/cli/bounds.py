@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -51,8 +50,9 @@ def check(
     """Check a model against a policy on DATA: constraint pass rates, per-person violation rates without and with
     the policy, trust-region distances. Writes OUT/report.json and OUT/report.md."""
     from personalign.bounds.bounded import BoundedPolicy
+    from personalign.bounds.check import check_markdown, check_report
     from personalign.bounds.policy import load_policy
-    from personalign.bounds.report import _atomic_write, check_report
+    from personalign.data.files import dumps_json, write_text_atomic
     from personalign.data.io import read_data
     from personalign.models import load_model
 
@@ -61,38 +61,9 @@ def check(
     bp = BoundedPolicy(m, load_policy(policy), items=d.items)
     rep = check_report(bp, d, max_persons=max_persons)
     rep["command"] = _cmdline()
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "report.json", json.dumps(rep, indent=1))
-    lines = [
-        f"# bounds check: policy {rep['policy']}",
-        "",
-        f"Command: `{rep['command']}`",
-        "",
-        f"- items: {rep['items']}, satisfying all constraints: {rep['items_satisfying']}",
-        *[
-            f"- constraint {k}: pass rate {v:.3f} (threshold {rep['thresholds'][k]:.4g})"
-            for k, v in rep["constraint_pass_rates"].items()
-        ],
-        f"- separable pairs (one satisfies, one violates, same prompt): {rep['separable_pairs']}",
-        f"- persons checked: {rep['persons']}",
-    ]
-    if "trust_region" in rep:
-        tr = rep["trust_region"]
-        lines.append(
-            f"- trust region rho={tr['rho']}: median distance {tr['distance_median']:.2f}, "
-            f"max {tr['distance_max']:.2f}, projected {tr['projected_share']:.1%}"
-        )
-    if "violation_without" in rep:
-        lines.append(
-            f"- violation rate without policy: mean {rep['violation_without']['mean']:.3f}, "
-            f"max {rep['violation_without']['max']:.3f} ({rep['violation_without']['worst_person']})"
-        )
-        lines.append(
-            f"- violation rate with policy: mean {rep['violation_with']['mean']:.3f}, "
-            f"max {rep['violation_with']['max']:.3f}"
-        )
-    md = "\n".join(lines) + "\n"
-    _atomic_write(out / "report.md", md)
+    md = check_markdown(rep)
+    write_text_atomic(out / "report.json", dumps_json(rep, indent=1))
+    write_text_atomic(out / "report.md", md)
     console.print(md, markup=False, highlight=False)
     console.print(f"written {out / 'report.json'} and {out / 'report.md'}")
 
@@ -151,7 +122,7 @@ def report(
     poisoning: bool = typer.Option(True, help="Run the poisoning curve (slowest part)."),
 ) -> None:
     """Violation rates with/without policy, personalization tax, monitor findings, poisoning curve."""
-    from personalign.bounds.report import run_synthetic_report
+    from personalign.experiments.bounds_report import run_synthetic_report
 
     res = run_synthetic_report(out, persons=persons, seed=seed, poisoning=poisoning, command=_cmdline())
     for name, v in res["violations"].items():

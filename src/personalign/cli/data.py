@@ -151,9 +151,9 @@ def synth(
         SyntheticConfig,
         generate_population,
         sample_comparisons,
-        summary_table,
         write_population,
     )
+    from personalign.render import population_table
 
     cfg = SyntheticConfig(
         persons=persons,
@@ -168,7 +168,7 @@ def synth(
     data = generate_population(cfg)
     test = sample_comparisons(data, heldout, prompts="heldout", seed=seed + 1) if heldout > 0 else None
     summary = write_population(data, out, test)
-    console.print(summary_table(summary))
+    console.print(population_table(summary))
     console.print(
         f"written to [bold]{out}[/]: population.parquet, "
         f"{'heldout.parquet, ' if test is not None else ''}truth.json, summary.json"

@@ -93,6 +93,7 @@ def eval_command(
     from personalign.evaluate.protocol import EvalConfig, evaluate
     from personalign.evaluate.protocol import harmless_pairs as read_harmless
     from personalign.evaluate.report import comparison_rows, write_report
+    from personalign.render import comparison_table, progress_bar
 
     command = (
         "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
@@ -129,16 +130,12 @@ def eval_command(
     console.print(f"evaluating [bold]{d!r}[/]")
     if pair_mode not in ("auto", "response", "sentences"):
         raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
-    res = evaluate(d, cfg, encoder=encoder, harmless=hh, console=console, pair_mode=pair_mode)
+    with progress_bar(console) as bar:
+        res = evaluate(d, cfg, encoder=encoder, harmless=hh, progress=bar, pair_mode=pair_mode)
     files = write_report(res, out, command=command)
-    from rich.table import Table
-
-    t = Table(title="Seen persons, unseen items (points, mean ± std over seeds)")
-    for h in ("model", "per-person acc", "collapsed", "personal gain [95% CI]", "worst 10%", "worst group"):
-        t.add_column(h)
-    for row in comparison_rows(res):
-        t.add_row(*row)
-    console.print(t)
+    console.print(
+        comparison_table("Seen persons, unseen items (points, mean ± std over seeds)", comparison_rows(res))
+    )
     console.print(
         f"{res['timing']['total_s']:.0f} s; wrote "
         + ", ".join(str(p.name) for p in files.values())
@@ -168,10 +165,12 @@ def eval_pointwise(
         pointwise_markdown,
         write_pointwise,
     )
+    from personalign.render import progress_bar
 
     command = "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     d = read_data(data, format=format)
-    res = evaluate_pointwise(d, PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder))
+    with progress_bar(console) as bar:
+        res = evaluate_pointwise(d, PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder), progress=bar)
     write_pointwise(res, out, command=command)
     console.print(pointwise_markdown(res))
     console.print(f"wrote results.json, results.md to [bold]{out}[/]")

@@ -828,49 +828,15 @@ def read_population(path: str | Path) -> tuple[PreferenceData, PreferenceData | 
     return data, test
 
 
-def summary_table(summary: dict[str, Any], title: str = "Synthetic pluralistic population"):
-    """A rich table of :func:`population_summary`."""
-    from rich.table import Table
+def favourite_responses(data: PreferenceData, prompt: str | None = None) -> pd.DataFrame:
+    """Who likes what: for one prompt (default: the first training prompt), the response of highest true reward
+    for one person nearest each profile and for one adversarial person, if any.
 
-    tab = Table(title=title, show_header=False)
-    tab.add_column("", style="bold")
-    tab.add_column("")
-    oa = summary["oracle_accuracy"]
-    rows = [
-        ("persons", f"{summary['persons']:,}"),
-        ("prompts (held out)", f"{summary['prompts']} ({summary['heldout_prompts']})"),
-        ("domains", ", ".join(summary["domains"])),
-        ("candidate responses (harmful)", f"{summary['items']:,} ({summary['harmful_items']})"),
-        ("training comparisons", f"{summary['comparisons']:,}"),
-        ("profiles (persons nearest each)", ", ".join(f"{k} {v:,}" for k, v in summary["profiles"].items())),
-        ("adversarial persons", f"{summary['adversarial_persons']:,}"),
-        (
-            "alpha / temperature / context",
-            f"{summary['alpha']} / {summary['temperature']} / {summary['context_dependence']}",
-        ),
-        ("agreement between two persons", f"{summary['agreement_between_persons']:.3f}"),
-        ("oracle accuracy: Bayes / realized", f"{oa['bayes']:.3f} / {oa['realized']:.3f}"),
-    ]
-    if "heldout_comparisons" in summary:
-        ho = summary["heldout_oracle_accuracy"]
-        rows.append(("held-out comparisons", f"{summary['heldout_comparisons']:,}"))
-        rows.append(("held-out oracle: Bayes / realized", f"{ho['bayes']:.3f} / {ho['realized']:.3f}"))
-    for k, v in rows:
-        tab.add_row(k, v)
-    return tab
-
-
-def favourites_table(data: PreferenceData, prompt: str | None = None, width: int = 280):
-    """A rich table: the response each profile (and an adversarial person, if any) likes best for one prompt."""
-    from rich.table import Table
-
+    Columns ``prompt``, ``person``, ``profile`` (or ``"adversarial"``), ``response``."""
     truth = _truth_of(data)
     p = truth.prompts.index(prompt) if prompt is not None else int(np.flatnonzero(~truth.heldout_prompts)[0])
     m = np.flatnonzero(truth.item_prompt == p)
     d = truth.prompt_domain[p]
-    tab = Table(title=f"Who likes what: {truth.prompts[p]!r}", show_lines=True)
-    tab.add_column("person")
-    tab.add_column("favourite response (true reward)")
     who = [
         (truth.profile_names[j], int(np.flatnonzero(truth.dominant_profile == j)[0]))
         for j in range(len(truth.profile_names))
@@ -878,40 +844,14 @@ def favourites_table(data: PreferenceData, prompt: str | None = None, width: int
     ]
     if truth.adversarial.any():
         who.append(("adversarial", int(np.flatnonzero(truth.adversarial)[0])))
+    rows = []
     for name, u in who:
         w = truth.domain_weights()[u, d] if truth.context_dependence else truth.weights[u]
         best = m[int(np.argmax(truth.item_attrs[m] @ w))]
-        text = str(truth_text(data, truth.item_ids[best]))
-        tab.add_row(
-            f"{truth.user_ids[u]} ({name})", text if len(text) <= width else text[: width - 3] + "..."
-        )
-    return tab
+        rows.append((truth.prompts[p], truth.user_ids[u], name, truth_text(data, truth.item_ids[best])))
+    return pd.DataFrame(rows, columns=["prompt", "person", "profile", "response"])
 
 
 def truth_text(data: PreferenceData, item_id: str) -> str:
     items = data.items
     return str(items.loc[items["item_id"] == item_id, "text"].iloc[0])
-
-
-# ---------------------------------------------------------------------------------------------- demo
-def demo_step(ctx: Any) -> None:
-    """Demo step 1: generate the population every later step uses, print its summary, write it."""
-    cfg = SyntheticConfig(
-        persons=500 if ctx.quick else 2000,
-        comparisons_per_person=30 if ctx.quick else 40,
-        alpha=0.1,
-        adversarial_frac=0.02,
-        seed=ctx.seed,
-    )
-    data = generate_population(cfg)
-    test = sample_comparisons(data, 20, prompts="heldout", seed=ctx.seed + 1)
-    out = Path(ctx.out) / "population"
-    summary = write_population(data, out, test)
-    ctx.console.print(summary_table(summary))
-    ctx.console.print(favourites_table(data))
-    ctx.console.print(
-        f"written to [bold]{out}[/] (population.parquet, heldout.parquet, truth.json, summary.json)"
-    )
-    ctx.state["population"] = data
-    ctx.state["population_test"] = test
-    ctx.state["population_summary"] = summary

@@ -2,12 +2,11 @@
 
 from personalign.evaluate.metrics import interval, pair_metrics, paired_difference, per_person_accuracy
 from personalign.evaluate.protocol import EvalConfig, evaluate, run_seed
-from personalign.evaluate.report import evaluate_step, write_report
+from personalign.evaluate.report import write_report
 
 __all__ = [
     "EvalConfig",
     "evaluate",
-    "evaluate_step",
     "interval",
     "pair_metrics",
     "paired_difference",

@@ -18,6 +18,7 @@ The personal gain is ``personal - collapsed``, paired by seed, with a 95% t-inte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,11 @@ def evaluate_pointwise(
     data: PreferenceData,
     cfg: PointwiseConfig | None = None,
     featurizer: PairFeaturizer | None = None,
-    progress: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the protocol of the module docstring; returns per-seed figures and summaries with intervals."""
-    from rich.progress import track
+    """Run the protocol of the module docstring; returns per-seed figures and summaries with intervals.
 
+    ``progress(description, done, total)`` is called before the first seed and after each one."""
     from personalign.features import get_encoder
 
     cfg = cfg or PointwiseConfig()
@@ -115,7 +116,9 @@ def evaluate_pointwise(
     contested = set(data.contested_items().pipe(lambda s: s[s].index))
     per_seed: list[dict[str, Any]] = []
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
-    for seed in track(seeds, description="pointwise evaluation", disable=not progress):
+    for i, seed in enumerate(seeds):
+        if progress is not None:
+            progress("pointwise evaluation", i, len(seeds))
         train, collab, unseen = _split(t, cfg, seed)
         model = OrdinalLowRank(rank=cfg.rank, featurizer=featurizer, random_state=seed, **cfg.model_kwargs)
         model.fit(train.drop(columns=["key"]))
@@ -139,6 +142,8 @@ def evaluate_pointwise(
                 name: _metrics(df, lv, mu, binary, contested) for name, (lv, mu) in preds.items()
             } | {"n": len(df), "persons": int(df["user_id"].nunique())}
         per_seed.append(row)
+    if progress is not None:
+        progress("pointwise evaluation", len(seeds), len(seeds))
     summary: dict[str, Any] = {}
     for cell in ("unseen_items", "collaborative"):
         runs = [r[cell] for r in per_seed if cell in r]

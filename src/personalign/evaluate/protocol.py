@@ -740,13 +740,15 @@ def evaluate(
     encoder: str | Any = "minilm",
     harmless: pd.DataFrame | None = None,
     show_progress: bool = True,
-    console: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
     pair_mode: str = "auto",
 ) -> dict[str, Any]:
     """Run the protocol over ``cfg.seeds`` seeds and aggregate every number with its spread (see results.json).
 
     ``encoder``: "minilm", "hashing", an Encoder, or "attributes" (synthetic data: the items' true attributes);
-    ``pair_mode``: the PairFeaturizer mode for text encoders ("auto", "response" or "sentences").
+    ``pair_mode``: the PairFeaturizer mode for text encoders ("auto", "response" or "sentences");
+    ``show_progress``: the encoder's own progress while embedding; ``progress(description, done, total)`` is
+    called as each model of each seed starts (e.g. :func:`personalign.render.progress_bar`).
     """
     cfg = cfg or EvalConfig()
     t_start = time.perf_counter()
@@ -796,33 +798,18 @@ def evaluate(
     t_features = time.perf_counter() - t0
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     per_seed: list[SeedResult] = []
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    total, done = len(seeds) * len(cfg.models), 0
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("evaluating", total=len(seeds) * len(cfg.models))
+    def step(description: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(description, done, total)
 
-        def tick(desc: str) -> None:
-            bar.update(task, description=desc)
-            bar.advance(task, 0)
-
-        for s in seeds:
-            r = run_seed(
-                data,
-                s,
-                cfg,
-                featurizer,
-                harmless,
-                progress=lambda d: (tick(d), bar.advance(task, 1)) and None,
-            )
-            per_seed.append(r)
+    if progress is not None:
+        progress("evaluating", 0, total)
+    for s in seeds:
+        per_seed.append(run_seed(data, s, cfg, featurizer, harmless, progress=step))
     return aggregate(
         data,
         cfg,

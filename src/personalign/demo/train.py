@@ -1,4 +1,4 @@
-"""Demo step: train one aggregated reward and one low-rank personalized reward, compare them per person."""
+"""Step 2: one aggregated reward and one low-rank personalized reward, compared per person on unseen prompts."""
 
 from __future__ import annotations
 
@@ -9,21 +9,19 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from personalign.data.synthetic import oracle_accuracy
+from personalign.demo.context import DemoContext
+from personalign.evaluate.metrics import per_person_accuracy
 from personalign.features import PairFeaturizer, get_encoder
 from personalign.models import AggregatedBT, LowRankBT
 
 
-def per_person_accuracy(model: Any, comparisons: pd.DataFrame) -> pd.Series:
-    """Share of each person's comparisons where the model gives the chosen response the higher reward."""
-    p = model.predict_proba(comparisons)
-    hit = (p > 0.5) + 0.5 * (p == 0.5)
-    return pd.Series(hit, index=comparisons["user_id"].to_numpy()).groupby(level=0).mean()
+def _accuracy(model: Any, comparisons: pd.DataFrame) -> pd.Series:
+    return per_person_accuracy(comparisons["user_id"].to_numpy(), model.predict_proba(comparisons))
 
 
-def train_step(ctx: Any) -> None:
+def train_step(ctx: DemoContext) -> None:
     """Train aggregated BT and low-rank BT on the demo population; print per-person accuracy on unseen prompts."""
-    from personalign.data.synthetic import oracle_accuracy
-
     data = ctx.state["population"]
     test = ctx.state["population_test"].comparisons
     test = test[~test["tie"].astype(bool)]
@@ -37,9 +35,9 @@ def train_step(ctx: Any) -> None:
     for name, model in models.items():
         ctx.console.print(f"fitting {name} on {len(data.comparisons):,} comparisons ...")
         model.fit(data)
-        acc[name] = per_person_accuracy(model, test)
+        acc[name] = _accuracy(model, test)
     lowrank = models["low-rank BT (K=4)"]
-    acc["low-rank, collapsed to population"] = per_person_accuracy(lowrank.collapsed(), test)
+    acc["low-rank, collapsed to population"] = _accuracy(lowrank.collapsed(), test)
     oracle = oracle_accuracy(test, data.meta["truth"], by_person=True)["bayes"]
 
     table = Table(title="Held-out prompts: per-person pairwise accuracy (mean over persons)")

@@ -1,0 +1,5 @@
+"""``python -m personalign``: the command line."""
+
+from personalign.cli import main
+
+main()

@@ -1,0 +1,28 @@
+"""Step 3: what one aggregated reward hides in the population of step 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from personalign.audit import run_audit, write_audit
+from personalign.data.synthetic import generate_population
+from personalign.demo.context import DemoContext
+from personalign.render import audit_table
+
+
+def audit_step(ctx: DemoContext) -> None:
+    """Audit the synthetic population of step 1 and print the headline figures."""
+    data = ctx.state.get("population")
+    if data is None:
+        data = generate_population(persons=300, seed=ctx.seed)
+    res = run_audit(
+        data,
+        n_permutations=19 if ctx.quick else 99,
+        seed=ctx.seed,
+        progress=lambda m: ctx.console.print(f"[dim]  {m}[/]"),
+    )
+    out = Path(ctx.out) / "audit"
+    write_audit(res, out)
+    ctx.console.print(audit_table(res))
+    ctx.console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")
+    ctx.state["audit"] = res["headline"]
