@@ -10,7 +10,7 @@ from personalign.bounds.policy import policy_from_dict
 from personalign.data.synthetic import generate_population
 from personalign.errors import ConfigError
 from personalign.features import HashingEncoder, PairFeaturizer
-from personalign.integrations._reward import PersonalReward
+from personalign.integrations import PersonalReward
 from personalign.integrations.dpo import load_pairs, personalized_pairs, write_pairs
 from personalign.integrations.trl import completion_text, prompt_text, reward_function
 from personalign.models import LowRankBT
