@@ -185,6 +185,18 @@ def test_bounded_reward_function_ranks_violations_last_for_everyone(model, bound
         model.added_.pop("adversary")
 
 
+def test_presets_work_wherever_a_policy_is_accepted(model):
+    f = reward_function(model, policy="rules")
+    assert f.__name__ == "personalign_bounded"
+    u = list(model.user_units_)[0]
+    r = np.asarray(f(prompts=[PROMPT] * 4, completions=CANDS, user_id=[u] * 4))
+    assert r[3] < r[:3].min() and r[3] <= 1.0  # the rules preset blocks the insult
+    pairs = personalized_pairs(model, [u], candidates={PROMPT: CANDS}, policy="rules", pairs_per_prompt=3)
+    assert INSULT + " Put it in water." not in set(pairs["chosen"])
+    with pytest.raises(ConfigError, match="rules"):  # an unknown name lists the presets
+        reward_function(model, policy="no-such-preset")
+
+
 # ---------------------------------------------------------------------------------------------- GRPO
 def test_grpo_trainer_runs_with_personal_reward(model, bounded, tiny_lm, tmp_path):
     from datasets import Dataset
