@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from personalign.bounds.policy import Policy, load_policy
 from personalign.bounds.scorers import AttributeScorer, build_scorer
@@ -111,12 +112,15 @@ def _broadcast(x: str | Sequence[str] | None, n: int, what: str) -> list[str]:
 
 
 def _row_persons(persons: Any) -> bool:
-    """True when ``persons`` names one person per row (a sequence of ids), False for a single person."""
-    if isinstance(persons, str) or hasattr(persons, "mean"):
+    """True when ``persons`` names one person per row (a sequence of ids), False for a single person (an id, a
+    Posterior or a numeric weight vector)."""
+    if isinstance(persons, str):
         return False
     if isinstance(persons, np.ndarray):
         return persons.dtype.kind in "OUS"  # ids; a numeric array is one person's weights
-    return isinstance(persons, Sequence) and all(isinstance(p, str) for p in persons)
+    if isinstance(persons, Sequence | pd.Series | pd.Index):
+        return all(isinstance(p, str) for p in persons)
+    return False
 
 
 class BoundedPolicy:
@@ -160,11 +164,10 @@ class BoundedPolicy:
             self.agreement = Agreement(agreement)
 
     def _scorer(self, c: Any, given: Any, items: Any) -> Any:
-        sc = (
-            given
-            if given is not None
-            else build_scorer(c.scorer, self.policy.resolve(".") if self.source else None)
-        )
+        """The constraint's scorer: ``given``, or built from its spec (paths relative to the policy file)."""
+        sc = given
+        if sc is None:
+            sc = build_scorer(c.scorer, self.policy.resolve(".") if self.source else None)
         if isinstance(sc, AttributeScorer) and items is not None:
             sc.bind(items)
         return sc
