@@ -28,7 +28,7 @@ def serve(
     db: str = typer.Option("personalign-serve.db", "--db", help=DB_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8000, help="TCP port."),
-    policy: str = typer.Option(
+    policy: str | None = typer.Option(
         None, help="A bounds policy: a preset (rules, default, synthetic) or a policy file (.yaml/.toml)."
     ),
     admin_key: list[str] = typer.Option(
