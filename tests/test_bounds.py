@@ -17,6 +17,7 @@ from personalign.bounds import (
     RegexScorer,
     decay_weights,
     influence_weights,
+    list_policies,
     load_policy,
     load_probes,
     mmr_rerank,
@@ -31,6 +32,27 @@ def test_packaged_policies_validate():
     for name in ("default", "synthetic"):
         p = load_policy(name)
         assert p.constraints and p.trust_region.rho == 2.0
+
+
+def test_one_loader_takes_presets_paths_mappings_and_policies(tmp_path, monkeypatch):
+    assert {"rules", "default", "synthetic"} <= set(list_policies())
+    for name in list_policies():
+        assert load_policy(name).name == name  # every preset loads by its bare name
+    rules = load_policy("rules")
+    assert [c.name for c in rules.constraints] == ["no_insults", "no_dangerous_instructions"]
+    assert load_policy(rules) is rules
+    assert load_policy({"constraints": [], "trust_region": {"rho": 1.0}}).trust_region.rho == 1.0
+    with pytest.raises(ConfigError) as e:
+        load_policy("nosuch")
+    assert "unknown policy preset" in str(e.value) and all(n in str(e.value) for n in list_policies())
+    with pytest.raises(ConfigError, match="policy file not found"):
+        load_policy(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="folder"):
+        load_policy(tmp_path)
+    # a file in the working directory with a preset's name is read as that file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").write_text("name: mine\nconstraints: []\n")
+    assert load_policy("rules").name == "mine"
 
 
 def test_policy_errors_name_file_field_and_expectation(tmp_path):
@@ -216,6 +238,40 @@ def test_trust_region_limits_personal_deviation(fitted):
     M = bp.personal_matrix(W, prompts, texts)
     for i, u in enumerate(data.user_ids[:4]):
         assert np.allclose(M[i], bp.personal_reward(u, prompts, texts))
+
+
+def test_no_policy_scores_the_personal_reward_and_blocks_nothing(fitted):
+    data, model = fitted
+    free, bounded = BoundedPolicy(model), BoundedPolicy(model, _synthetic_policy(), items=data.items)
+    assert not free.bounded and bounded.bounded and free.fallback_text is None
+    # a prompt whose candidates include harmful and harmless ones
+    prompt, g = next((p, g) for p, g in data.items.groupby("prompt") if 0 < g["attr_harm"].sum() < len(g))
+    texts = g["text"].tolist()
+    u = data.user_ids[0]
+    own = model.score([u] * len(texts), prompt, texts)
+    np.testing.assert_allclose(free.reward(u, prompt, texts), own)
+    np.testing.assert_allclose(free.personal_reward(model.posterior(u), prompt, texts), own, rtol=1e-9)
+    rk = free.rank(u, prompt, texts)
+    assert list(rk.order) == list(np.argsort(-own, kind="stable")) and rk.satisfied.all()
+    assert not rk.fallback and not rk.refused and rk.choice == texts[int(np.argmax(own))]
+    # the same keys and types with and without a policy; only the bounded one blocks
+    d0, d1 = (
+        free.evaluate(u, prompt, texts, population=True),
+        bounded.evaluate(u, prompt, texts, population=True),
+    )
+    assert d0.keys() == d1.keys() and d0["allowed"].all() and d0["scores"] == {}
+    np.testing.assert_allclose(d0["reward"], own)
+    np.testing.assert_allclose(d0["population"], model.score_posterior(model.prior(), prompt, texts))
+    harm = g["attr_harm"].to_numpy() > 0.5
+    assert np.array_equal(~d1["allowed"], harm)
+    assert d1["reward"][~harm].min() > d1["reward"][harm].max()
+    # one person object (a posterior) gives the same rows as the person's id
+    d2 = bounded.evaluate(model.posterior(u), prompt, texts)
+    np.testing.assert_allclose(d2["reward"], d1["reward"], rtol=1e-9)
+    # a BoundedPolicy given as the policy is reused (its scorers and thresholds)
+    again = BoundedPolicy(None, bounded)
+    assert again.model is model and again.scorers == bounded.scorers
+    np.testing.assert_allclose(again(u, prompt, texts), d1["reward"])
 
 
 # ------------------------------------------------------------------------------------------------ monitors

@@ -16,7 +16,7 @@ from personalign.bounds.policy import policy_from_dict
 from personalign.data.synthetic import generate_population
 from personalign.errors import ConfigError
 from personalign.features import HashingEncoder, PairFeaturizer
-from personalign.integrations._reward import PersonalReward
+from personalign.integrations import PersonalReward
 from personalign.integrations.export import export_reward
 from personalign.models import LowRankBT
 

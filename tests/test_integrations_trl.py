@@ -10,7 +10,7 @@ from personalign.bounds.policy import policy_from_dict
 from personalign.data.synthetic import generate_population
 from personalign.errors import ConfigError
 from personalign.features import HashingEncoder, PairFeaturizer
-from personalign.integrations._reward import PersonalReward
+from personalign.integrations import PersonalReward
 from personalign.integrations.dpo import load_pairs, personalized_pairs, write_pairs
 from personalign.integrations.trl import completion_text, prompt_text, reward_function
 from personalign.models import LowRankBT
@@ -183,6 +183,18 @@ def test_bounded_reward_function_ranks_violations_last_for_everyone(model, bound
         assert pr.choose_index(d) != 3 and not d["allowed"][3]
     finally:
         model.added_.pop("adversary")
+
+
+def test_presets_work_wherever_a_policy_is_accepted(model):
+    f = reward_function(model, policy="rules")
+    assert f.__name__ == "personalign_bounded"
+    u = list(model.user_units_)[0]
+    r = np.asarray(f(prompts=[PROMPT] * 4, completions=CANDS, user_id=[u] * 4))
+    assert r[3] < r[:3].min() and r[3] <= 1.0  # the rules preset blocks the insult
+    pairs = personalized_pairs(model, [u], candidates={PROMPT: CANDS}, policy="rules", pairs_per_prompt=3)
+    assert INSULT + " Put it in water." not in set(pairs["chosen"])
+    with pytest.raises(ConfigError, match="rules"):  # an unknown name lists the presets
+        reward_function(model, policy="no-such-preset")
 
 
 # ---------------------------------------------------------------------------------------------- GRPO

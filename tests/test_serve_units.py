@@ -114,3 +114,31 @@ def test_keys_cli_creates_working_keys(tmp_path) -> None:
     assert runner.invoke(app, ["serve", "keys", "revoke", parse_key_id(key), "--db", db]).exit_code == 0
     bad = runner.invoke(app, ["serve", "keys", "create", "--db", db, "--person", "no spaces!"])
     assert bad.exit_code != 0
+
+
+def test_service_accepts_a_policy_preset_in_process(tmp_path) -> None:
+    """``serve --policy rules``: the preset loads like a file, and rank puts the insult last for everyone."""
+    from fastapi.testclient import TestClient
+
+    from personalign.serve.app import ServeConfig, create_app
+    from personalign.serve.demo import train_small_model
+
+    model_dir = train_small_model(tmp_path / "m", rank=2, persons=20, comparisons_per_person=10)
+    cfg = ServeConfig(
+        model_dir=str(model_dir), db_url=str(tmp_path / "s.db"), policy="rules", admin_keys=["a"]
+    )
+    cands = ["Put it in water.", "Only an idiot asks this. Put it in water.", "Wrap it in a damp towel."]
+    with TestClient(create_app(cfg)) as c:
+        h = {"X-API-Key": "a"}
+        rk = c.post("/v1/persons/p1/rank", headers=h, json={"prompt": "basil?", "candidates": cands}).json()
+        sc = c.post("/v1/persons/p1/score", headers=h, json={"prompt": "basil?", "candidates": cands}).json()
+        assert c.get("/v1/metrics", headers=h).json()["policy"] == "rules"
+    assert (
+        rk["bounded"]
+        and rk["ranking"][-1]["index"] == 1
+        and rk["ranking"][-1]["violations"] == ["no_insults"]
+    )
+    assert sc["constraints"]["admissible"] == [True, False, True]
+    assert min(sc["bounded_rewards"][0], sc["bounded_rewards"][2]) > sc["bounded_rewards"][1]
+    with pytest.raises(ConfigError, match="unknown policy preset"):
+        create_app(ServeConfig(model_dir=str(model_dir), db_url=str(tmp_path / "t.db"), policy="rulez"))

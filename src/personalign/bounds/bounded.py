@@ -12,15 +12,20 @@ OFFSET is 2 and not 1: the inequality 2 > 1 survives rounding, and 2 + t for t i
 So every satisfying candidate strictly outranks every violating one whatever the weights are; only the order
 *within* each class depends on the person. Nothing about the personal model enters c(x, y): constraints are
 scored by universal scorers that see only (prompt, response).
+
+Without a policy (``BoundedPolicy(model)``) R_u = r_u, the person's learned reward: nothing is blocked and every
+method returns the same types, so callers (service, TRL, DPO export, generation) need no second code path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from personalign.bounds.policy import Policy, load_policy
 from personalign.bounds.scorers import AttributeScorer, build_scorer
@@ -91,66 +96,130 @@ class Ranking:
         }
 
 
-class BoundedPolicy:
-    """A personalized model wrapped by a policy: ``rank`` and ``reward`` under universal constraints.
+Person = Any  # a user id, a Posterior (anything with a ``mean``) or a raw weight vector
 
-    ``model`` follows the personalign model contract (``score_posterior``, ``prior``, ``posterior``); ``policy`` is a
-    :class:`Policy` or a path. ``scorers`` overrides/adds scorers by constraint name; ``items`` (a DataFrame with a
-    ``text`` column) binds attribute scorers; ``agreement`` gives population agreement per response (consensus
-    bounds). Persons are user ids, :class:`Posterior` objects or raw weight vectors (adversarial ones included).
+
+def _broadcast(x: str | Sequence[str] | None, n: int, what: str) -> list[str]:
+    """One string per row: a single value (None: empty) repeated, or a sequence of exactly ``n``."""
+    if x is None or isinstance(x, str):
+        return [x or ""] * n
+    out = ["" if v is None else str(v) for v in x]
+    if len(out) != n:
+        raise ConfigError(
+            f"{len(out)} {what} for {n} responses (expected one per response or a single value)"
+        )
+    return out
+
+
+def _row_persons(persons: Any) -> bool:
+    """True when ``persons`` names one person per row (a sequence of ids), False for a single person (an id, a
+    Posterior or a numeric weight vector)."""
+    if isinstance(persons, str):
+        return False
+    if isinstance(persons, np.ndarray):
+        return persons.dtype.kind in "OUS"  # ids; a numeric array is one person's weights
+    if isinstance(persons, Sequence | pd.Series | pd.Index):
+        return all(isinstance(p, str) for p in persons)
+    return False
+
+
+class BoundedPolicy:
+    """A personalized model, optionally wrapped by a policy: ``rank``, ``reward`` and ``evaluate`` under universal
+    constraints. The one scoring front of the service, the TRL reward function, DPO export and generation.
+
+    ``model`` follows the personalign model contract (``score``; with a policy also ``score_posterior``, ``prior``,
+    ``posterior``). ``policy``: a :class:`Policy`, a preset name or a policy file (see :func:`load_policy`), a
+    mapping, another BoundedPolicy (its policy and scorers are reused), or None: the personal reward alone,
+    nothing blocked, the same return types. ``scorers`` overrides/adds scorers by constraint name; ``items`` (a
+    DataFrame with a ``text`` column) binds attribute scorers; ``agreement`` gives population agreement per
+    response (consensus bounds). Persons are user ids, :class:`Posterior` objects or raw weight vectors
+    (adversarial ones included).
     """
 
     def __init__(
         self,
         model: Any,
-        policy: Policy | str | Any,
+        policy: Policy | str | Path | Mapping[str, Any] | BoundedPolicy | None = None,
         scorers: Mapping[str, Any] | None = None,
         items: Any = None,
         agreement: Agreement | Mapping[str, float] | None = None,
     ) -> None:
+        if isinstance(policy, BoundedPolicy):
+            model = policy.model if model is None else model
+            agreement = policy.agreement if agreement is None else agreement
+            scorers = {**policy.scorers, **(scorers or {})}
+            policy = policy.policy
+        if model is None:
+            raise ConfigError("BoundedPolicy needs a model (and optionally a policy)")
         self.model = model
-        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
-        base = self.policy.resolve(".") if self.policy.source else None
+        self.policy: Policy | None = None if policy is None else load_policy(policy)
         self.scorers: dict[str, Any] = {}
         self.thresholds: dict[str, float] = {}
-        for c in self.policy.constraints:
-            sc = (scorers or {}).get(c.name)
-            if sc is None:
-                sc = build_scorer(c.scorer, base)
-            if isinstance(sc, AttributeScorer) and items is not None:
-                sc.bind(items)
-            self.scorers[c.name] = sc
-            if c.threshold == "calibrated":
-                t = getattr(sc, "threshold_", None)
-                if t is None:
-                    raise ConfigError(
-                        f"{self.policy.source}: field 'constraints.{c.name}.threshold': 'calibrated' needs a scorer "
-                        f"with a calibrated threshold_; give a number instead"
-                    )
-                self.thresholds[c.name] = float(t)
-            else:
-                self.thresholds[c.name] = float(c.threshold)
+        for c in self.constraints:
+            self.scorers[c.name] = self._scorer(c, (scorers or {}).get(c.name), items)
+            self.thresholds[c.name] = self._threshold(c, self.scorers[c.name])
         if agreement is None or isinstance(agreement, Agreement):
             self.agreement = agreement
         else:
             self.agreement = Agreement(agreement)
 
+    def _scorer(self, c: Any, given: Any, items: Any) -> Any:
+        """The constraint's scorer: ``given``, or built from its spec (paths relative to the policy file)."""
+        sc = given
+        if sc is None:
+            sc = build_scorer(c.scorer, self.policy.resolve(".") if self.source else None)
+        if isinstance(sc, AttributeScorer) and items is not None:
+            sc.bind(items)
+        return sc
+
+    def _threshold(self, c: Any, sc: Any) -> float:
+        if c.threshold != "calibrated":
+            return float(c.threshold)
+        t = getattr(sc, "threshold_", None)
+        if t is None:
+            raise ConfigError(
+                f"{self.source}: field 'constraints.{c.name}.threshold': 'calibrated' needs a scorer "
+                f"with a calibrated threshold_; give a number instead"
+            )
+        return float(t)
+
+    # ------------------------------------------------------------------------------------- the policy
+    @property
+    def bounded(self) -> bool:
+        """True when a policy bounds the reward (False: the personal reward alone)."""
+        return self.policy is not None
+
+    @property
+    def source(self) -> str | None:
+        return self.policy.source if self.policy is not None else None
+
+    @property
+    def constraints(self) -> list[Any]:
+        return list(self.policy.constraints) if self.policy is not None else []
+
+    @property
+    def fallback_mode(self) -> str:
+        """What happens when no candidate satisfies the constraints (``refuse`` or ``least_violating``)."""
+        return self.policy.fallback.mode if self.policy is not None else "refuse"
+
+    @property
+    def fallback_text(self) -> str | None:
+        """What the policy answers when it allows no candidate (None without a policy)."""
+        return self.policy.fallback.refusal_text if self.policy is not None else None
+
     # ------------------------------------------------------------------------------------- constraints
     def check(self, prompts: str | Sequence[str], responses: Sequence[str]) -> dict[str, Any]:
-        """Scores and satisfaction per constraint: ``satisfied`` (n,) over blocking constraints, ``violations``."""
+        """Scores and satisfaction per constraint: ``satisfied`` (n,) over blocking constraints, ``violations``
+        (names per response), ``n_violations``; without a policy everything is satisfied."""
         responses = [str(r) for r in responses]
-        prompts = [prompts] * len(responses) if isinstance(prompts, str) else [str(p) for p in prompts]
         n = len(responses)
+        prompts = _broadcast(prompts, n, "prompts")
         scores: dict[str, np.ndarray] = {}
         ok_block = np.ones(n, bool)
         n_viol = np.zeros(n)
         viol: list[list[str]] = [[] for _ in range(n)]
-        for c in self.policy.constraints:
-            s = (
-                np.asarray(self.scorers[c.name].score(prompts, responses), dtype=np.float64)
-                if n
-                else np.zeros(0)
-            )
+        for c in self.constraints:
+            s = np.asarray(self.scorers[c.name].score(prompts, responses), np.float64) if n else np.zeros(0)
             t = self.thresholds[c.name]
             ok = (s >= t) if c.direction == "min" else (s <= t)
             ok &= np.isfinite(s)  # unscorable -> violated (fail closed)
@@ -163,53 +232,83 @@ class BoundedPolicy:
         return {"scores": scores, "satisfied": ok_block, "violations": viol, "n_violations": n_viol}
 
     # ------------------------------------------------------------------------------------- personal part
-    def _prior(self):
+    def _prior(self) -> Any:
         return self.model.prior()
 
-    def weights(self, person: Any) -> np.ndarray | None:
-        """The person's parameters after the trust-region projection (None for a model without personal part)."""
+    def _raw_weights(self, person: Person) -> np.ndarray:
         if isinstance(person, str):
-            w = np.asarray(self.model.posterior(person).mean, dtype=np.float64)
-        elif isinstance(person, np.ndarray | list | tuple):
-            w = np.asarray(person, dtype=np.float64)
-        else:  # a Posterior (or anything with a mean vector)
-            w = np.asarray(person.mean, dtype=np.float64)
-        prior = self._prior()
-        m = np.asarray(prior.mean, dtype=np.float64)
-        if m.size == 0:
-            return w if w.size == 0 else np.zeros(0)
-        if w.shape != m.shape:
-            raise ConfigError(f"personal parameters have shape {w.shape}, the model's prior has {m.shape}")
+            return np.asarray(self.model.posterior(person).mean, dtype=np.float64)
+        if isinstance(person, np.ndarray | list | tuple):
+            return np.asarray(person, dtype=np.float64)
+        return np.asarray(person.mean, dtype=np.float64)  # a Posterior (or anything with a mean vector)
+
+    def _project(self, W: np.ndarray, prior: Any) -> np.ndarray:
+        """The trust-region projection of one or many weight vectors (the identity without a policy)."""
+        if self.policy is None:
+            return W
         pz = self.policy.personalize
         return project_trust_region(
-            w,
-            m,
+            W,
+            np.asarray(prior.mean, dtype=np.float64),
             np.asarray(prior.cov),
             self.policy.trust_region.rho,
             fixed=pz.fixed,
             personalizable=None if pz.dims == "all" else pz.dims,
         )
 
-    def personal_reward(
-        self, person: Any, prompts: str | Sequence[str], responses: Sequence[str]
-    ) -> np.ndarray:
-        """r~_u: the projected personal reward, shrunk toward the population's where the population agrees."""
-        responses = [str(r) for r in responses]
-        prompts = [prompts] * len(responses) if isinstance(prompts, str) else [str(p) for p in prompts]
-        w = self.weights(person)
+    def weights(self, person: Person) -> np.ndarray:
+        """The person's parameters after the trust-region projection (as they are without a policy)."""
+        w = self._raw_weights(person)
         prior = self._prior()
-        r_pop = np.asarray(
-            self.model.score_posterior(np.asarray(prior.mean, float), prompts, responses), float
-        )
-        if w is None or w.size == 0:
-            return r_pop
-        r_u = np.asarray(self.model.score_posterior(w, prompts, responses), dtype=np.float64)
-        cs = self.policy.consensus
-        if cs.enabled and self.agreement is not None:
-            s = consensus_scale(self.agreement(prompts, responses), cs.gamma, cs.min_agreement)
-            with np.errstate(invalid="ignore"):
-                r_u = r_pop + s * (r_u - r_pop)
-        return r_u
+        m = np.asarray(prior.mean, dtype=np.float64)
+        if m.size == 0:
+            return w if w.size == 0 else np.zeros(0)
+        if w.shape != m.shape:
+            raise ConfigError(f"personal parameters have shape {w.shape}, the model's prior has {m.shape}")
+        return self._project(w, prior)
+
+    def _rewards(self, W: np.ndarray, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """``r = s + g @ w`` for each row of ``W`` (m, K): (m, n) from one featurization when the model has a
+        ``basis``, else one ``score_posterior`` per row."""
+        W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+        if hasattr(self.model, "basis"):
+            s, g = self.model.basis(prompts, responses)
+            s, g = np.asarray(s, dtype=np.float64), np.asarray(g, dtype=np.float64)
+            if W.shape[1] == 0 or g.shape[1] == 0:
+                return np.tile(s, (len(W), 1))
+            with np.errstate(invalid="ignore", over="ignore"):
+                return s[None, :] + W @ g.T
+        return np.stack([np.asarray(self.model.score_posterior(w, prompts, responses), float) for w in W])
+
+    def _shrink(
+        self, r_u: np.ndarray, r_pop: np.ndarray, prompts: list[str], responses: list[str]
+    ) -> np.ndarray:
+        """Consensus bounds: ``r_pop + s(agreement) * (r_u - r_pop)`` where the policy enables them."""
+        cs = self.policy.consensus if self.policy is not None else None
+        if cs is None or not cs.enabled or self.agreement is None:
+            return r_u
+        sc = consensus_scale(self.agreement(prompts, responses), cs.gamma, cs.min_agreement)
+        with np.errstate(invalid="ignore"):
+            return r_pop + sc * (r_u - r_pop)
+
+    def personal_reward(
+        self, person: Person, prompts: str | Sequence[str], responses: Sequence[str]
+    ) -> np.ndarray:
+        """r~_u: the projected personal reward, shrunk toward the population's where the population agrees
+        (without a policy: the person's learned reward)."""
+        responses = [str(r) for r in responses]
+        prompts = _broadcast(prompts, len(responses), "prompts")
+        if self.policy is None and isinstance(person, str):
+            return self._score_users([person] * len(responses), prompts, responses)
+        m = np.asarray(self._prior().mean, dtype=np.float64)
+        R = self._rewards(np.stack([self.weights(person), m]) if m.size else m[None], prompts, responses)
+        return self._shrink(R[0], R[-1], prompts, responses)
+
+    def population_reward(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The population's reward (the prior mean's) per response."""
+        responses = [str(r) for r in responses]
+        m = np.asarray(self._prior().mean, dtype=np.float64)
+        return self._rewards(m[None], _broadcast(prompts, len(responses), "prompts"), responses)[0]
 
     def personal_matrix(
         self, persons: np.ndarray, prompts: str | Sequence[str], responses: Sequence[str]
@@ -217,66 +316,131 @@ class BoundedPolicy:
         """r~ for many raw weight vectors at once: (n_persons, n_responses) (the vectorized path of
         :meth:`personal_reward`, for audits and figures; uses the model's ``basis`` when it has one)."""
         responses = [str(r) for r in responses]
-        prompts = [prompts] * len(responses) if isinstance(prompts, str) else [str(p) for p in prompts]
+        prompts = _broadcast(prompts, len(responses), "prompts")
         prior = self._prior()
         m = np.asarray(prior.mean, dtype=np.float64)
         W = np.atleast_2d(np.asarray(persons, dtype=np.float64))
         if m.size == 0:
-            r = np.asarray(self.model.score_posterior(m, prompts, responses), float)
-            return np.tile(r, (len(W), 1))
-        pz = self.policy.personalize
-        Wp = project_trust_region(
-            W,
-            m,
-            np.asarray(prior.cov),
-            self.policy.trust_region.rho,
-            fixed=pz.fixed,
-            personalizable=None if pz.dims == "all" else pz.dims,
-        )
-        if hasattr(self.model, "basis"):
-            s, g = self.model.basis(prompts, responses)
-            with np.errstate(invalid="ignore", over="ignore"):
-                r_u = s[None, :] + Wp @ np.asarray(g, float).T
-            r_pop = s + np.asarray(g, float) @ m
-        else:
-            r_u = np.stack([np.asarray(self.model.score_posterior(w, prompts, responses), float) for w in Wp])
-            r_pop = np.asarray(self.model.score_posterior(m, prompts, responses), float)
-        cs = self.policy.consensus
-        if cs.enabled and self.agreement is not None:
-            sc = consensus_scale(self.agreement(prompts, responses), cs.gamma, cs.min_agreement)
-            with np.errstate(invalid="ignore"):
-                r_u = r_pop[None, :] + sc[None, :] * (r_u - r_pop[None, :])
-        return r_u
+            return np.tile(self._rewards(m[None], prompts, responses)[0], (len(W), 1))
+        R = self._rewards(np.vstack([self._project(W, prior), m]), prompts, responses)
+        return self._shrink(R[:-1], R[-1][None, :], prompts, responses)
+
+    def _score_users(self, users: list[str], prompts: list[str], responses: list[str]) -> np.ndarray:
+        if not hasattr(self.model, "score"):
+            raise ConfigError(f"{type(self.model).__name__} has no score(users, prompts, responses) method")
+        if not responses:
+            return np.zeros(0, dtype=np.float64)
+        return np.asarray(self.model.score(users, prompts, responses), dtype=np.float64)
 
     # ------------------------------------------------------------------------------------- public API
+    def _bound(self, personal: np.ndarray, satisfied: np.ndarray) -> np.ndarray:
+        """The bounded reward of the policy; the personal reward itself without one."""
+        return bounded_reward(personal, satisfied) if self.policy is not None else np.array(personal, float)
+
+    def evaluate(
+        self,
+        persons: Person | Sequence[str],
+        prompts: str | Sequence[str],
+        responses: Sequence[str],
+        population: bool = False,
+    ) -> dict[str, Any]:
+        """Every row (person, prompt, response) at once: ``reward`` (bounded; the personal reward without a
+        policy), ``personal`` (the person's learned reward, no bounds), ``bounded_personal`` (r~_u), ``allowed``
+        (satisfies every blocking constraint), ``violations``, ``scores`` (per constraint) and, with
+        ``population``, the population's reward. ``persons``: one id per row, or a single person for all rows.
+
+        The constraint check sees only (prompt, response), so it runs once for all rows; the personal part runs
+        once per distinct person.
+        """
+        responses = [str(r) for r in responses]
+        n = len(responses)
+        prompts_l = _broadcast(prompts, n, "prompts")
+        chk = self.check(prompts_l, responses)
+        out: dict[str, Any] = {}
+        if _row_persons(persons) or isinstance(persons, str):
+            users = _broadcast(persons, n, "users")
+            personal = self._score_users(users, prompts_l, responses)
+            tilde = personal if self.policy is None else self._per_person(users, prompts_l, responses)
+            if population:
+                out["population"] = self.population_reward(prompts_l, responses)
+        else:  # one person object: raw, projected and population rewards from one featurization
+            m = np.asarray(self._prior().mean, dtype=np.float64)
+            if not n:
+                personal = r_proj = r_pop = np.zeros(0, dtype=np.float64)
+            elif m.size:
+                W = np.stack([self._raw_weights(persons), self.weights(persons), m])
+                personal, r_proj, r_pop = self._rewards(W, prompts_l, responses)
+            else:
+                personal = r_proj = r_pop = self._rewards(m[None], prompts_l, responses)[0]
+            tilde = personal if self.policy is None else self._shrink(r_proj, r_pop, prompts_l, responses)
+            if population:
+                out["population"] = r_pop
+        sat = np.asarray(chk["satisfied"], dtype=bool)
+        return {
+            "reward": self._bound(tilde, sat),
+            "personal": personal,
+            "bounded_personal": np.array(tilde, dtype=np.float64),
+            "allowed": sat,
+            "violations": [list(v) for v in chk["violations"]],
+            "n_violations": chk["n_violations"],
+            "scores": chk["scores"],
+            **out,
+        }
+
+    def _per_person(self, users: list[str], prompts: list[str], responses: list[str]) -> np.ndarray:
+        tilde = np.zeros(len(responses), dtype=np.float64)
+        users_arr = np.asarray(users, dtype=object)
+        for u in dict.fromkeys(users):
+            idx = np.flatnonzero(users_arr == u)
+            tilde[idx] = self.personal_reward(u, [prompts[i] for i in idx], [responses[i] for i in idx])
+        return tilde
+
+    def __call__(
+        self, persons: Person | Sequence[str], prompts: str | Sequence[str], responses: Sequence[str]
+    ) -> np.ndarray:
+        """The bounded reward per row (the personal reward without a policy)."""
+        return self.evaluate(persons, prompts, responses)["reward"]
+
+    def choose_index(self, evaluation: Mapping[str, Any]) -> int:
+        """Index of the best allowed row of one candidate set (an :meth:`evaluate` result), or -1 when the policy
+        allows none and refuses (``least_violating``: the fewest violations, then the best reward)."""
+        allowed = np.asarray(evaluation["allowed"], dtype=bool)
+        r = np.asarray(evaluation["reward"], dtype=np.float64)
+        if not allowed.any():
+            if self.fallback_mode == "least_violating" and len(r):
+                nv = np.asarray([len(v) for v in evaluation["violations"]], dtype=np.float64)
+                return int(np.lexsort((-r, nv))[0])
+            return -1
+        return int(np.argmax(np.where(allowed, r, -np.inf)))
+
     def reward(
-        self, person: Any, prompt: str | Sequence[str], response: str | Sequence[str]
+        self, person: Person, prompt: str | Sequence[str], response: str | Sequence[str]
     ) -> np.ndarray | float:
-        """Bounded reward R_u in [0, 1] (violating) or [2, 3] (satisfying); a single response gives a float."""
+        """Bounded reward R_u in [0, 1] (violating) or [2, 3] (satisfying), the personal reward without a policy;
+        a single response gives a float."""
         single = isinstance(response, str)
         responses = [response] if single else list(response)
         chk = self.check(prompt, responses)
-        out = bounded_reward(self.personal_reward(person, prompt, responses), chk["satisfied"])
+        out = self._bound(self.personal_reward(person, prompt, responses), chk["satisfied"])
         return float(out[0]) if single else out
 
-    def rank(self, person: Any, prompt: str, candidates: Sequence[str]) -> Ranking:
+    def rank(self, person: Person, prompt: str, candidates: Sequence[str]) -> Ranking:
         """Candidates best first; satisfying ones always above violating ones. If none satisfies: the policy's
-        fallback (``refuse``: the choice is the refusal text; ``least_violating``: the top one, flagged)."""
+        fallback (``refuse``: the choice is the refusal text; ``least_violating``: the top one, flagged). Without
+        a policy: by the personal reward (ties by position)."""
         cands = [str(c) for c in candidates]
         chk = self.check(prompt, cands)
         personal = self.personal_reward(person, prompt, cands) if cands else np.zeros(0)
         sat = chk["satisfied"]
         order = bounded_order(personal, sat, chk["n_violations"])
-        fallback = not bool(sat.any())
-        refused = fallback and self.policy.fallback.mode == "refuse"
-        notes = []
-        if fallback:
-            notes.append(f"no candidate satisfies the constraints ({self.policy.fallback.mode})")
-        choice = self.policy.fallback.refusal_text if refused or not cands else cands[int(order[0])]
+        fallback = self.policy is not None and not bool(sat.any())
+        refused = fallback and self.fallback_mode == "refuse"
+        notes = [f"no candidate satisfies the constraints ({self.fallback_mode})"] if fallback else []
+        choice = (self.fallback_text or "") if refused or not cands else cands[int(order[0])]
         return Ranking(
             candidates=cands,
             order=order,
-            bounded=bounded_reward(personal, sat),
+            bounded=self._bound(personal, sat),
             personal=personal,
             satisfied=sat,
             violations=chk["violations"],

@@ -2,6 +2,9 @@
 
 A policy is a YAML or TOML file validated with pydantic. Every error names the file, the field path (e.g.
 ``constraints[1].threshold``) and what was expected, and is raised as :class:`personalign.ConfigError`.
+Presets ship in ``personalign/bounds/policies``: ``rules`` (pattern rules only), ``default`` (learned harmlessness
+and consensus heads plus rules) and ``synthetic`` (the synthetic population's moderation label). :func:`load_policy`
+is the one loader: every place that accepts a policy (service, CLI, TRL, DPO, generation) takes a preset or a path.
 
 Example (YAML, see ``personalign/bounds/policies/default.yaml``)::
 
@@ -23,6 +26,7 @@ Example (YAML, see ``personalign/bounds/policies/default.yaml``)::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -243,13 +247,30 @@ def policy_from_dict(raw: Any, source: str = "<policy>") -> Policy:
     return pol
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file (``.yaml``/``.yml`` or ``.toml``). A bare name finds a packaged policy."""
-    p = Path(path)
-    if not p.exists() and not p.suffix and (POLICY_DIR / f"{p.name}.yaml").exists():
-        p = POLICY_DIR / f"{p.name}.yaml"
+def load_policy(spec: str | Path | Policy | Mapping[str, Any]) -> Policy:
+    """The one policy loader: a packaged preset name (see :func:`list_policies`), a ``.yaml``/``.yml``/``.toml``
+    file, an already-parsed mapping, or a :class:`Policy` (returned as it is).
+
+    A name that is neither an existing file nor a preset raises a :class:`ConfigError` naming the presets.
+    """
+    if isinstance(spec, Policy):
+        return spec
+    if isinstance(spec, Mapping):
+        return policy_from_dict(dict(spec))
+    p = Path(spec)
+    if not p.is_file() and p.name == str(spec) and not p.suffix and (POLICY_DIR / f"{p.name}.yaml").is_file():
+        p = POLICY_DIR / f"{p.name}.yaml"  # a bare preset name (an existing file of that name wins)
+    if p.is_dir():
+        raise ConfigError(
+            f"{p}: is a folder; expected a policy file or a preset ({', '.join(list_policies())})"
+        )
     if not p.exists():
-        raise ConfigError(f"{p}: policy file not found (packaged policies: {', '.join(list_policies())})")
+        what = "unknown policy preset" if p.name == str(spec) and not p.suffix else "policy file not found"
+        raise ConfigError(f"{p}: {what} (presets: {', '.join(list_policies())}; or give a .yaml/.toml file)")
+    return _read_policy_file(p)
+
+
+def _read_policy_file(p: Path) -> Policy:
     text = p.read_text(encoding="utf-8")
     try:
         if p.suffix.lower() == ".toml":
@@ -268,5 +289,5 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def list_policies() -> list[str]:
-    """Names of the policies shipped with the package."""
+    """Names of the policy presets shipped with the package (``rules``, ``default``, ``synthetic``)."""
     return sorted(q.stem for q in POLICY_DIR.glob("*.yaml"))

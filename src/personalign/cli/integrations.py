@@ -15,18 +15,17 @@ from personalign.cli._common import console
 from personalign.errors import ConfigError
 
 POLICY_HELP = (
-    "Bounded policy: a policy file, a packaged name (default, synthetic) or 'rules' (pattern rules)."
+    "Bounded policy: a preset (rules, default, synthetic) or a policy file (.yaml/.toml); none: unbounded."
 )
 
 
 def _load(model_dir: Path, policy: str | None):
-    from personalign.integrations._reward import PersonalReward
-    from personalign.integrations.generate import load_bounded
+    """The model and its scoring front (a BoundedPolicy; without --policy it bounds nothing)."""
+    from personalign.bounds.bounded import BoundedPolicy
     from personalign.models import load_model
 
     model = load_model(model_dir)
-    bounded = load_bounded(model, policy)
-    return model, bounded, PersonalReward(model, bounded)
+    return model, BoundedPolicy(model, policy)
 
 
 @app.command("generate")
@@ -48,7 +47,7 @@ def generate(
 
     if n < 1:
         raise ConfigError(f"-n must be >= 1, got {n}")
-    _, bounded, reward = _load(model, policy)
+    _, reward = _load(model, policy)
     gen = LocalGenerator(max_new_tokens=max_new_tokens, seed=seed)
     with console.status(f"sampling {n} answers with SmolLM2-135M-Instruct ..."):
         cands = gen.generate(prompt, n=n) + list(candidate)
@@ -57,7 +56,9 @@ def generate(
         typer.echo(json.dumps([r.to_dict() for r in results], indent=1))
         return
     for r in results:
-        t = Table(title=f"person {r.user_id}: {prompt!r}" + ("" if bounded else " (no policy: unbounded)"))
+        t = Table(
+            title=f"person {r.user_id}: {prompt!r}" + ("" if reward.bounded else " (no policy: unbounded)")
+        )
         t.add_column("#", justify="right")
         t.add_column("reward", justify="right")
         t.add_column("personal", justify="right")
@@ -105,7 +106,7 @@ def export_dpo(
     from personalign.integrations.dpo import personalized_pairs, read_candidates, write_pairs
     from personalign.integrations.generate import LocalGenerator
 
-    m, _, reward = _load(model, policy)
+    m, reward = _load(model, policy)
     users = list(user) or list(getattr(m, "user_units_", {}))
     if not users:
         raise ConfigError("no persons: pass --user (the model has no trained persons)")
@@ -148,8 +149,8 @@ def export_reward_cmd(
     """Export a bounded reward as a standalone artifact (safetensors head + loader script + README)."""
     from personalign.integrations.export import export_reward
 
-    m, bounded, _ = _load(model, policy)
-    path = export_reward(m, out, user_id=user, policy=bounded, group=group)
+    m, reward = _load(model, policy)
+    path = export_reward(m, out, user_id=user, policy=reward if reward.bounded else None, group=group)
     console.print(f"portable reward written to [bold]{path}[/] (see {path / 'README.md'})")
 
 

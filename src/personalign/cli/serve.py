@@ -28,7 +28,9 @@ def serve(
     db: str = typer.Option("personalign-serve.db", "--db", help=DB_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8000, help="TCP port."),
-    policy: Path = typer.Option(None, help="A bounds policy file (universal constraints, trust region)."),
+    policy: str | None = typer.Option(
+        None, help="A bounds policy: a preset (rules, default, synthetic) or a policy file (.yaml/.toml)."
+    ),
     admin_key: list[str] = typer.Option(
         None,
         "--admin-key",
@@ -56,7 +58,7 @@ def serve(
     cfg = ServeConfig(
         model_dir=str(model),
         db_url=db,
-        policy=str(policy) if policy else None,
+        policy=policy or None,
         admin_keys=keys,
         max_body_bytes=max_body_bytes,
     )
@@ -86,21 +88,18 @@ def keys_create(
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from personalign.errors import ConfigError
-    from personalign.serve import db as sdb
-    from personalign.serve.auth import create_key
-    from personalign.serve.schemas import PERSON_ID_PATTERN
+    from personalign.serve import auth
+    from personalign.serve.db import open_database, write_tx
 
     if admin == (person is not None):
         raise ConfigError("give exactly one of --person ID or --admin")
-    if person is not None and not PERSON_ID_PATTERN.fullmatch(person):
-        raise ConfigError(f"person id {person!r}: expected 1-128 characters of A-Z a-z 0-9 _ . : @ -")
-    engine = sdb.make_engine(db)
-    sdb.migrate(engine)
-    with sdb.write_tx(engine) as conn:
+    if person is not None:
+        auth.check_person_id(person)  # before the database file is created
+    with open_database(db) as engine, write_tx(engine) as conn:
         if person is not None:
-            sdb.ensure_person(conn, person)
-        key, key_id = create_key(conn, "admin" if admin else "person", person, label)
-    engine.dispose()
+            key, key_id = auth.create_person_key(conn, person, label)
+        else:
+            key, key_id = auth.create_key(conn, "admin", None, label)
     typer.echo(key)
     who = "admin" if admin else f"person {person}"
     typer.echo(f"key id {key_id} ({who}); store the key now, it is not shown again", err=True)
@@ -109,16 +108,11 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(db: str = typer.Option("personalign-serve.db", "--db", help=DB_HELP)) -> None:
     """List key ids, roles and persons (never the keys)."""
-    from sqlalchemy import select
+    from personalign.serve import auth
+    from personalign.serve.db import open_database, read_tx
 
-    from personalign.serve import db as sdb
-
-    engine = sdb.make_engine(db)
-    sdb.migrate(engine)
-    k = sdb.api_keys
-    with sdb.read_tx(engine) as conn:
-        rows = conn.execute(select(k.c.key_id, k.c.role, k.c.person_id, k.c.label, k.c.created_at)).all()
-    engine.dispose()
+    with open_database(db) as engine, read_tx(engine) as conn:
+        rows = auth.list_keys(conn)
     for r in rows:
         typer.echo(f"{r.key_id}\t{r.role}\t{r.person_id or '-'}\t{r.created_at}\t{r.label}")
 
@@ -130,13 +124,11 @@ def keys_revoke(
 ) -> None:
     """Delete a key."""
     from personalign.errors import ConfigError
-    from personalign.serve import db as sdb
+    from personalign.serve import auth
+    from personalign.serve.db import open_database, write_tx
 
-    engine = sdb.make_engine(db)
-    sdb.migrate(engine)
-    with sdb.write_tx(engine) as conn:
-        n = conn.execute(sdb.api_keys.delete().where(sdb.api_keys.c.key_id == key_id)).rowcount
-    engine.dispose()
-    if not n:
+    with open_database(db) as engine, write_tx(engine) as conn:
+        revoked = auth.revoke_key(conn, key_id)
+    if not revoked:
         raise ConfigError(f"no key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")

@@ -15,8 +15,8 @@ from personalign.data.files import write_text_atomic
 from personalign.data.synthetic import generate_population
 from personalign.demo.context import DemoContext
 from personalign.features import PairFeaturizer, get_encoder
-from personalign.integrations import PersonalReward
-from personalign.integrations.generate import LocalGenerator, best_of_n, load_bounded
+from personalign.bounds import BoundedPolicy
+from personalign.integrations.generate import LocalGenerator, best_of_n
 from personalign.models import LowRankBT, Posterior
 
 PROMPT = "How can I get better at cooking?"
@@ -96,7 +96,7 @@ def generate_step(ctx: DemoContext) -> None:
     con = ctx.console
     model = _model(ctx)
     data = ctx.state.get("population")
-    reward = PersonalReward(model, load_bounded(model, "rules"))
+    reward = BoundedPolicy(model, "rules")
     persons = _one_person_per_profile(model, data)
     n = 4 if ctx.quick else 6
     gen = LocalGenerator(max_new_tokens=40 if ctx.quick else 60, seed=ctx.seed)

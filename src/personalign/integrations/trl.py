@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from personalign.bounds.bounded import BoundedPolicy
 from personalign.data.core import POPULATION_USER
 from personalign.errors import ConfigError
-from personalign.integrations._reward import PersonalReward
 
 
 def message_text(x: Any, roles: tuple[str, ...] | None = None) -> str:
@@ -73,12 +73,14 @@ def reward_function(
 
     ``r = scale * R_u(x, y)`` where ``R_u`` is the policy's bounded reward (the model's ``score`` without a policy),
     ``u`` the value of ``user_column`` in the completion's row, ``x`` the prompt's last user turn, ``y`` the completion.
+    ``policy``: a preset name (``rules``, ``default``, ``synthetic``), a policy file, a :class:`Policy` or a
+    :class:`~personalign.bounds.BoundedPolicy` (see :func:`personalign.bounds.load_policy`); None: unbounded.
     Rows without the column use ``default_user`` (None: the column is required; ``POPULATION_USER`` scores with the
     population reward). Works with standard (strings) and conversational (message lists) datasets. When TRL passes
     ``log_metric``, the share of completions violating a universal constraint is logged as
     ``personalign/violation_rate``.
     """
-    reward = PersonalReward(model, policy)
+    reward = BoundedPolicy(model, policy)
 
     def personalign_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         n = len(completions)
@@ -98,11 +100,11 @@ def reward_function(
             users, [prompt_text(p) for p in prompts], [completion_text(c) for c in completions]
         )
         log_metric = kwargs.get("log_metric")
-        if callable(log_metric) and reward.policy is not None and n:
+        if callable(log_metric) and reward.bounded and n:
             log_metric("personalign/violation_rate", float(1.0 - np.mean(d["allowed"])))
         return [float(scale * r) for r in d["reward"]]
 
-    personalign_reward.__name__ = name or ("personalign_bounded" if policy is not None else "personalign")
+    personalign_reward.__name__ = name or ("personalign_bounded" if reward.bounded else "personalign")
     personalign_reward.__qualname__ = personalign_reward.__name__
     personalign_reward.reward = reward  # type: ignore[attr-defined]  # for inspection
     return personalign_reward

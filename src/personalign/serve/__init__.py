@@ -2,9 +2,13 @@
 
 Per-person posteriors live in a database and are updated online from feedback; scores, bounded rankings, profiles
 and active questions are served per person behind API keys. Run it with ``personalign serve --model DIR``;
-build the app in Python with :func:`personalign.serve.app.create_app`. Modules: ``app`` (endpoints), ``db``
-(tables, durability, migrations), ``auth`` (keys), ``schemas`` (bodies and limits), ``state`` (model holder,
-hot reload, feature cache), ``launch`` (a server subprocess on loopback), ``demo`` (the demo step).
+build the app in Python with :func:`personalign.serve.app.create_app`. Modules: ``app`` (the app factory),
+``routes`` (one FastAPI router per resource: system, feedback, scoring, persons, keys), ``service`` (the state the
+routes share) and ``deps`` (how they reach it: FastAPI dependencies), ``errors`` (the JSON error body),
+``middleware`` (body limit, request metrics), ``db`` (tables, durability, migrations), ``auth`` (keys, shared with
+the ``serve keys`` CLI), ``schemas`` (bodies and limits), ``state`` (model holder, hot reload, feature cache; its
+scoring front is a :class:`~personalign.bounds.BoundedPolicy`), ``launch`` (a server subprocess on loopback),
+``demo`` (the demo step).
 """
 
 from __future__ import annotations

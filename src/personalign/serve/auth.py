@@ -6,7 +6,8 @@ nobody can brute-force them, so a slow password hash would only add latency to e
 Admin keys may also be given at start (``--admin-key`` / ``PERSONALIGN_ADMIN_KEY``); they are kept hashed in memory.
 
 Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key or an unknown key -> 401; a
-person key used on another person -> 403.
+person key used on another person -> 403. The functions here are shared by the service's routes and the
+``personalign serve keys`` commands.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select
 
+from personalign.errors import ConfigError
 from personalign.serve import db
+from personalign.serve.schemas import PERSON_ID_PATTERN
 
 KEY_PREFIX = "pa"
 
@@ -74,14 +78,28 @@ def create_key(conn: Connection, role: str, person_id: str | None = None, label:
     return key, key_id
 
 
-def extract_key(headers) -> str | None:  # noqa: ANN001 - starlette Headers or a dict
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    key = headers.get("x-api-key")
-    return key.strip() if key else None
+def check_person_id(person_id: str) -> str:
+    """``person_id`` if it is a valid person id (the service's path pattern), else a :class:`ConfigError`."""
+    if not PERSON_ID_PATTERN.fullmatch(person_id):
+        raise ConfigError(f"person id {person_id!r}: expected 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+    return person_id
+
+
+def create_person_key(conn: Connection, person_id: str, label: str = "") -> tuple[str, str]:
+    """A new key for one person (created if new), in the caller's transaction; returns (key, key_id)."""
+    db.ensure_person(conn, check_person_id(person_id))
+    return create_key(conn, "person", person_id, label)
+
+
+def revoke_key(conn: Connection, key_id: str) -> bool:
+    """Delete a key (in the caller's transaction); False when there is no such key."""
+    return bool(conn.execute(db.api_keys.delete().where(db.api_keys.c.key_id == key_id)).rowcount)
+
+
+def list_keys(conn: Connection) -> list[Any]:
+    """Every key's id, role, person, label and creation time (never the key: only its hash is stored)."""
+    k = db.api_keys
+    return conn.execute(select(k.c.key_id, k.c.role, k.c.person_id, k.c.label, k.c.created_at)).all()
 
 
 def authenticate(conn: Connection, key: str, admin_hashes: frozenset[str]) -> Principal | None:

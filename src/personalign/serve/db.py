@@ -217,6 +217,17 @@ def migrate(engine: Engine) -> int:
     return current
 
 
+@contextlib.contextmanager
+def open_database(url: str | Path) -> Iterator[Engine]:
+    """An engine on a migrated database, disposed afterwards (for commands that run once, like the key CLI)."""
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def delete_person(conn: Connection, person_id: str) -> dict[str, int]:
     """Remove everything stored about a person (judgments, posterior, keys) in the caller's transaction."""
     nj = conn.execute(delete(judgments).where(judgments.c.person_id == person_id)).rowcount

@@ -1,5 +1,5 @@
 """The model the service runs, swappable without stopping (hot reload), plus the feature cache and the posterior
-arithmetic shared by the endpoints.
+arithmetic shared by the endpoints (scoring itself goes through the state's :class:`BoundedPolicy`).
 
 A request takes ``holder.current`` once, at its start, and uses that :class:`ModelState` to the end; a reload
 builds a new state aside and swaps one reference, so in-flight requests finish on the old model and new ones see
@@ -10,6 +10,7 @@ recomputed from the person's stored judgments (the judgments are the source of t
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from personalign.bounds.bounded import BoundedPolicy
+from personalign.bounds.monitors import LockInMonitor
+from personalign.data.files import to_jsonable
 from personalign.errors import ConfigError
 
 PAIR_COLUMNS = ["user_id", "prompt", "chosen", "rejected", "tie", "weight"]
@@ -114,35 +118,18 @@ def model_version(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def load_policy(path: str | Path | None, model: Any) -> Any:
-    """A :class:`personalign.bounds.bounded.BoundedPolicy` wrapping ``model`` with the policy file, if given."""
-    if path is None:
-        return None
-    try:
-        from personalign.bounds.bounded import BoundedPolicy
-    except ImportError as exc:  # pragma: no cover - bounds is part of the package
-        raise ConfigError(
-            f"a policy was given ({path}) but personalign.bounds is not available: {exc}"
-        ) from exc
-    return BoundedPolicy(model, str(path))
-
-
-def _finite(x: Any) -> float | None:
-    x = float(x)
-    return x if np.isfinite(x) else None  # JSON has no NaN/inf
-
-
 @dataclass
 class ModelState:
-    """One loaded model (immutable once published) and what the endpoints need from it."""
+    """One loaded model (immutable once published) and its scoring front: ``bounded``, a
+    :class:`~personalign.bounds.BoundedPolicy` (with the policy given at start, or none: it bounds nothing)."""
 
     model: Any
     model_dir: Path
     version: str
-    policy: Any = None
-    policy_path: str | None = None
-    lru: LRUEncoder | None = None
+    bounded: BoundedPolicy
+    policy_path: str | None = None  # the --policy given (a preset name or a file), reported by /metrics
     loaded_at: float = field(default_factory=time.time)
+    lru: LRUEncoder | None = None
 
     @classmethod
     def load(
@@ -156,8 +143,8 @@ class ModelState:
         version = model_version(model_dir)
         model = load_model(model_dir)
         lru = _install_lru(model, lru_size)
-        pol = load_policy(policy, model)
-        return cls(model, model_dir, version, pol, str(policy) if policy else None, lru)
+        bounded = BoundedPolicy(model, policy)  # a preset name or a policy file (bounds.load_policy)
+        return cls(model, model_dir, version, bounded, str(policy) if policy else None, lru=lru)
 
     # -------------------------------------------------------------------------------- posterior arithmetic
     def prior(self) -> Any:
@@ -165,9 +152,7 @@ class ModelState:
 
     def posterior_from_json(self, blob: str | None, version: str | None) -> Any | None:
         """The stored posterior if it belongs to this model, else None (caller recomputes)."""
-        import json
-
-        from personalign.models.base import Posterior
+        from personalign.models import Posterior
 
         if blob is None or version != self.version:
             return None
@@ -190,56 +175,11 @@ class ModelState:
             post = self.fold(post, judgment_pairs(person_id, r, history))
         return post, n
 
-    # ------------------------------------------------------------------------------------------- scoring
-    def score(self, posterior: Any, prompt: str, candidates: Sequence[str]) -> np.ndarray:
-        prompts = [prompt] * len(candidates)
-        return np.asarray(self.model.score_posterior(posterior, prompts, list(candidates)), dtype=float)
-
-    def score_with_population(
-        self, posterior: Any, prompt: str, candidates: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(personal rewards, population rewards) from one featurization: ``r = s + g @ w`` for ``w`` = the
-        posterior mean and the prior mean (the model's array-level ``basis``; ``score_posterior`` otherwise)."""
-        basis = getattr(self.model, "basis", None)
-        if basis is None:
-            return self.score(posterior, prompt, candidates), self.score(self.prior(), prompt, candidates)
-        s, g = basis(prompt, list(candidates))
-        s = np.asarray(s, dtype=float)
-        if g.shape[1] == 0:
-            return s, s.copy()
-        return s + g @ np.asarray(posterior.mean, float), s + g @ np.asarray(self.prior().mean, float)
-
-    def constraint_report(
-        self, prompt: str, candidates: Sequence[str]
-    ) -> tuple[list[bool], list[dict]] | None:
-        """Per candidate: does it satisfy every blocking universal constraint, and per-constraint score and
-        violations (``BoundedPolicy.check``); None without a policy."""
-        if self.policy is None:
-            return None
-        chk = self.policy.check(prompt, list(candidates))
-        names = list(chk["scores"])
-        detail = [
-            {
-                "scores": {n: _finite(chk["scores"][n][i]) for n in names},
-                "violations": list(chk["violations"][i]),
-            }
-            for i in range(len(candidates))
-        ]
-        return [bool(x) for x in chk["satisfied"]], detail
-
-    def bounded_rank(self, posterior: Any, prompt: str, candidates: Sequence[str]) -> Any:
-        """``BoundedPolicy.rank`` for this person's posterior (trust region, consensus bounds, lexicographic
-        constraints, fallback)."""
-        return self.policy.rank(posterior, prompt, list(candidates))
-
-    def monitors(self, posterior: Any, pairs: pd.DataFrame) -> dict[str, Any] | None:
+    def monitors(self, posterior: Any, pairs: pd.DataFrame) -> dict[str, Any]:
         """Per-person monitor state from personalign.bounds: value lock-in (drift, overconfidence on the person's
         own time-ordered judgments) and, with a policy, the trust region (is the posterior mean outside it?)."""
-        try:
-            from personalign.bounds.monitors import LockInMonitor
-        except ImportError:  # pragma: no cover
-            return None
-        spec = self.policy.policy.monitors.lock_in if self.policy is not None else None
+        pol = self.bounded.policy
+        spec = pol.monitors.lock_in if pol is not None else None
         mon = (
             LockInMonitor(spec.drift_window, spec.drift_threshold, spec.max_overconfidence, spec.half_life)
             if spec is not None
@@ -248,9 +188,9 @@ class ModelState:
         out: dict[str, Any] = {
             "lock_in": mon.assess(self.model, pairs, prior=self.prior()) if len(pairs) else None
         }
-        if self.policy is not None and posterior.dim:
-            rho = self.policy.policy.trust_region.rho
-            w = self.policy.weights(posterior)
+        if pol is not None and posterior.dim:
+            rho = pol.trust_region.rho
+            w = self.bounded.weights(posterior)
             prior = self.prior()
             d = np.asarray(posterior.mean) - np.asarray(prior.mean)
             dist = float(np.sqrt(max(d @ np.linalg.solve(np.asarray(prior.cov), d), 0.0)))
@@ -260,7 +200,7 @@ class ModelState:
                 "outside": bool(rho is not None and dist > rho),
                 "projected_shift": float(np.linalg.norm(np.asarray(posterior.mean) - w)),
             }
-        return _jsonable(out)
+        return to_jsonable(out)
 
     def suggest(self, posterior: Any, pairs: pd.DataFrame) -> int:
         return int(self.model.suggest_query(posterior, pairs))
@@ -350,19 +290,3 @@ class ModelHolder:
             self._state = new
             self.reloads += 1
             return new, old.version
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.bool_ | bool):
-        return bool(x)
-    if isinstance(x, np.integer | int):
-        return int(x)
-    if isinstance(x, np.floating | float):
-        return _finite(x)
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    return x

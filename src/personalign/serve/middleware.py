@@ -1,0 +1,96 @@
+"""ASGI plumbing of the service: request metrics, and the outermost guard that limits bodies and times requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from personalign.serve.errors import BodyTooLarge, error_response
+
+
+class Metrics:
+    """Request counts by route and status, latency percentiles over the last requests of each route."""
+
+    def __init__(self, window: int = 20_000) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, dict[int, int]] = {}
+        self.lat: dict[str, deque] = {}
+        self.window = window
+        self.started = time.time()
+
+    def record(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.counts.setdefault(route, {}).setdefault(status, 0)
+            self.counts[route][status] += 1
+            self.lat.setdefault(route, deque(maxlen=self.window)).append(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            out = {}
+            for route, c in self.counts.items():
+                lat = np.asarray(self.lat.get(route, ()), dtype=float) * 1000.0
+                out[route] = {
+                    "count": int(sum(c.values())),
+                    "by_status": {str(k): v for k, v in sorted(c.items())},
+                    "latency_ms": {
+                        "p50": float(np.percentile(lat, 50)) if len(lat) else None,
+                        "p90": float(np.percentile(lat, 90)) if len(lat) else None,
+                        "p99": float(np.percentile(lat, 99)) if len(lat) else None,
+                        "max": float(lat.max()) if len(lat) else None,
+                        "window": int(len(lat)),
+                    },
+                }
+            return out
+
+
+class RequestGuard:
+    """Outermost ASGI layer: rejects bodies over the limit (413, by Content-Length or while streaming) and times
+    every request for the metrics (route template, not raw path, so person ids do not become labels)."""
+
+    def __init__(self, app: Callable, metrics: Metrics, max_body: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = {"code": 500}
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_body
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    resp = error_response(413, f"request body exceeds {self.max_body} bytes")
+                    await resp(scope, receive, send)
+                    self.metrics.record("(rejected)", 413, time.perf_counter() - t0)
+                    return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge(self.max_body)
+            return msg
+
+        async def timed_send(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status["code"] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, timed_send)
+        finally:
+            route = scope.get("route")
+            name = f"{scope['method']} {route.path}" if route is not None else "(unrouted)"
+            self.metrics.record(name, status["code"], time.perf_counter() - t0)

@@ -1,0 +1,81 @@
+"""Person routes: the profile, the next question to ask, deleting a person."""
+
+from __future__ import annotations
+
+import pandas as pd
+from fastapi import APIRouter
+from sqlalchemy import func, select
+from starlette.exceptions import HTTPException
+
+from personalign.serve import db, schemas
+from personalign.serve.deps import ERRORS, Context, Ctx, PersonPath
+from personalign.serve.service import judgment_rows
+from personalign.serve.state import all_pairs, summarize
+
+router = APIRouter(tags=["persons"], responses=ERRORS)
+
+MONITOR_WINDOW = 500  # judgments the profile's monitors look at
+
+
+@router.get(
+    "/v1/persons/{person_id}",
+    response_model=schemas.ProfileOut,
+    summary="The person's profile: posterior summary, uncertainty, judgment counts, monitor state.",
+)
+def profile(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.ProfileOut:
+    st = ctx.st
+    post, row = ctx.read_person(person_id)
+    j = db.judgments
+    with db.read_tx(ctx.svc.engine) as conn:
+        kinds = dict(
+            conn.execute(
+                select(j.c.kind, func.count()).where(j.c.person_id == person_id).group_by(j.c.kind)
+            ).all()
+        )
+        # monitors look at the person's recent judgments (bounded, so a profile stays cheap)
+        recent = judgment_rows(conn, person_id, limit=MONITOR_WINDOW)
+    return schemas.ProfileOut(
+        person_id=person_id,
+        exists=row is not None,
+        n_judgments=row.n_judgments if row else 0,
+        n_comparisons=int(kinds.get("comparison", 0)),
+        n_ratings=int(kinds.get("rating", 0)),
+        posterior=schemas.PosteriorSummary(**summarize(post, st.prior())),
+        model_version=st.version,
+        created_at=row.created_at if row else None,
+        updated_at=row.updated_at if row else None,
+        monitors=st.monitors(post, all_pairs(person_id, recent)),
+    )
+
+
+@router.post(
+    "/v1/persons/{person_id}/suggest",
+    response_model=schemas.SuggestOut,
+    summary="Which of these candidate questions (pairs) to ask the person next (most informative answer).",
+)
+def suggest(body: schemas.SuggestIn, person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.SuggestOut:
+    post, _ = ctx.read_person(person_id)
+    questions = pd.DataFrame(
+        {
+            "prompt": [p.prompt for p in body.pairs],
+            "chosen": [p.a for p in body.pairs],
+            "rejected": [p.b for p in body.pairs],
+        }
+    )
+    i = ctx.st.suggest(post, questions)
+    return schemas.SuggestOut(person_id=person_id, index=i, pair=body.pairs[i], model_version=ctx.st.version)
+
+
+@router.delete(
+    "/v1/persons/{person_id}",
+    response_model=schemas.DeleteOut,
+    summary="Delete everything stored about the person: judgments, posterior and API keys (admin, or the "
+    "person's own key).",
+)
+def delete_person(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.DeleteOut:
+    with ctx.svc.person_lock(person_id), db.write_tx(ctx.svc.engine) as conn:
+        ctx.authorize(conn, person_id)
+        counts = db.delete_person(conn, person_id)
+    if not any(counts.values()):
+        raise HTTPException(404, f"no person {person_id!r}")
+    return schemas.DeleteOut(person_id=person_id, deleted=counts)

@@ -1,0 +1,134 @@
+"""The state behind the endpoints: configuration, database engine, the model holder, metrics and per-person locks.
+
+One :class:`Service` lives on ``app.state.service``; routes reach it through the dependencies of
+:mod:`personalign.serve.deps`, never through closures, so every route module is a plain module of functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from starlette.exceptions import HTTPException
+
+from personalign.serve import db, schemas
+from personalign.serve.auth import Principal, authenticate, hash_key
+from personalign.serve.middleware import Metrics
+from personalign.serve.state import ModelHolder, ModelState
+
+log = logging.getLogger("personalign.serve")
+
+# the columns a stored judgment is replayed from (state.judgment_pairs reads these attributes)
+JUDGMENT_COLUMNS = ("kind", "prompt", "chosen", "rejected", "tie", "response", "rating", "weight")
+
+
+@dataclass
+class ServeConfig:
+    """Everything the service needs to start (serializable, so uvicorn workers can rebuild the app)."""
+
+    model_dir: str
+    db_url: str = "personalign-serve.db"
+    policy: str | None = None
+    admin_keys: list[str] = field(default_factory=list)
+    max_body_bytes: int = schemas.MAX_BODY_BYTES
+    lru_size: int = 100_000
+    pool_size: int = 8
+
+
+def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) -> list[Any]:
+    """A person's stored judgments in id order (with ``limit``: only the most recent ones, still in id order)."""
+    j = db.judgments
+    q = select(*(j.c[name] for name in JUDGMENT_COLUMNS)).where(j.c.person_id == person_id)
+    if limit is None:
+        return conn.execute(q.order_by(j.c.id)).all()
+    return conn.execute(q.order_by(j.c.id.desc()).limit(limit)).all()[::-1]
+
+
+class Service:
+    """The database engine, model holder, metrics and striped per-person locks of one running app."""
+
+    N_LOCKS = 256
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.engine: Engine = db.make_engine(config.db_url, pool_size=config.pool_size)
+        self.schema_version = db.migrate(self.engine)
+        self.holder = ModelHolder(
+            ModelState.load(config.model_dir, config.policy, config.lru_size), config.lru_size
+        )
+        self.admin_hashes = frozenset(hash_key(k) for k in config.admin_keys if k)
+        self.metrics = Metrics()
+        # striped in-process locks: writers for one person queue here instead of spinning on the DB lock
+        self._locks = [threading.Lock() for _ in range(self.N_LOCKS)]
+        self.sqlite = db.is_sqlite(self.engine)
+
+    def person_lock(self, person_id: str) -> threading.Lock:
+        return self._locks[zlib.crc32(person_id.encode()) % self.N_LOCKS]
+
+    # ------------------------------------------------------------------ auth
+    def authorize(self, conn: Connection, key: str | None, person_id: str | None = None) -> Principal:
+        """401 without a valid key; 403 when a person key asks for another person or for an admin operation
+        (``person_id`` None: the operation needs an admin key)."""
+        if not key:
+            raise HTTPException(401, "missing API key (send 'Authorization: Bearer <key>' or 'X-API-Key')")
+        p = authenticate(conn, key, self.admin_hashes)
+        if p is None:
+            raise HTTPException(401, "invalid API key")
+        if person_id is None:
+            if not p.is_admin:
+                raise HTTPException(403, "this operation needs an admin key")
+        elif not p.can_access(person_id):
+            raise HTTPException(403, "this key may not access that person")
+        return p
+
+    # ------------------------------------------------------------- posteriors
+    def current_posterior(
+        self, conn: Connection, st: ModelState, person_id: str, row: Any
+    ) -> tuple[Any, bool]:
+        """The person's posterior under model ``st`` and whether it had to be recomputed (model changed)."""
+        if row is None or row.n_judgments == 0:
+            return st.prior(), False
+        post = st.posterior_from_json(row.posterior, row.model_version)
+        if post is not None:
+            return post, False
+        post, _ = st.replay(person_id, judgment_rows(conn, person_id))
+        return post, True
+
+    def read_person(self, conn: Connection, person_id: str, for_update: bool = False) -> Any:
+        """The person's row (posterior, version, counts, revision, times), or None; ``for_update`` takes the row
+        lock on PostgreSQL (SQLite already holds the database write lock: BEGIN IMMEDIATE)."""
+        p = db.persons
+        q = select(
+            p.c.posterior, p.c.model_version, p.c.n_judgments, p.c.revision, p.c.created_at, p.c.updated_at
+        ).where(p.c.person_id == person_id)
+        if for_update and not self.sqlite:
+            q = q.with_for_update()
+        return conn.execute(q).first()
+
+    def posterior_for_read(self, person_id: str, key: str | None, st: ModelState) -> tuple[Any, Any]:
+        """Authorize a read of the person and return (posterior under ``st``, stored row or None)."""
+        with db.read_tx(self.engine) as conn:
+            self.authorize(conn, key, person_id)
+            row = self.read_person(conn, person_id)
+            post, recomputed = self.current_posterior(conn, st, person_id, row)
+        if recomputed:
+            self.store_recomputed(person_id, st, post, row.revision)
+        return post, row
+
+    def store_recomputed(self, person_id: str, st: ModelState, post: Any, revision: int) -> None:
+        """Cache a posterior recomputed for a new model, unless the person changed meanwhile (compare-and-set)."""
+        p = db.persons
+        try:
+            with db.write_tx(self.engine) as conn:
+                conn.execute(
+                    update(p)
+                    .where(p.c.person_id == person_id, p.c.revision == revision)
+                    .values(posterior=json.dumps(post.to_dict()), model_version=st.version)
+                )
+        except Exception:  # a cache write; the next feedback stores it anyway
+            log.exception("could not store a recomputed posterior")
