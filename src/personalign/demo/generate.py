@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from personalign.bounds import BoundedPolicy
 from personalign.data.files import write_text_atomic
 from personalign.data.synthetic import generate_population
 from personalign.demo.context import DemoContext
 from personalign.features import PairFeaturizer, get_encoder
-from personalign.bounds import BoundedPolicy
 from personalign.integrations.generate import LocalGenerator, best_of_n
 from personalign.models import LowRankBT, Posterior
 
