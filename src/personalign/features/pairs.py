@@ -25,15 +25,18 @@ from typing import Any
 import numpy as np
 
 from personalign.errors import ConfigError, DataError
-from personalign.features.encoders import Encoder, encoder_from_config, get_encoder
+from personalign.features.encoders import Encoder
+from personalign.features.registry import encoder_from_config, get_encoder
 
 MODES = ("auto", "response", "sentences")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# the sentence block is sum_s e(s) / SENTENCE_SCALE (see the module docstring)
+SENTENCE_SCALE = 4.0
 
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a text (split after . ! ? followed by white space); the text itself when it has none."""
-    parts = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    parts = [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
     return parts or [text]
 
 
@@ -102,7 +105,7 @@ class PairFeaturizer:
         ex = np.stack([vec.get(p, zero) for p in prompts]) if prompts else np.zeros((0, d), np.float32)
         parts = [ey, ex * ey]
         if self.mode == "sentences":
-            pooled = {r: np.sum([vec[s] for s in ss], axis=0) / 4.0 for r, ss in sentences.items()}
+            pooled = {r: np.sum([vec[s] for s in ss], axis=0) / SENTENCE_SCALE for r, ss in sentences.items()}
             parts.append(np.stack([pooled.get(r, zero) for r in responses]) if responses else ey[:, :0])
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
