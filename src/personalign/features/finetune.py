@@ -572,6 +572,7 @@ class FineTunedEncoder(SentenceTransformerEncoder):
     """
 
     kind = "minilm-ft"
+    saved = ()
 
     def __init__(
         self, path: str | os.PathLike, batch_size: int = 64, device: str = "auto", precision: str = "auto"
@@ -594,13 +595,13 @@ class FineTunedEncoder(SentenceTransformerEncoder):
         return {"kind": self.kind, "path": str(self.path), "name": self.name, "dim": self.dim}
 
     @classmethod
-    def from_config(cls, cfg: Any, **runtime: Any) -> FineTunedEncoder:
+    def from_config(cls, cfg: Any, **runtime: Any) -> Any:
         if not cfg.get("path"):
             raise ConfigError(
                 "the model was trained on an unsaved fine-tuned encoder; save it (EncoderFineTuner.save) and pass "
                 "featurizer=PairFeaturizer(FineTunedEncoder(dir)) when loading"
             )
-        return cls(cfg["path"], **runtime)
+        return super().from_config(cfg, **runtime)
 
 
 def load_finetuned_encoder(path: str | os.PathLike, cache: bool = True) -> Any:

