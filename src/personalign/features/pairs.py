@@ -40,6 +40,23 @@ def split_sentences(text: str) -> list[str]:
     return parts or [text]
 
 
+def broadcast_prompts(
+    prompts: Sequence[str] | str | None, responses: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(prompts, responses) as lists of strings of one length: one prompt string serves every response, None is ""."""
+    responses = [str(r) for r in responses]
+    if prompts is None or isinstance(prompts, str):
+        prompts = [prompts or ""] * len(responses)
+    prompts = ["" if p is None else str(p) for p in prompts]
+    if len(prompts) != len(responses):
+        raise DataError(
+            f"{len(prompts)} prompts for {len(responses)} responses",
+            field="prompt",
+            expected="one prompt per response (or a single prompt)",
+        )
+    return prompts, responses
+
+
 class PairFeaturizer:
     """phi(prompt, response) -> float32 vectors of fixed size ``dim_out`` (see the module docstring).
 
@@ -81,16 +98,7 @@ class PairFeaturizer:
         self, prompts: Sequence[str] | str, responses: Sequence[str], show_progress: bool = False
     ) -> np.ndarray:
         """phi for each (prompt, response) row; a single prompt string is broadcast. Unique texts encoded once."""
-        responses = [str(r) for r in responses]
-        if isinstance(prompts, str):
-            prompts = [prompts] * len(responses)
-        prompts = ["" if p is None else str(p) for p in prompts]
-        if len(prompts) != len(responses):
-            raise DataError(
-                f"{len(prompts)} prompts for {len(responses)} responses",
-                field="prompt",
-                expected="one prompt per response (or a single prompt)",
-            )
+        prompts, responses = broadcast_prompts(prompts, responses)
         need = set(responses) | (set(prompts) if self.mode != "response" else set())
         sentences: dict[str, list[str]] = {}
         if self.mode == "sentences":

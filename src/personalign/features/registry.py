@@ -131,16 +131,32 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base.strip(), opts
 
 
+def accepted_options(factory: Callable[..., Encoder]) -> set[str] | None:
+    """The keyword arguments ``factory`` takes: a class's own and those its ``**options`` pass on to the
+    ``__init__`` of its base classes; None when they cannot be told (a function with ``**kwargs``)."""
+    targets = (
+        [c.__init__ for c in inspect.getmro(factory) if "__init__" in vars(c)]
+        if inspect.isclass(factory)
+        else [factory]
+    )
+    names: set[str] = set()
+    for target in targets:
+        params = inspect.signature(target).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+    return None if not inspect.isclass(factory) else names - {"self"}
+
+
 def call_with(factory: Callable[..., Encoder], options: Mapping[str, Any], what: str) -> Encoder:
     """``factory(**options)``; runtime options it does not take are dropped, other unknown ones are an error."""
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
-    params = inspect.signature(target).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    params = accepted_options(factory)
+    if params is None:
         return factory(**options)
     kept = {k: v for k, v in options.items() if k in params}
     unknown = sorted(set(options) - set(kept) - set(RUNTIME_OPTIONS))
     if unknown:
-        usable = sorted(k for k in params if k not in ("self", "path"))
+        usable = sorted(k for k in params if k not in ("path", "name", "dim"))
         raise ConfigError(f"encoder {what!r} has no option {unknown} (options: {usable})")
     return factory(**kept)
 
@@ -216,7 +232,7 @@ def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True, **runtime: A
     cls = KINDS.get(str(kind))
     if cls is None:
         raise ConfigError(f"unknown encoder kind {kind!r} in config (known: {', '.join(sorted(KINDS))})")
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = accepted_options(cls) or set(runtime)
     enc = cls.from_config(cfg, **{k: v for k, v in runtime.items() if k in accepted and v is not None})
     if cache and not isinstance(enc, PrecomputedEncoder):
         return CachedEncoder(enc)
