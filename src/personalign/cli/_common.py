@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from personalign.errors import PersonalignError
 
@@ -76,7 +77,8 @@ PAIR_MODE_HELP = (
 
 def encoder_option(default: str = "minilm", extra: str = "") -> Any:
     """The ``--encoder`` option of every command that makes text features."""
-    return typer.Option(default, "--encoder", help=ENCODER_HELP + (f" {extra}" if extra else ""))
+    # typer renders help as rich markup: the spec's brackets must be escaped to show
+    return typer.Option(default, "--encoder", help=escape(ENCODER_HELP + (f" {extra}" if extra else "")))
 
 
 def device_option() -> Any:
@@ -86,7 +88,7 @@ def device_option() -> Any:
 
 def pair_mode_option() -> Any:
     """The ``--pair-mode`` option (the PairFeaturizer mode)."""
-    return typer.Option("auto", "--pair-mode", help=PAIR_MODE_HELP)
+    return typer.Option("auto", "--pair-mode", help=escape(PAIR_MODE_HELP))
 
 
 def build_encoder(encoder: str, device: str = "auto") -> Any:
