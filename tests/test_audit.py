@@ -214,7 +214,7 @@ def test_cli_bad_option_exits_2(tmp_path):
 
 
 def test_personalized_model_serves_the_group_the_aggregate_fails(tmp_path):
-    from personalign.features.encoders import get_encoder
+    from personalign.features import get_encoder
     from personalign.features.pairs import PairFeaturizer
     from personalign.models import make_model
 

@@ -150,3 +150,74 @@ def test_export_refuses_what_it_cannot_carry(model, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="not a unit"):
         export_reward(model, tmp_path / "y", group="nope")
+
+
+CHILD_MODES = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from reward_model import PortableReward
+    table = json.load(open(sys.argv[2]))
+    enc = lambda texts: np.asarray([table[t] for t in texts])
+    rm = PortableReward.from_pretrained(sys.argv[1], encoder=enc)
+    P, R = table["__prompts__"], table["__responses__"]
+    out = {"score": rm.score(P, R).tolist(), "personal": rm.personal(P, R).tolist()}
+    import torch
+    args = [torch.tensor(rm.encode(P)), torch.tensor(rm.encode(R))]
+    if rm.mode == "sentences":
+        args.append(torch.tensor(rm.encode_sentences(R)))
+    out["torch"] = rm.torch_head()(*args).tolist()
+    out["personalign_loaded"] = any(m.startswith("personalign") for m in sys.modules)
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["auto", "response", "sentences"])
+def test_every_pair_mode_exports_the_models_rewards(mode, tmp_path):
+    """The artifact computes the features of each PairFeaturizer mode itself: in a fresh interpreter without
+    personalign it gives the model's rewards (bounded and personal) for multi-sentence and empty responses."""
+    from personalign.features.pairs import split_sentences
+
+    data = generate_population(persons=20, comparisons_per_person=30, seed=2)
+    enc = HashingEncoder(64)
+    m = LowRankBT(rank=2, featurizer=PairFeaturizer(enc, mode=mode), random_state=0, max_iter=80).fit(data)
+    policy = _policy(m)
+    user = list(m.user_units_)[1]
+    art = export_reward(m, tmp_path / "art", user_id=user, policy=policy)
+    cfg = json.loads((art / "config.json").read_text())
+    assert cfg["features"]["mode"] == mode and cfg["features"]["dim"] == m.featurizer.dim_out
+    prompts = [PROMPT] * len(CANDS) + ["Any tips for a trip to Rome?"] * 2
+    responses = CANDS + ["Go early. Book the museums! Walk a lot?", "Rome."]
+    texts = set(prompts) | set(responses) | {s for r in responses if r for s in split_sentences(r)}
+    texts = sorted(t for t in texts if t)
+    table = {t: v.tolist() for t, v in zip(texts, enc.encode(texts), strict=True)}
+    table["__prompts__"], table["__responses__"] = prompts, responses
+    (tmp_path / "emb.json").write_text(json.dumps(table))
+    (tmp_path / "child.py").write_text(CHILD_MODES)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "child.py"), str(art), str(tmp_path / "emb.json")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["personalign_loaded"] is False
+    np.testing.assert_allclose(got["score"], PersonalReward(m, policy)(user, prompts, responses), atol=1e-9)
+    np.testing.assert_allclose(got["personal"], policy.personal_reward(user, prompts, responses), atol=1e-9)
+    np.testing.assert_allclose(got["torch"], got["personal"], atol=1e-9)
+    assert len(set(np.round(got["personal"], 9))) > 3  # the rewards differ: the comparison is not vacuous
+
+
+def test_export_refuses_an_unknown_pair_mode(model, tmp_path):
+    from personalign.integrations.export import features_entry
+
+    feat = PairFeaturizer(HashingEncoder(16))
+    feat.mode = "bogus"  # a mode a later PairFeaturizer might add, unknown to this exporter
+    with pytest.raises(ConfigError, match="cannot be exported"):
+        features_entry(feat)

@@ -119,8 +119,8 @@ def test_keys_cli_creates_working_keys(tmp_path) -> None:
 def test_service_accepts_a_policy_preset_in_process(tmp_path) -> None:
     """``serve --policy rules``: the preset loads like a file, and rank puts the insult last for everyone."""
     from fastapi.testclient import TestClient
-    from personalign.experiments.models import train_small_model
 
+    from personalign.experiments.models import train_small_model
     from personalign.serve.app import ServeConfig, create_app
 
     model_dir = train_small_model(tmp_path / "m", rank=2, persons=20, comparisons_per_person=10)

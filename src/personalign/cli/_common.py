@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from personalign.errors import PersonalignError
 
@@ -58,3 +61,46 @@ def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
         code = getattr(exc, "exit_code", 2)
         return 2 if code in (None, 1) else code
     return 0
+
+
+# ------------------------------------------------------------------------------------------ encoder options
+ENCODER_HELP = (
+    "Text encoder: minilm (default), mpnet, e5, smollm2, hashing, a model folder (sentence-transformers, "
+    "fine-tuned or transformers), hf:PATH for a transformers model; options in brackets, quoted: "
+    "'smollm2[pooling=last]', 'hf:PATH[pooling=mean,layer=-4]', 'hashing[dim=512]'."
+)
+DEVICE_HELP = "Where to encode text: auto (CUDA when available, in fp16), cpu, cuda or cuda:N."
+PAIR_MODE_HELP = (
+    "Pair features: auto [e(y), e(x)*e(y)], response e(y), or sentences (adds pooled sentence vectors)."
+)
+
+
+def encoder_option(default: str = "minilm", extra: str = "") -> Any:
+    """The ``--encoder`` option of every command that makes text features."""
+    # typer renders help as rich markup: the spec's brackets must be escaped to show
+    return typer.Option(default, "--encoder", help=escape(ENCODER_HELP + (f" {extra}" if extra else "")))
+
+
+def device_option() -> Any:
+    """The ``--device`` option for encoding (auto, cpu, cuda)."""
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def pair_mode_option() -> Any:
+    """The ``--pair-mode`` option (the PairFeaturizer mode)."""
+    return typer.Option("auto", "--pair-mode", help=escape(PAIR_MODE_HELP))
+
+
+def build_encoder(encoder: str, device: str = "auto") -> Any:
+    """The (cached) encoder named by ``--encoder``, run on ``--device``; bad names and devices are one error line."""
+    from personalign.features import get_encoder, resolve_device
+
+    resolve_device(device)  # a wrong --device fails here, before any data is read or encoded
+    return get_encoder(encoder, device=device)
+
+
+def build_featurizer(encoder: str, device: str = "auto", pair_mode: str = "auto") -> Any:
+    """The PairFeaturizer of ``--encoder``, ``--device`` and ``--pair-mode``."""
+    from personalign.features import PairFeaturizer
+
+    return PairFeaturizer(build_encoder(encoder, device), mode=pair_mode)

@@ -9,7 +9,14 @@ from pathlib import Path
 import typer
 
 from personalign.cli import app
-from personalign.cli._common import console
+from personalign.cli._common import (
+    build_encoder,
+    build_featurizer,
+    console,
+    device_option,
+    encoder_option,
+    pair_mode_option,
+)
 from personalign.errors import ConfigError
 
 DEFAULT_HARMLESS = (
@@ -63,14 +70,11 @@ def eval_command(
     seeds: int = typer.Option(5, help="Number of seeds (splits)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     k: str = typer.Option("0,1,2,5,10,20,50", "--k", help="k-shot sizes for unseen persons."),
-    encoder: str = typer.Option(
-        "minilm",
-        help="Text encoder: minilm or hashing; 'attributes' (synthetic data only) uses the items' true attributes.",
+    encoder: str = encoder_option(
+        extra="'attributes' (synthetic data only) uses the items' true attributes."
     ),
-    pair_mode: str = typer.Option(
-        "auto",
-        help="Pair features: auto [e(y), e(x)*e(y)], response e(y), or sentences (adds pooled sentences).",
-    ),
+    device: str = device_option(),
+    pair_mode: str = pair_mode_option(),
     max_persons: int = typer.Option(None, help="Sample this many persons (deterministic)."),
     max_train_pairs: int = typer.Option(200, help="Training pairs per person (sampled)."),
     max_test_pairs: int = typer.Option(100, help="Test pairs per person and cell (sampled)."),
@@ -130,8 +134,9 @@ def eval_command(
     console.print(f"evaluating [bold]{d!r}[/]")
     if pair_mode not in ("auto", "response", "sentences"):
         raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
+    enc = encoder if encoder == "attributes" else build_encoder(encoder, device)
     with progress_bar(console) as bar:
-        res = evaluate(d, cfg, encoder=encoder, harmless=hh, progress=bar, pair_mode=pair_mode)
+        res = evaluate(d, cfg, encoder=enc, harmless=hh, progress=bar, pair_mode=pair_mode)
     files = write_report(res, out, command=command)
     console.print(
         comparison_table("Seen persons, unseen items (points, mean ± std over seeds)", comparison_rows(res))
@@ -151,7 +156,8 @@ def eval_pointwise(
     rank: int = typer.Option(
         2, help="Low-rank personal directions (0: personal cut-points and sensitivity only)."
     ),
-    encoder: str = typer.Option("minilm", help="Text encoder: minilm or hashing."),
+    encoder: str = encoder_option(),
+    device: str = device_option(),
     out: Path = typer.Option(..., help="Output folder (results.json, results.md)."),
 ) -> None:
     """Per-person label/rating prediction ("is this offensive to you?") against the collapsed control."""
@@ -169,8 +175,10 @@ def eval_pointwise(
 
     command = "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     d = read_data(data, format=format)
+    pcfg = PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder)
+    feat = build_featurizer(encoder, device, pcfg.featurizer_mode)
     with progress_bar(console) as bar:
-        res = evaluate_pointwise(d, PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder), progress=bar)
+        res = evaluate_pointwise(d, pcfg, featurizer=feat, progress=bar)
     write_pointwise(res, out, command=command)
     console.print(pointwise_markdown(res))
     console.print(f"wrote results.json, results.md to [bold]{out}[/]")

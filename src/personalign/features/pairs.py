@@ -25,16 +25,36 @@ from typing import Any
 import numpy as np
 
 from personalign.errors import ConfigError, DataError
-from personalign.features.encoders import Encoder, encoder_from_config, get_encoder
+from personalign.features.encoders import Encoder
+from personalign.features.registry import encoder_from_config, get_encoder
 
 MODES = ("auto", "response", "sentences")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# the sentence block is sum_s e(s) / SENTENCE_SCALE (see the module docstring)
+SENTENCE_SCALE = 4.0
 
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a text (split after . ! ? followed by white space); the text itself when it has none."""
-    parts = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    parts = [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
     return parts or [text]
+
+
+def broadcast_prompts(
+    prompts: Sequence[str] | str | None, responses: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(prompts, responses) as lists of strings of one length: one prompt string serves every response, None is ""."""
+    responses = [str(r) for r in responses]
+    if prompts is None or isinstance(prompts, str):
+        prompts = [prompts or ""] * len(responses)
+    prompts = ["" if p is None else str(p) for p in prompts]
+    if len(prompts) != len(responses):
+        raise DataError(
+            f"{len(prompts)} prompts for {len(responses)} responses",
+            field="prompt",
+            expected="one prompt per response (or a single prompt)",
+        )
+    return prompts, responses
 
 
 class PairFeaturizer:
@@ -78,16 +98,7 @@ class PairFeaturizer:
         self, prompts: Sequence[str] | str, responses: Sequence[str], show_progress: bool = False
     ) -> np.ndarray:
         """phi for each (prompt, response) row; a single prompt string is broadcast. Unique texts encoded once."""
-        responses = [str(r) for r in responses]
-        if isinstance(prompts, str):
-            prompts = [prompts] * len(responses)
-        prompts = ["" if p is None else str(p) for p in prompts]
-        if len(prompts) != len(responses):
-            raise DataError(
-                f"{len(prompts)} prompts for {len(responses)} responses",
-                field="prompt",
-                expected="one prompt per response (or a single prompt)",
-            )
+        prompts, responses = broadcast_prompts(prompts, responses)
         need = set(responses) | (set(prompts) if self.mode != "response" else set())
         sentences: dict[str, list[str]] = {}
         if self.mode == "sentences":
@@ -102,7 +113,7 @@ class PairFeaturizer:
         ex = np.stack([vec.get(p, zero) for p in prompts]) if prompts else np.zeros((0, d), np.float32)
         parts = [ey, ex * ey]
         if self.mode == "sentences":
-            pooled = {r: np.sum([vec[s] for s in ss], axis=0) / 4.0 for r, ss in sentences.items()}
+            pooled = {r: np.sum([vec[s] for s in ss], axis=0) / SENTENCE_SCALE for r, ss in sentences.items()}
             parts.append(np.stack([pooled.get(r, zero) for r in responses]) if responses else ey[:, :0])
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 

