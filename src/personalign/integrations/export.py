@@ -36,7 +36,7 @@ FORMAT_VERSION = 1
 
 def _linear_head(model: Any, weights: np.ndarray | None) -> np.ndarray:
     """``mu + B w`` (identity basis: ``mu + w``; no personal part: ``mu``) of a linear-in-features model."""
-    from personalign.models.base import LinearGaussianModel
+    from personalign.models import LinearGaussianModel
 
     if not isinstance(model, LinearGaussianModel) or type(model).project is not LinearGaussianModel.project:
         raise ConfigError(
@@ -141,7 +141,7 @@ def export_reward(
         subject = {"kind": "population", "id": None}
     constraints: list[dict[str, Any]] = []
     tensors: dict[str, np.ndarray] = {}
-    feat = model._featurizer()
+    feat = model.featurizer_
     feat_cfg = feat.config()
     enc_cfg = feat_cfg.get("encoder", {})
     if policy is not None:
@@ -151,7 +151,7 @@ def export_reward(
                 "consensus-aware bounds use a per-item agreement table and cannot be exported portably"
             )
         if w.size:
-            from personalign.models.base import Posterior
+            from personalign.models import Posterior
 
             # the trust-region projection, as BoundedPolicy applies it (a Posterior: weights() reads its mean)
             w = policy.weights(Posterior(w, np.eye(w.size), 0))

@@ -315,7 +315,7 @@ def generate_step(ctx: Any) -> None:
 
     from rich.table import Table
 
-    from personalign.models.base import Posterior
+    from personalign.models import Posterior
 
     con = ctx.console
     model = ctx.state.get("model")

@@ -24,7 +24,7 @@ def train_small_model(
     ``encoder``: ``"hashing"`` (fast, for tests) or ``"minilm"`` (the real sentence encoder, cached on disk).
     """
     from personalign.features import HashingEncoder, PairFeaturizer, get_encoder
-    from personalign.models import LowRankBT
+    from personalign.models import LowRankBT, TrainingConfig
 
     if data is None:
         from personalign.data.synthetic import generate_population
@@ -33,7 +33,9 @@ def train_small_model(
             persons=persons, comparisons_per_person=comparisons_per_person, n_prompts=8, seed=seed
         )
     enc = HashingEncoder(dim=128, seed=seed) if encoder == "hashing" else get_encoder(encoder, cache=True)
-    model = LowRankBT(rank=rank, featurizer=PairFeaturizer(enc), max_iter=150, random_state=seed).fit(data)
+    model = LowRankBT(
+        rank=rank, featurizer=PairFeaturizer(enc), training=TrainingConfig(max_iter=150), random_state=seed
+    ).fit(data)
     return Path(model.save_pretrained(out))
 
 

@@ -167,7 +167,7 @@ class ModelState:
         """The stored posterior if it belongs to this model, else None (caller recomputes)."""
         import json
 
-        from personalign.models.base import Posterior
+        from personalign.models import Posterior
 
         if blob is None or version != self.version:
             return None
