@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from personalign.models.objectives import LinearBasis, PairwiseObjective, TrainArrays
-from personalign.models.posterior import batched_laplace, laplace_newton
+from personalign.models.posterior import BatchedLaplace, laplace_newton
 from personalign.models.training import TrainingConfig, fit_lbfgs
 
 
@@ -28,7 +28,7 @@ def _problem(seed: int = 0, n: int = 3000, U: int = 40, K: int = 4):
 
 def test_batched_laplace_equals_per_unit_newton():
     D, a, y, wt, unit, U, m, P = _problem()
-    W, C = batched_laplace(D, a, y, wt, unit, U, m, P, iters=30, tol=1e-12)
+    W, C = BatchedLaplace(D, a, y, wt, unit, U).solve(m, P, iters=30, tol=1e-12)
     for u in (0, 5, 9, 17, U - 1):
         rows = (unit == u).numpy()
         w, c = laplace_newton(

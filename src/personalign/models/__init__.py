@@ -23,7 +23,7 @@ from personalign.models.mixture import MixtureBT
 from personalign.models.mlp import MLPLowRankBT
 from personalign.models.objectives import TrainArrays, item_keys
 from personalign.models.pointwise import CrowdOffsetReference, OrdinalLowRank
-from personalign.models.posterior import Posterior, batched_laplace, laplace_newton
+from personalign.models.posterior import BatchedLaplace, Posterior, laplace_newton
 from personalign.models.selection import JudgmentKFold, PreferenceSamples, per_person_accuracy_score
 from personalign.models.sideinfo import SideInfoLowRankBT
 from personalign.models.training import (
@@ -66,6 +66,7 @@ def load_model(directory: str | os.PathLike, **kw: Any) -> PersonalModel:
 
 __all__ = [
     "AggregatedBT",
+    "BatchedLaplace",
     "ContextLowRankBT",
     "CrowdOffsetReference",
     "DataParallel",
@@ -84,7 +85,6 @@ __all__ = [
     "SideInfoLowRankBT",
     "TrainArrays",
     "TrainingConfig",
-    "batched_laplace",
     "data_parallel",
     "fit_lbfgs",
     "item_keys",

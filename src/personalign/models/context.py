@@ -29,6 +29,7 @@ from personalign.errors import ConfigError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models import artifacts
 from personalign.models.lowrank import LowRankBT
+from personalign.models.objectives import ridge
 
 
 class ContextBasis(torch.nn.Module):
@@ -56,11 +57,8 @@ class ContextBasis(torch.nn.Module):
         return torch.cat([s[:, None], g], 1)
 
     def penalty(self, l2_mean: float, l2_basis: float) -> torch.Tensor:
-        return (
-            0.5 * l2_mean * (self.mu**2).sum()
-            + 0.5 * l2_basis * (self.B**2).sum()
-            + 0.5 * self.l2_context * ((self.mu_dom**2).sum() + (self.B_dom**2).sum())
-        )
+        shifts = (self.mu_dom**2).sum() + (self.B_dom**2).sum()
+        return ridge(self.mu, self.B, l2_mean, l2_basis) + 0.5 * self.l2_context * shifts
 
 
 class ContextLowRankBT(LowRankBT):

@@ -18,7 +18,7 @@ import copy
 import inspect
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +31,7 @@ from personalign.data.core import POPULATION_USER
 from personalign.errors import ConfigError, DataError, NotFittedError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models import artifacts
+from personalign.models.posterior import Posterior
 from personalign.models.training import TrainingConfig
 
 DEFAULT_TRAINING = TrainingConfig()
@@ -52,6 +53,15 @@ class PersonalModel(BaseEstimator):
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         artifacts.register(cls)
+
+    def __init__(
+        self,
+        featurizer: PairFeaturizer | None = None,
+        *,
+        random_state: int = 0,
+        training: TrainingConfig = DEFAULT_TRAINING,
+    ) -> None:
+        self.featurizer, self.random_state, self.training = featurizer, random_state, training
 
     # ------------------------------------------------------------------ parameters
     @classmethod
@@ -174,7 +184,7 @@ class PersonalModel(BaseEstimator):
         uniq = pd.unique(np.asarray([str(u) for u in users], dtype=object))
         return sorted(u for u in uniq if u != POPULATION_USER and u not in known and u not in added)
 
-    def _check_persons(self, users: str | Iterable[str], strict: bool) -> None:
+    def _check_persons(self, users: str | Iterable[str], strict: bool, stacklevel: int = 3) -> None:
         """Warn once per call about unknown persons (they get the population), or raise with ``strict``."""
         unknown = self.unknown_persons(users)
         if not unknown:
@@ -188,7 +198,75 @@ class PersonalModel(BaseEstimator):
         )
         if strict:
             raise DataError(msg, field="user_id", expected="persons the model was trained on or added")
-        warnings.warn(msg + "; pass strict=True to raise instead", UserWarning, stacklevel=3)
+        warnings.warn(msg + "; pass strict=True to raise instead", UserWarning, stacklevel=stacklevel)
+
+    def score(
+        self,
+        users: str | Sequence[str],
+        prompts: str | Sequence[str],
+        responses: Sequence[str] | str,
+        *,
+        strict: bool = False,
+    ) -> np.ndarray:
+        """Rewards per row (a single user or prompt is broadcast); persons the model does not know are served
+        the population, with a warning naming them (a DataError with ``strict``)."""
+        self._check_fitted()
+        responses = as_list(responses)
+        users = as_list(users, len(responses))
+        if len(users) != len(responses):
+            raise DataError(
+                f"{len(users)} users for {len(responses)} responses",
+                field="user_id",
+                expected="one per response",
+            )
+        self._check_persons(users, strict)
+        return self._score(users, prompts, responses)
+
+    def _score(self, users: list[str], prompts: str | Sequence[str], responses: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def prior(self, user_row: dict | None = None) -> Posterior:
+        raise NotImplementedError
+
+    def _unit_posterior(self, j: int) -> Posterior:
+        raise NotImplementedError
+
+    def posterior(self, user_id: str) -> Posterior:
+        """A trained (or added) person's posterior; the prior for an unknown person."""
+        self._check_fitted()
+        uid = str(user_id)
+        if uid in self.added_:
+            return self.added_[uid]
+        j = self.user_units_.get(uid, -1)
+        return self.prior() if j < 0 else self._unit_posterior(j)
+
+    def add_user(self, user_id: str, posterior: Posterior) -> None:
+        """Register an adapted person so that ``score`` and friends use their posterior."""
+        self._check_fitted()
+        dim = self.prior().dim
+        if posterior.dim != dim:
+            raise ConfigError(f"posterior has {posterior.dim} dims, the model {dim}")
+        self.added_[str(user_id)] = posterior
+
+    def adapt(
+        self, examples: pd.DataFrame, prior: Posterior | None = None, user_row: dict | None = None
+    ) -> Posterior:
+        """Posterior of a new person from k judgments, the shared part frozen (k = 0: the prior itself).
+
+        ``prior``: start from this belief (default: the population prior, or the one for ``user_row``).
+        """
+        self._check_fitted()
+        prior = prior if prior is not None else self.prior(user_row)
+        if examples is None or len(examples) == 0:
+            return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
+        return self._adapt(examples, prior)
+
+    def _adapt(self, examples: pd.DataFrame, prior: Posterior) -> Posterior:
+        raise NotImplementedError
+
+    def update(self, posterior: Posterior, examples: pd.DataFrame) -> Posterior:
+        """Fold new judgment(s) into a posterior (pure: the model is not changed)."""
+        return self.adapt(examples, prior=posterior)
 
     # ------------------------------------------------------------------ artifacts (override the parts)
     def _tensors(self) -> dict[str, np.ndarray]:

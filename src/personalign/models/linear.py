@@ -32,7 +32,7 @@ from personalign.data.core import POPULATION_USER, PreferenceData
 from personalign.errors import ConfigError, DataError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models import artifacts
-from personalign.models.estimator import DEFAULT_TRAINING, PersonalModel, as_list
+from personalign.models.estimator import PersonalModel, as_list
 from personalign.models.objectives import (
     LinearBasis,
     PairwiseObjective,
@@ -42,7 +42,6 @@ from personalign.models.objectives import (
 )
 from personalign.models.posterior import BatchedLaplace, Posterior, laplace_newton, sigmoid
 from personalign.models.training import (
-    TrainingConfig,
     data_parallel,
     fit_lbfgs,
     hold_out,
@@ -78,19 +77,18 @@ class LinearGaussianModel(PersonalModel):
         l2_mean: float = 30.0,
         l2_basis: float = 30.0,
         prior_precision: float = 1.0,
-        random_state: int = 0,
-        training: TrainingConfig = DEFAULT_TRAINING,
+        **kw: Any,
     ) -> None:
-        self.featurizer = featurizer
+        super().__init__(featurizer, **kw)
         self.l2_mean = l2_mean
         self.l2_basis = l2_basis
         self.prior_precision = prior_precision
-        self.random_state = random_state
-        self.training = training
 
     def n_personal(self, d: int) -> int:
-        """K, the personal dimension, for ``d``-dim features (override)."""
-        return d if self.identity_basis else 0
+        """K, the personal dimension, for ``d``-dim features: ``d`` (identity basis), the rank parameter, or 0."""
+        if self.identity_basis:
+            return d
+        return int(getattr(self, self.rank_param)) if self.rank_param else 0
 
     def features(self, prompts: str | Sequence[str], responses: Sequence[str], show_progress: bool = False):
         """Pair features ``phi`` as this model reads them (a subclass may append columns)."""
@@ -248,31 +246,8 @@ class LinearGaussianModel(PersonalModel):
     def _weights(self, users: Sequence[str]) -> np.ndarray:
         return np.stack([self.weights_for(u) for u in users]) if len(users) else np.zeros((0, self.K_))
 
-    def score(
-        self,
-        users: str | Sequence[str],
-        prompts: str | Sequence[str],
-        responses: Sequence[str] | str,
-        *,
-        strict: bool = False,
-    ) -> np.ndarray:
-        """Rewards ``r_u(x, y)`` per row; a single user or prompt is broadcast.
-
-        Persons the model does not know get the prior mean, with a warning naming them (DataError if ``strict``).
-        """
-        self._check_fitted()
-        responses = as_list(responses)
-        users = as_list(users, len(responses))
-        if len(users) != len(responses):
-            raise DataError(
-                f"{len(users)} users for {len(responses)} responses",
-                field="user_id",
-                expected="one per response",
-            )
-        self._check_persons(users, strict)
-        return self._score(users, prompts, responses)
-
     def _score(self, users: list[str], prompts: str | Sequence[str], responses: list[str]) -> np.ndarray:
+        """Rewards ``r_u(x, y) = s + g^T w_u``, ``w_u`` the person's posterior mean (the prior's if unknown)."""
         s, g = self.basis(prompts, responses)
         if self.K_ == 0:
             return s
@@ -295,16 +270,19 @@ class LinearGaussianModel(PersonalModel):
             return s
         return s + (g @ w if w.ndim == 1 else (g * w).sum(1))
 
-    def predict_proba(self, comparisons: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
-        """P(chosen > rejected) per row of a comparisons table (user_id, prompt, chosen, rejected)."""
+    def _pair_rows(self, comparisons: pd.DataFrame, strict: bool) -> tuple[list[str], ...]:
+        """Persons (checked), prompts, chosen and rejected texts of a comparisons table."""
         self._check_fitted()
         c = comparisons
         users = c["user_id"].astype(str).tolist()
-        self._check_persons(users, strict)
-        prompts = comparison_prompts(c)
-        rc = self._score(users, prompts, c["chosen"].astype(str).tolist())
-        rr = self._score(users, prompts, c["rejected"].astype(str).tolist())
-        return sigmoid(rc - rr)
+        self._check_persons(users, strict, stacklevel=4)
+        texts = (c[col].astype(str).tolist() for col in ("chosen", "rejected"))
+        return users, comparison_prompts(c), *texts
+
+    def predict_proba(self, comparisons: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
+        """P(chosen > rejected) per row of a comparisons table (user_id, prompt, chosen, rejected)."""
+        users, prompts, chosen, rejected = self._pair_rows(comparisons, strict)
+        return sigmoid(self._score(users, prompts, chosen) - self._score(users, prompts, rejected))
 
     # ------------------------------------------------------------------ persons
     def _prior_mean(self, user_row: dict | None) -> np.ndarray:
@@ -316,24 +294,9 @@ class LinearGaussianModel(PersonalModel):
         self._check_fitted()
         return Posterior(self._prior_mean(user_row).copy(), self.prior_cov_.copy(), 0)
 
-    def posterior(self, user_id: str) -> Posterior:
-        """A trained (or added) person's posterior; the prior for an unknown person."""
-        self._check_fitted()
-        uid = str(user_id)
-        if uid in self.added_:
-            return self.added_[uid]
-        j = self.user_units_.get(uid, -1)
-        if j < 0:
-            return self.prior()
+    def _unit_posterior(self, j: int) -> Posterior:
         cov = self.unit_covs_[j] if self.unit_covs_ is not None else self.prior_cov_
         return Posterior(self.unit_means_[j].copy(), np.array(cov, copy=True), 0)
-
-    def add_user(self, user_id: str, posterior: Posterior) -> None:
-        """Register an adapted person so that ``score`` uses their posterior mean."""
-        self._check_fitted()
-        if posterior.dim != self.K_:
-            raise ConfigError(f"posterior has {posterior.dim} dims, the model {self.K_}")
-        self.added_[str(user_id)] = posterior
 
     def example_arrays(self, examples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(D, a, y, wt)`` for Laplace: personal-basis and population differences chosen - rejected."""
@@ -357,19 +320,9 @@ class LinearGaussianModel(PersonalModel):
         mean, cov = laplace_newton(D, a, y, wt, prior.mean, P, w0=prior.mean)
         return Posterior(mean, cov, prior.n + len(a))
 
-    def adapt(
-        self, examples: pd.DataFrame, prior: Posterior | None = None, user_row: dict | None = None
-    ) -> Posterior:
-        """Posterior of a new person's weights from k comparisons, the shared part frozen (k = 0: the prior)."""
-        self._check_fitted()
-        prior = prior if prior is not None else self.prior(user_row)
-        if examples is None or len(examples) == 0:
-            return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
+    def _adapt(self, examples: pd.DataFrame, prior: Posterior) -> Posterior:
+        """Laplace posterior of the person's weights from k comparisons (Newton in K dimensions)."""
         return self.adapt_arrays(*self.example_arrays(examples), prior)
-
-    def update(self, posterior: Posterior, examples: pd.DataFrame) -> Posterior:
-        """Fold new judgment(s) into a posterior (assumed-density filtering; pure: the model is not changed)."""
-        return self.adapt(examples, prior=posterior)
 
     def suggest_query(self, posterior: Posterior, candidates: pd.DataFrame) -> int:
         """Row position of the candidate pair whose answer is expected to be most informative.
@@ -435,6 +388,7 @@ class LinearGaussianModel(PersonalModel):
             "added_users": list(self.added_),
             "added_n": [p.n for p in self.added_.values()],
             "history": {k: v for k, v in self.history_.items() if k != "train_loss"},
+            **({self.rank_param: int(getattr(self, self.rank_param))} if self.rank_param else {}),
         }
 
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:

@@ -46,9 +46,6 @@ class LowRankBT(LinearGaussianModel):
         self.em_tol = em_tol
         self.jitter = jitter
 
-    def n_personal(self, d: int) -> int:
-        return int(self.rank)
-
     def _after_fit(self, train: TrainArrays) -> None:
         if self.K_ == 0 or not len(self.units_):
             return
@@ -77,6 +74,3 @@ class LowRankBT(LinearGaussianModel):
         self.prior_cov_ = Sig.numpy().copy()
         self.unit_means_ = W.numpy().copy()
         self.unit_covs_ = C.numpy().copy()
-
-    def _artifact_config(self) -> dict[str, Any]:
-        return {**super()._artifact_config(), "rank": int(self.rank)}

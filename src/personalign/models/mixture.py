@@ -25,7 +25,7 @@ import torch
 
 from personalign.features.pairs import PairFeaturizer
 from personalign.models.estimator import as_list
-from personalign.models.linear import LinearGaussianModel, comparison_prompts
+from personalign.models.linear import LinearGaussianModel
 from personalign.models.objectives import LinearBasis, TrainArrays
 from personalign.models.posterior import Posterior
 from personalign.models.training import TrainingConfig, data_parallel, fit_lbfgs, make_lbfgs, process_options
@@ -119,9 +119,6 @@ class MixtureBT(LinearGaussianModel):
         self.em_iters = em_iters
         self.m_step_iter = m_step_iter
         self.n_init = n_init
-
-    def n_personal(self, d: int) -> int:
-        return int(self.n_classes)
 
     # ------------------------------------------------------------------ fit (EM)
     def fit_arrays(self, train: TrainArrays, val: TrainArrays | None = None) -> MixtureBT:
@@ -267,13 +264,9 @@ class MixtureBT(LinearGaussianModel):
 
     def predict_proba(self, comparisons: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
         """Posterior-predictive P(chosen > rejected) = ``sum_c rho_uc sigmoid(r_c(chosen) - r_c(rejected))``."""
-        self._check_fitted()
-        c = comparisons
-        users = c["user_id"].astype(str).tolist()
-        self._check_persons(users, strict)
-        prompts = comparison_prompts(c)
-        s1, g1 = self.basis(prompts, c["chosen"].astype(str).tolist())
-        s2, g2 = self.basis(prompts, c["rejected"].astype(str).tolist())
+        users, prompts, chosen, rejected = self._pair_rows(comparisons, strict)
+        s1, g1 = self.basis(prompts, chosen)
+        s2, g2 = self.basis(prompts, rejected)
         z = (s1 - s2)[:, None] + (g1 - g2)
         return (self._weights(users) / (1.0 + np.exp(-z))).sum(1)
 
@@ -291,9 +284,6 @@ class MixtureBT(LinearGaussianModel):
         self._check_fitted()
         rows = {u: int(np.argmax(self.unit_means_[j])) for u, j in self.user_units_.items()}
         return pd.Series(rows, name="class")
-
-    def _artifact_config(self) -> dict[str, Any]:
-        return {**super()._artifact_config(), "n_classes": int(self.n_classes)}
 
 
 def _progress(verbose: bool, total: int) -> Any:

@@ -20,6 +20,7 @@ from personalign.errors import ConfigError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models import artifacts
 from personalign.models.lowrank import LowRankBT
+from personalign.models.objectives import ridge
 
 
 class MLPBasis(torch.nn.Module):
@@ -42,11 +43,8 @@ class MLPBasis(torch.nn.Module):
         return lin + self.act(X @ self.W1 + self.b1) @ self.W2
 
     def penalty(self, l2_mean: float, l2_basis: float) -> torch.Tensor:
-        return (
-            0.5 * l2_mean * (self.mu**2).sum()
-            + 0.5 * l2_basis * (self.B**2).sum()
-            + 0.5 * self.l2_mlp * ((self.W1**2).sum() + (self.W2**2).sum())
-        )
+        residual = (self.W1**2).sum() + (self.W2**2).sum()
+        return ridge(self.mu, self.B, l2_mean, l2_basis) + 0.5 * self.l2_mlp * residual
 
 
 class MLPLowRankBT(LowRankBT):

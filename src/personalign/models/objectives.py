@@ -100,10 +100,13 @@ class LinearBasis(torch.nn.Module):
         return torch.cat([s, X @ self.B], 1)
 
     def penalty(self, l2_mean: float, l2_basis: float) -> torch.Tensor:
-        pen = 0.5 * l2_mean * (self.mu**2).sum()
-        if self.B is not None:
-            pen = pen + 0.5 * l2_basis * (self.B**2).sum()
-        return pen
+        return ridge(self.mu, self.B, l2_mean, l2_basis)
+
+
+def ridge(mu: torch.Tensor, B: torch.Tensor | None, l2_mean: float, l2_basis: float) -> torch.Tensor:
+    """``l2_mean / 2 ||mu||^2 + l2_basis / 2 ||B||^2``: the penalty of every basis's linear part."""
+    pen = 0.5 * l2_mean * (mu**2).sum()
+    return pen if B is None else pen + 0.5 * l2_basis * (B**2).sum()
 
 
 class PairwiseObjective:

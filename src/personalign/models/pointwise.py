@@ -31,7 +31,7 @@ from personalign.data.core import PreferenceData
 from personalign.errors import ConfigError, DataError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models import artifacts
-from personalign.models.estimator import PersonalModel, as_list
+from personalign.models.estimator import PersonalModel
 from personalign.models.objectives import LinearBasis, index_items, item_keys
 from personalign.models.posterior import Posterior
 from personalign.models.training import TrainingConfig, data_parallel, fit_lbfgs, hold_out, process_options
@@ -196,21 +196,14 @@ class OrdinalLowRank(PersonalModel):
         offset_var: float = 1.0,
         scale_var: float = 0.25,
         eb_refit: bool = True,
-        random_state: int = 0,
         training: TrainingConfig = ORDINAL_TRAINING,
+        **kw: Any,
     ) -> None:
-        self.rank = rank
-        self.featurizer = featurizer
-        self.levels = levels
-        self.personal_cuts = personal_cuts
-        self.personal_scale = personal_scale
-        self.l2_mean = l2_mean
-        self.l2_basis = l2_basis
-        self.offset_var = offset_var
-        self.scale_var = scale_var
-        self.eb_refit = eb_refit
-        self.random_state = random_state
-        self.training = training
+        super().__init__(featurizer, training=training, **kw)
+        self.rank, self.levels = rank, levels
+        self.personal_cuts, self.personal_scale = personal_cuts, personal_scale
+        self.l2_mean, self.l2_basis = l2_mean, l2_basis
+        self.offset_var, self.scale_var, self.eb_refit = offset_var, scale_var, eb_refit
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -227,12 +220,8 @@ class OrdinalLowRank(PersonalModel):
         off = np.abs(lv[idx] - r) > 1e-6
         if off.any():
             i = int(np.flatnonzero(off)[0])
-            raise DataError(
-                f"rating {r[i]} is not one of the levels {self.levels_}",
-                row=i,
-                field="rating",
-                expected=f"one of {self.levels_}",
-            )
+            msg = f"rating {r[i]} is not one of the levels {self.levels_}"
+            raise DataError(msg, row=i, field="rating", expected=f"one of {self.levels_}")
         return idx.astype(np.int64)
 
     def _features(self, t: pd.DataFrame) -> np.ndarray:
@@ -350,21 +339,8 @@ class OrdinalLowRank(PersonalModel):
         self._check_fitted()
         return Posterior(np.zeros(self.n_person_params_), np.diag(self.prior_var_), 0)
 
-    def posterior(self, user_id: str) -> Posterior:
-        self._check_fitted()
-        uid = str(user_id)
-        if uid in self.added_:
-            return self.added_[uid]
-        j = self.user_units_.get(uid, -1)
-        if j < 0:
-            return self.prior()
+    def _unit_posterior(self, j: int) -> Posterior:
         return Posterior(self.unit_params_[j].copy(), np.diag(self.prior_var_), 0)
-
-    def add_user(self, user_id: str, posterior: Posterior) -> None:
-        self._check_fitted()
-        if posterior.dim != self.n_person_params_:
-            raise ConfigError(f"posterior has {posterior.dim} dims, the model {self.n_person_params_}")
-        self.added_[str(user_id)] = posterior
 
     def _params_for(self, users: Sequence[str]) -> np.ndarray:
         return (
@@ -378,22 +354,8 @@ class OrdinalLowRank(PersonalModel):
         s = X @ self.mu_
         return s + (X @ self.B_ * w).sum(1) if self.rank else s
 
-    def score(
-        self,
-        users: str | Sequence[str],
-        prompts: str | Sequence[str],
-        responses: Sequence[str] | str,
-        *,
-        strict: bool = False,
-    ) -> np.ndarray:
-        """Personal latent utility ``s + g^T w_u`` (before the personal sensitivity and cut-points).
-
-        Persons the model does not know get the population, with a warning naming them (DataError if ``strict``).
-        """
-        self._check_fitted()
-        responses = as_list(responses)
-        users = as_list(users, len(responses))
-        self._check_persons(users, strict)
+    def _score(self, users: list[str], prompts: str | Sequence[str], responses: list[str]) -> np.ndarray:
+        """Personal latent utility ``s + g^T w_u`` (before the personal sensitivity and cut-points)."""
         X = np.asarray(self._featurizer().transform(prompts, responses), np.float64)
         return self._latent(X, self._params_for(users))
 
@@ -429,14 +391,8 @@ class OrdinalLowRank(PersonalModel):
         return float(err.mean())
 
     # ------------------------------------------------------------------ new persons
-    def adapt(
-        self, examples: pd.DataFrame, prior: Posterior | None = None, user_row: dict | None = None
-    ) -> Posterior:
+    def _adapt(self, examples: pd.DataFrame, prior: Posterior) -> Posterior:
         """MAP + Laplace covariance of a new person's ``[w, delta, rho]`` from k labels, the shared part frozen."""
-        self._check_fitted()
-        prior = prior if prior is not None else self.prior(user_row)
-        if examples is None or len(examples) == 0:
-            return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
         t = pointwise_table(examples)
         X = torch.from_numpy(self._features(t))
         y = torch.from_numpy(self._level_index(t["rating"]))
@@ -474,9 +430,6 @@ class OrdinalLowRank(PersonalModel):
         H = 0.5 * (H + H.T) + 1e-9 * torch.eye(len(v), dtype=torch.float64)
         cov = torch.linalg.inv(H).numpy()
         return Posterior(v.numpy(), 0.5 * (cov + cov.T), prior.n + len(t))
-
-    def update(self, posterior: Posterior, examples: pd.DataFrame) -> Posterior:
-        return self.adapt(examples, prior=posterior)
 
     def collapsed(self) -> OrdinalLowRank:
         """A copy with every person at the population (no personal direction, cut-points or sensitivity)."""

@@ -192,26 +192,6 @@ def _ridged(H: torch.Tensor) -> torch.Tensor:
     return H + 1e-9 * scale[:, None, None] * torch.eye(H.shape[-1], dtype=H.dtype).unsqueeze(0)
 
 
-def batched_laplace(
-    D: torch.Tensor,
-    a: torch.Tensor,
-    y: torch.Tensor,
-    wt: torch.Tensor,
-    unit: torch.Tensor,
-    n_units: int,
-    m: torch.Tensor,
-    P: torch.Tensor,
-    w0: torch.Tensor | None = None,
-    iters: int = 8,
-    tol: float = 1e-7,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`laplace_newton` for many units at once (float64 torch): means ``(U, K)`` and covariances ``(U, K, K)``.
-
-    Comparisons with ``unit < 0`` are ignored (see :class:`BatchedLaplace`).
-    """
-    return BatchedLaplace(D, a, y, wt, unit, n_units).solve(m, P, w0=w0, iters=iters, tol=tol)
-
-
 def well_conditioned_cov(S: np.ndarray | torch.Tensor, floor: float = 1e-4, ceil: float = 1e4):
     """A symmetric covariance with eigenvalues clipped into ``[floor, ceil]`` (finite, invertible)."""
     is_t = isinstance(S, torch.Tensor)
