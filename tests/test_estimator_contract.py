@@ -58,9 +58,17 @@ def fitted(data):
 
 
 def test_every_model_is_registered():
-    assert {"bt", "group", "independent", "lowrank", "mixture", "sideinfo", "context", "mlp", "ordinal"} <= set(
-        NAMES
-    )
+    assert {
+        "bt",
+        "group",
+        "independent",
+        "lowrank",
+        "mixture",
+        "sideinfo",
+        "context",
+        "mlp",
+        "ordinal",
+    } <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -126,7 +134,9 @@ def test_collapsed_equals_the_population(name, fitted, data):
     known = rows(name, data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # neither the trained persons nor the population id are unknown
-        np.testing.assert_allclose(col.predict_proba(known), m.predict_proba(rows(name, data, POPULATION_USER)))
+        np.testing.assert_allclose(
+            col.predict_proba(known), m.predict_proba(rows(name, data, POPULATION_USER))
+        )
     assert col is not m and m.posterior(known["user_id"].iloc[0]).dim == m.prior().dim
 
 
