@@ -171,14 +171,15 @@ class LinearGaussianModel(PersonalModel):
         )
         validation = objective.on(val.shard(par)) if val is not None and len(val) else None
         options = process_options(self.training_config())
-        self.history_ = fit_lbfgs(
-            objective,
-            objective.parameters(),
-            validation,
-            options,
-            par.all_reduce,
-            desc=f"fitting {type(self).__name__}",
-        )
+        with torch_threads():
+            self.history_ = fit_lbfgs(
+                objective,
+                objective.parameters(),
+                validation,
+                options,
+                par.all_reduce,
+                desc=f"fitting {type(self).__name__}",
+            )
         self._store_basis(basis)
         K = self.B_.shape[1] if self.B_ is not None else (self.n_features_ if self.identity_basis else 0)
         self.prior_mean_ = np.zeros(K)

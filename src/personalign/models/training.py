@@ -227,31 +227,32 @@ def fit_lbfgs(
     ``all_reduce`` (several processes) sums the data term's value and gradient over the processes;
     ``optimizer`` continues an earlier L-BFGS (its memory), e.g. across the M-steps of EM. Returns the history:
     ``train_loss`` and ``val_loss`` per round, ``best_val_loss``, ``stopped_early``, ``world_size``.
+    torch's thread count is the caller's (the comparison models train inside :func:`torch_threads`; float sums,
+    and so the last digits of a fit, depend on it).
     """
     options = options or TrainingConfig()
     params = list(params)
-    with torch_threads():
-        world = 1 if all_reduce is None else int(round(_reduced(1.0, all_reduce)))
-        total = _reduced(objective.weight, all_reduce)
-        opt = optimizer if optimizer is not None else make_lbfgs(params, options)
+    world = 1 if all_reduce is None else int(round(_reduced(1.0, all_reduce)))
+    total = _reduced(objective.weight, all_reduce)
+    opt = optimizer if optimizer is not None else make_lbfgs(params, options)
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = objective.loss_backward(total, 1.0 / world)
-            if all_reduce is not None:
-                _reduce_grads(params, all_reduce)
-                loss = all_reduce(loss.detach().clone())
-            return loss
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective.loss_backward(total, 1.0 / world)
+        if all_reduce is not None:
+            _reduce_grads(params, all_reduce)
+            loss = all_reduce(loss.detach().clone())
+        return loss
 
-        val_loss = None
-        if validation is not None:
-            vtotal = _reduced(validation.weight, all_reduce)
-            if vtotal > 0:
+    val_loss = None
+    if validation is not None:
+        vtotal = _reduced(validation.weight, all_reduce)
+        if vtotal > 0:
 
-                def val_loss() -> float:
-                    return _reduced(validation.loss(), all_reduce) / vtotal
+            def val_loss() -> float:
+                return _reduced(validation.loss(), all_reduce) / vtotal
 
-        history = _rounds(opt, closure, val_loss, params, options, desc)
+    history = _rounds(opt, closure, val_loss, params, options, desc)
     history["world_size"] = world
     return history
 
