@@ -41,3 +41,16 @@ def test_train_lists_models_and_refuses_an_unknown_one(data_file, tmp_path, caps
     assert run_guarded(app, ["train", str(data_file), "--model", "nope", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'nope'" in err and "ordinal" in err
+
+
+def test_score_says_whether_the_person_is_known(data_file, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", str(data_file), "--model", "lowrank", "--encoder", "hashing", "--max-iter", "20"]
+    assert run_guarded(app, [*args, "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    score = ["score", "--model", str(out), "--prompt", "p", "--response", "a", "--response", "b", "--json"]
+    assert run_guarded(app, [*score, "--user", "nobody"]) == 0
+    res = capsys.readouterr()
+    assert json.loads(res.out)["known_person"] is False and "UserWarning" not in res.err
+    assert run_guarded(app, [*score, "--user", load_model(out).units_[0]]) == 0
+    assert json.loads(capsys.readouterr().out)["known_person"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import typer
@@ -96,8 +97,10 @@ def score(
     from personalign.models import load_model
 
     m = load_model(model)
-    r = m.score(user, prompt, list(response))
     known = user in getattr(m, "user_units_", {}) or user in getattr(m, "added_", {})
+    with warnings.catch_warnings():  # the output says it itself when the person is unknown
+        warnings.simplefilter("ignore", UserWarning)
+        r = m.score(user, prompt, list(response))
     rows = [{"response": t, "reward": float(v)} for t, v in zip(response, r, strict=False)]
     if as_json:
         print(json.dumps({"user": user, "known_person": known, "prompt": prompt, "scores": rows}, indent=2))
