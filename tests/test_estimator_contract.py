@@ -93,7 +93,7 @@ def test_get_params_set_params_round_trip(name):
     p = m.get_params(deep=True)
     assert "featurizer" in p and p["featurizer"] is FEAT
     assert isinstance(p["training"], TrainingConfig) and p["training__max_iter"] == 30
-    assert set(m.get_params(deep=False)) == set(type(m).parameters())
+    assert set(m.get_params(deep=False)) == set(type(m).constructor_params())
     m.set_params(**p)
     assert m.get_params(deep=True) == p
     m.set_params(training__max_iter=7, random_state=3)

@@ -48,7 +48,7 @@ def train(
     from personalign.models import make_model, registered
 
     cls = registered(model)
-    kw: dict = {"group_col": group_col} if cls is not None and "group_col" in cls.parameters() else {}
+    kw: dict = {"group_col": group_col} if cls is not None and "group_col" in cls.constructor_params() else {}
     m = make_model(
         model,
         rank=rank,

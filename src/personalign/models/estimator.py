@@ -65,7 +65,7 @@ class PersonalModel(BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
+    def constructor_params(cls) -> dict[str, inspect.Parameter]:
         """Every constructor parameter, following ``**kw`` from a class's ``__init__`` to its base's."""
         out: dict[str, inspect.Parameter] = {}
         for klass in cls.__mro__:
@@ -85,7 +85,7 @@ class PersonalModel(BaseEstimator):
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor parameters by name; with ``deep``, the training options as ``training__<option>`` too."""
         out: dict[str, Any] = {}
-        for k in self.parameters():
+        for k in self.constructor_params():
             v = getattr(self, k)
             out[k] = v
             if deep and hasattr(v, "get_params") and not isinstance(v, type):
@@ -94,7 +94,7 @@ class PersonalModel(BaseEstimator):
 
     def set_params(self, **params: Any) -> PersonalModel:
         """Set parameters by name (``training__max_iter=50`` replaces the training options with a changed copy)."""
-        names = self.parameters()
+        names = self.constructor_params()
         nested: dict[str, dict[str, Any]] = {}
         for key, value in params.items():
             head, _, sub = key.partition("__")
@@ -124,7 +124,7 @@ class PersonalModel(BaseEstimator):
         """The training options in force (``training``, or the class's default when it is None)."""
         t = getattr(self, "training", None)
         if t is None:
-            default = self.parameters().get("training")
+            default = self.constructor_params().get("training")
             t = default.default if default is not None and default.default is not None else DEFAULT_TRAINING
         if not isinstance(t, TrainingConfig):
             raise ConfigError(f"training must be a TrainingConfig, got {type(t).__name__}")
@@ -140,7 +140,7 @@ class PersonalModel(BaseEstimator):
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:
         shown = []
-        for k, p in self.parameters().items():
+        for k, p in self.constructor_params().items():
             v = getattr(self, k)
             default = p.default
             if default is not inspect.Parameter.empty and _same(v, default):
@@ -302,7 +302,7 @@ class PersonalModel(BaseEstimator):
             raise ConfigError(f"{d / 'config.json'}: unknown model_class {name!r}")
         if not issubclass(klass, cls):
             raise ConfigError(f"{d}: holds a {name}, not a {cls.__name__}")
-        default = klass.parameters().get("training")
+        default = klass.constructor_params().get("training")
         try:
             params = artifacts.params_from_config(cfg.get("params", {}), default.default or DEFAULT_TRAINING)
             model = klass(**params)
