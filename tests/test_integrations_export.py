@@ -18,7 +18,7 @@ from personalign.errors import ConfigError
 from personalign.features import HashingEncoder, PairFeaturizer
 from personalign.integrations import PersonalReward
 from personalign.integrations.export import export_reward
-from personalign.models import LowRankBT
+from personalign.models import LowRankBT, make_model
 
 PROMPT = "How do I keep basil fresh?"
 CANDS = [
@@ -182,7 +182,9 @@ def test_every_pair_mode_exports_the_models_rewards(mode, tmp_path):
 
     data = generate_population(persons=20, comparisons_per_person=30, seed=2)
     enc = HashingEncoder(64)
-    m = LowRankBT(rank=2, featurizer=PairFeaturizer(enc, mode=mode), random_state=0, max_iter=80).fit(data)
+    m = make_model(
+        "lowrank", rank=2, featurizer=PairFeaturizer(enc, mode=mode), random_state=0, max_iter=80
+    ).fit(data)
     policy = _policy(m)
     user = list(m.user_units_)[1]
     art = export_reward(m, tmp_path / "art", user_id=user, policy=policy)

@@ -66,7 +66,7 @@ def test_group_column_with_a_hyphen():
 
     from personalign.data import PreferenceData
     from personalign.features import HashingEncoder, PairFeaturizer
-    from personalign.models import GroupBT
+    from personalign.models import GroupBT, TrainingConfig
 
     c = pd.DataFrame(
         {
@@ -78,7 +78,9 @@ def test_group_column_with_a_hyphen():
     )
     users = pd.DataFrame({"user_id": ["a", "b"], "group-id": ["0", "1"]})
     m = GroupBT(
-        group_col="group-id", featurizer=PairFeaturizer(HashingEncoder(dim=16)), validation_fraction=0.0
+        group_col="group-id",
+        featurizer=PairFeaturizer(HashingEncoder(dim=16)),
+        training=TrainingConfig(validation_fraction=0.0),
     )
     m.fit(PreferenceData(comparisons=c, users=users))
     assert sorted(m.units_) == ["0", "1"]

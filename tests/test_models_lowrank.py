@@ -17,6 +17,7 @@ from personalign.models import (  # noqa: E402
     IndependentBT,
     LowRankBT,
     Posterior,
+    TrainingConfig,
     load_model,
     make_model,
 )
@@ -124,7 +125,8 @@ def test_score_shapes_unknown_person_and_add_user(pop, fitted):
     r = fitted.score("u1", "", texts)
     assert r.shape == (5,)
     np.testing.assert_allclose(r, fitted.score_posterior(fitted.posterior("u1"), "", texts))
-    unknown = fitted.score("nobody", "", texts)
+    with pytest.warns(UserWarning, match="'nobody'"):
+        unknown = fitted.score("nobody", "", texts)
     np.testing.assert_allclose(unknown, fitted.score_posterior(fitted.prior_mean_, "", texts))
     m = LowRankBT(rank=2, featurizer=pop["featurizer"]).fit(pop["data"])
     post = Posterior(np.array([3.0, -3.0]), np.eye(2), 5)
@@ -133,8 +135,8 @@ def test_score_shapes_unknown_person_and_add_user(pop, fitted):
     with pytest.raises(ConfigError):
         m.add_user("bad", Posterior(np.zeros(3), np.eye(3)))
     col = m.collapsed()
-    np.testing.assert_allclose(col.score("u1", "", texts), col.score("nobody", "", texts))
-    np.testing.assert_allclose(col.score("newbie", "", texts), col.score("nobody", "", texts))
+    np.testing.assert_allclose(col.score("u1", "", texts), col.score("__population__", "", texts))
+    np.testing.assert_allclose(col.score("newbie", "", texts), col.score("__population__", "", texts))
 
 
 def test_save_load_roundtrip_and_mismatch(tmp_path, pop, fitted):
@@ -162,8 +164,9 @@ def test_save_load_roundtrip_and_mismatch(tmp_path, pop, fitted):
 
 
 def test_deterministic_with_seed(pop):
-    a = LowRankBT(rank=2, featurizer=pop["featurizer"], random_state=3, max_iter=40).fit(pop["data"])
-    b = LowRankBT(rank=2, featurizer=pop["featurizer"], random_state=3, max_iter=40).fit(pop["data"])
+    short = TrainingConfig(max_iter=40)
+    a = LowRankBT(rank=2, featurizer=pop["featurizer"], random_state=3, training=short).fit(pop["data"])
+    b = LowRankBT(rank=2, featurizer=pop["featurizer"], random_state=3, training=short).fit(pop["data"])
     np.testing.assert_array_equal(a.B_, b.B_)
     np.testing.assert_array_equal(a.unit_means_, b.unit_means_)
 

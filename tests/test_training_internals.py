@@ -5,13 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from personalign.models.base import (
-    LinearBasis,
-    TrainArrays,
-    batched_laplace,
-    laplace_newton,
-    train_linear_gaussian,
-)
+from personalign.models.objectives import LinearBasis, PairwiseObjective, TrainArrays
+from personalign.models.posterior import BatchedLaplace, laplace_newton
+from personalign.models.training import TrainingConfig, fit_lbfgs
 
 
 def _problem(seed: int = 0, n: int = 3000, U: int = 40, K: int = 4):
@@ -32,7 +28,7 @@ def _problem(seed: int = 0, n: int = 3000, U: int = 40, K: int = 4):
 
 def test_batched_laplace_equals_per_unit_newton():
     D, a, y, wt, unit, U, m, P = _problem()
-    W, C = batched_laplace(D, a, y, wt, unit, U, m, P, iters=30, tol=1e-12)
+    W, C = BatchedLaplace(D, a, y, wt, unit, U).solve(m, P, iters=30, tol=1e-12)
     for u in (0, 5, 9, 17, U - 1):
         rows = (unit == u).numpy()
         w, c = laplace_newton(
@@ -61,13 +57,20 @@ def _arrays(seed: int = 0, n: int = 4000, n_items: int = 60, d: int = 6, U: int 
     return TrainArrays(X, ci, ri, unit, y, np.ones(n, np.float32))
 
 
-def _fit(train: TrainArrays, chunk_rows: int, **kw):
+def _objective(train: TrainArrays, chunk_rows: int = 65536) -> PairwiseObjective:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     basis = LinearBasis(train.X.shape[1], 3, False, g)
     W = torch.nn.Parameter(0.1 * torch.randn(50, 3, generator=g))
-    hist = train_linear_gaussian(basis, W, train, None, max_iter=20, chunk_rows=chunk_rows, **kw)
-    return basis, W, hist
+    return PairwiseObjective(
+        basis, W, train, l2_mean=30.0, l2_basis=30.0, prior_precision=1.0, chunk_rows=chunk_rows
+    )
+
+
+def _fit(train: TrainArrays, chunk_rows: int):
+    obj = _objective(train, chunk_rows)
+    hist = fit_lbfgs(obj, obj.parameters(), None, TrainingConfig(max_iter=20))
+    return obj.basis, obj.W, hist
 
 
 def test_chunked_gradient_matches_one_chunk():
@@ -87,13 +90,32 @@ def test_min_rounds_defers_early_stopping():
         train.X, train.ci[:500], train.ri[:500], train.unit[:500], 1.0 - y[:500], train.wt[:500]
     )
     for min_rounds, expect in ((0, 2), (6, 6)):
-        g = torch.Generator().manual_seed(0)
-        basis = LinearBasis(train.X.shape[1], 3, False, g)
-        W = torch.nn.Parameter(0.1 * torch.randn(50, 3, generator=g))
-        h = train_linear_gaussian(
-            basis, W, train, val, max_iter=40, eval_every=2, patience=1, min_rounds=min_rounds, tol=0.0
-        )
+        obj = _objective(train)
+        options = TrainingConfig(max_iter=40, eval_every=2, patience=1, min_rounds=min_rounds, tol=0.0)
+        h = fit_lbfgs(obj, obj.parameters(), obj.on(val), options)
         assert h["stopped_early"]
         assert len(h["val_loss"]) == expect
         # the best state (round 1) is restored whatever the number of rounds
         assert h["best_val_loss"] == min(h["val_loss"]) == h["val_loss"][0]
+        np.testing.assert_allclose(obj.on(val).loss() / val.wt.sum(), h["best_val_loss"], rtol=1e-6)
+
+
+def test_all_reduce_hook_of_one_process_changes_nothing():
+    # one process behind the hook: the flat gradient message and the reduced losses give the same steps
+    train = _arrays(seed=2)
+    val = train.subset(np.arange(0, len(train), 7))
+    ref, hooked = _objective(train), _objective(train)
+    calls = []
+
+    def all_reduce(t: torch.Tensor) -> torch.Tensor:
+        calls.append(t.numel())
+        return t
+
+    options = TrainingConfig(max_iter=20, min_rounds=0)
+    h_ref = fit_lbfgs(ref, ref.parameters(), ref.on(val), options)
+    h = fit_lbfgs(hooked, hooked.parameters(), hooked.on(val), options, all_reduce)
+    assert h["train_loss"] == h_ref["train_loss"] and h["val_loss"] == h_ref["val_loss"]
+    for p, q in zip(ref.parameters(), hooked.parameters(), strict=True):
+        np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+    n_params = sum(p.numel() for p in ref.parameters())
+    assert n_params in calls and h["world_size"] == 1

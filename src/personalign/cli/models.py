@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import typer
 
 from personalign.cli import app
 from personalign.cli._common import build_featurizer, console, device_option, encoder_option, pair_mode_option
-from personalign.errors import ConfigError
+
+
+def _list_models(value: bool) -> None:
+    if value:
+        from personalign.models import model_names
+
+        for name, cls in sorted(model_names(aliases=False).items()):
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            typer.echo(f"{name:12s} {cls.__name__}: {doc}")
+        raise typer.Exit(0)
 
 
 @app.command("train")
 def train(
     data: Path = typer.Argument(..., help="A data file or folder (JSONL, CSV, Parquet, public formats)."),
     format: str | None = typer.Option(None, "--format", "-f", help="Input format (guessed when omitted)."),
-    model: str = typer.Option("lowrank", "--model", "-m", help="bt, group, independent, lowrank or mixture."),
-    rank: int = typer.Option(8, "--rank", "-k", help="Personal dimensions K (lowrank) or classes (mixture)."),
+    model: str = typer.Option(
+        "lowrank", "--model", "-m", help="Any registered model by short name (see --list-models)."
+    ),
+    rank: int = typer.Option(8, "--rank", "-k", help="Personal dimensions K (or the mixture's classes)."),
     encoder: str = encoder_option(),
     device: str = device_option(),
     pair_mode: str = pair_mode_option(),
@@ -28,48 +40,45 @@ def train(
     max_iter: int = typer.Option(300, "--max-iter", help="Most L-BFGS iterations."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the model into."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    list_models: bool = typer.Option(
+        False, "--list-models", callback=_list_models, is_eager=True, help="List the models and exit."
+    ),
 ) -> None:
     """Fit a reward model on DATA and save it (safetensors + config.json) into --out."""
     from personalign.data.io import read_data
-    from personalign.models import make_model
+    from personalign.models import make_model, registered
 
-    featurizer = build_featurizer(encoder, device, pair_mode)
-    d = read_data(data, format)
-    kw: dict = {
-        "featurizer": featurizer,
-        "random_state": seed,
-        "max_iter": max_iter,
-        "verbose": not as_json,
-    }
-    name = model.lower()
-    if name == "lowrank":
-        kw["rank"] = rank
-    elif name == "mixture":
-        kw["n_classes"] = rank
-    elif name == "group":
-        kw["group_col"] = group_col
-    elif name not in ("bt", "aggregated", "independent"):
-        raise ConfigError(f"--model {model!r}: expected bt, group, independent, lowrank or mixture")
-    m = make_model(name, **kw).fit(d)
+    cls = registered(model)
+    kw: dict = {"group_col": group_col} if cls is not None and "group_col" in cls.constructor_params() else {}
+    m = make_model(
+        model,
+        rank=rank,
+        featurizer=build_featurizer(encoder, device, pair_mode),
+        random_state=seed,
+        max_iter=max_iter,
+        verbose=not as_json,
+        **kw,
+    )
+    m.fit(read_data(data, format))
     m.save_pretrained(out)
     hist = getattr(m, "history_", {})
     summary = {
         "model": type(m).__name__,
         "out": str(out),
-        "comparisons": int(getattr(m, "n_train_", 0)),
+        "judgments": int(getattr(m, "n_train_", 0)),
         "persons": len(getattr(m, "units_", [])),
-        "K": int(getattr(m, "K_", 0)),
+        "personal_dims": int(m.prior().dim),
         "best_val_loss": hist.get("best_val_loss"),
         "stopped_early": hist.get("stopped_early"),
     }
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
+        loss = summary["best_val_loss"]
         console.print(
-            f"[bold]{summary['model']}[/] trained on {summary['comparisons']} comparisons "
-            f"({summary['persons']} units, K={summary['K']}); validation log loss "
-            f"{summary['best_val_loss'] if summary['best_val_loss'] is None else round(summary['best_val_loss'], 4)}"
-            f"; saved to {out}"
+            f"[bold]{summary['model']}[/] trained on {summary['judgments']} judgments "
+            f"({summary['persons']} units, {summary['personal_dims']} personal dims); validation log loss "
+            f"{loss if loss is None else round(loss, 4)}; saved to {out}"
         )
 
 
@@ -89,8 +98,10 @@ def score(
     from personalign.models import load_model
 
     m = load_model(model)
-    r = m.score(user, prompt, list(response))
     known = user in getattr(m, "user_units_", {}) or user in getattr(m, "added_", {})
+    with warnings.catch_warnings():  # the output says it itself when the person is unknown
+        warnings.simplefilter("ignore", UserWarning)
+        r = m.score(user, prompt, list(response))
     rows = [{"response": t, "reward": float(v)} for t, v in zip(response, r, strict=False)]
     if as_json:
         print(json.dumps({"user": user, "known_person": known, "prompt": prompt, "scores": rows}, indent=2))

@@ -107,6 +107,28 @@ def split_judgments(
     return comparisons[~held].reset_index(drop=True), comparisons[held].reset_index(drop=True)
 
 
+def split_by_items(comps: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the comparisons that touch a random ``frac`` of the prompts (or, without prompts, of the items).
+
+    Early stopping on such a split measures what matters for new items: a personal part that memorizes the
+    training items stops improving it, while a random split of judgments keeps rewarding that memorization.
+    """
+    rng = np.random.default_rng(seed)
+    if (comps["prompt"] != "").any():
+        units = np.array(sorted(comps["prompt"].unique()))
+        held = set(rng.choice(units, size=max(1, int(round(frac * len(units)))), replace=False))
+        mask = comps["prompt"].isin(held).to_numpy()
+    else:
+        units = np.array(sorted(set(comps["chosen_id"]) | set(comps["rejected_id"])))
+        # an item is held out with probability p so that about ``frac`` of the pairs touch one: 1-(1-p)^2 = frac
+        p = 1.0 - np.sqrt(1.0 - frac)
+        held = set(units[rng.random(len(units)) < p])
+        mask = (comps["chosen_id"].isin(held) | comps["rejected_id"].isin(held)).to_numpy()
+    if mask.all() or not mask.any():
+        return split_judgments(comps, frac, seed=seed)
+    return comps[~mask].reset_index(drop=True), comps[mask].reset_index(drop=True)
+
+
 def kshot(
     comparisons: pd.DataFrame, user_id: str, k: int, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -29,7 +29,7 @@ from scipy import stats
 
 from personalign.data.core import PreferenceData
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import _SEP
+from personalign.models.objectives import item_keys
 from personalign.models.pointwise import CrowdOffsetReference, OrdinalLowRank, pointwise_table
 
 ROWS = ("personal", "collapsed", "crowd (LOO)", "crowd + personal offset")
@@ -110,7 +110,7 @@ def evaluate_pointwise(
     cfg = cfg or PointwiseConfig()
     featurizer = featurizer or PairFeaturizer(get_encoder(cfg.encoder), mode=cfg.featurizer_mode)
     t = pointwise_table(data)
-    t["key"] = t["prompt"] + _SEP + t["response"]
+    t["key"] = item_keys(t["prompt"], t["response"])
     levels = np.sort(t["rating"].astype(float).unique())
     binary = len(levels) == 2
     contested = set(data.contested_items().pipe(lambda s: s[s].index))

@@ -527,7 +527,7 @@ def tune_l2_basis(
     """Pick ``l2_basis`` from ``cfg.tune_l2_basis`` by log-loss on an inner split of the training data by item
     (or prompt), then refit on all training data. Regularization chosen this way, not on a random split of
     judgments, is what lets a personal part that only memorizes a person's training items shrink away."""
-    from personalign.models.base import split_by_items
+    from personalign.data.splits import split_by_items
 
     inner_tr, inner_va = split_by_items(train_data.comparisons, 0.2, seed=seed)
     losses: dict[float, float] = {}

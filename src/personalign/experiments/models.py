@@ -8,7 +8,7 @@ from typing import Any
 from personalign.data.core import PreferenceData
 from personalign.data.synthetic import generate_population
 from personalign.features import HashingEncoder, PairFeaturizer, get_encoder
-from personalign.models import LowRankBT
+from personalign.models import LowRankBT, TrainingConfig
 
 
 def fit_synthetic(
@@ -51,5 +51,7 @@ def train_small_model(
             persons=persons, comparisons_per_person=comparisons_per_person, n_prompts=8, seed=seed
         )
     enc = HashingEncoder(dim=128, seed=seed) if encoder == "hashing" else get_encoder(encoder, cache=True)
-    model = LowRankBT(rank=rank, featurizer=PairFeaturizer(enc), max_iter=150, random_state=seed).fit(data)
+    model = LowRankBT(
+        rank=rank, featurizer=PairFeaturizer(enc), training=TrainingConfig(max_iter=150), random_state=seed
+    ).fit(data)
     return Path(model.save_pretrained(out))

@@ -150,7 +150,7 @@ def export_reward(
         subject = {"kind": "population", "id": None}
     constraints: list[dict[str, Any]] = []
     tensors: dict[str, np.ndarray] = {}
-    feat = model.featurizer if getattr(model, "featurizer", None) is not None else PairFeaturizer()
+    feat = model.featurizer_
     feat_cfg = feat.config()
     if policy is not None:
         cs = policy.policy.consensus

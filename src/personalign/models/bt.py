@@ -10,7 +10,7 @@ import pandas as pd
 from personalign.data.core import POPULATION_USER, PreferenceData
 from personalign.errors import DataError
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import LinearGaussianModel
+from personalign.models.linear import LinearGaussianModel
 
 
 class AggregatedBT(LinearGaussianModel):
@@ -19,6 +19,9 @@ class AggregatedBT(LinearGaussianModel):
     The standard RLHF reward model (the baseline the project argues against); its posteriors have size 0, so
     ``adapt`` returns the empty prior and every person gets the same scores.
     """
+
+    name = "bt"
+    aliases = ("aggregated",)
 
     def _units(self, data: PreferenceData | None, comps: pd.DataFrame) -> tuple[list[str], dict[str, int]]:
         return [], {}
@@ -33,32 +36,12 @@ class GroupBT(LinearGaussianModel):
     ``posterior`` reports the prior covariance for them.
     """
 
+    name = "group"
     identity_basis = True
     store_unit_covs = False
 
-    def __init__(
-        self,
-        group_col: str = "group",
-        featurizer: PairFeaturizer | None = None,
-        *,
-        l2_mean: float = 30.0,
-        prior_precision: float = 1.0,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(
-            featurizer,
-            l2_mean=l2_mean,
-            prior_precision=prior_precision,
-            max_iter=max_iter,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
-        )
+    def __init__(self, group_col: str = "group", featurizer: PairFeaturizer | None = None, **kw: Any) -> None:
+        super().__init__(featurizer, **kw)
         self.group_col = group_col
 
     def _units(self, data: PreferenceData | None, comps: pd.DataFrame) -> tuple[list[str], dict[str, int]]:
@@ -87,8 +70,8 @@ class GroupBT(LinearGaussianModel):
                 return self.unit_means_[j]
         return self.prior_mean_
 
-    def _extra_config(self) -> dict[str, Any]:
-        return {"groups": list(self.units_)}
+    def _artifact_config(self) -> dict[str, Any]:
+        return {**super()._artifact_config(), "groups": list(self.units_)}
 
 
 class IndependentBT(LinearGaussianModel):
@@ -99,28 +82,6 @@ class IndependentBT(LinearGaussianModel):
     person); ``posterior`` reports the prior covariance, and ``adapt`` computes the exact Laplace covariance.
     """
 
+    name = "independent"
     identity_basis = True
     store_unit_covs = False
-
-    def __init__(
-        self,
-        featurizer: PairFeaturizer | None = None,
-        *,
-        l2_mean: float = 30.0,
-        prior_precision: float = 1.0,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(
-            featurizer,
-            l2_mean=l2_mean,
-            prior_precision=prior_precision,
-            max_iter=max_iter,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
-        )

@@ -10,7 +10,7 @@ form of the synthetic population's context dependence, where a person's weights 
 
 Domains come from the items table's ``domain_col`` (prompt -> domain, learned at fit; unknown prompts and prompts
 without a domain use the shared basis only) or from an explicit ``domains`` mapping given to :meth:`set_domains`.
-Mechanics: the featurizer is wrapped so that ``phi`` carries one extra column, the domain index (-1: none), and the
+Mechanics: :meth:`ContextLowRankBT.features` appends one column to ``phi``, the domain index (-1: none), and the
 basis module / :meth:`project` split it off - everything downstream (adapt, update, queries, bounds) is unchanged.
 """
 
@@ -27,37 +27,9 @@ import torch
 from personalign.data.core import PreferenceData
 from personalign.errors import ConfigError
 from personalign.features.pairs import PairFeaturizer
+from personalign.models import artifacts
 from personalign.models.lowrank import LowRankBT
-
-
-class DomainFeaturizer:
-    """Wraps a :class:`PairFeaturizer`: ``transform`` appends the prompt's domain index as a last column."""
-
-    def __init__(self, inner: PairFeaturizer, prompt_domain: Mapping[str, int]) -> None:
-        self.inner = inner
-        self.prompt_domain = prompt_domain
-
-    @property
-    def dim_out(self) -> int:
-        return self.inner.dim_out + 1
-
-    def transform(
-        self, prompts: Sequence[str] | str, responses: Sequence[str], show_progress: bool = False
-    ) -> np.ndarray:
-        responses = [str(r) for r in responses]
-        if isinstance(prompts, str):
-            prompts = [prompts] * len(responses)
-        phi = self.inner.transform(prompts, responses, show_progress=show_progress)
-        dom = np.array([self.prompt_domain.get("" if p is None else str(p), -1) for p in prompts], np.float32)
-        return np.concatenate([phi, dom[:, None]], axis=1)
-
-    __call__ = transform
-
-    def config(self) -> dict[str, Any]:
-        return self.inner.config()  # the artifact names the text featurizer; domains live in the model config
-
-    def compatible_with(self, cfg: Mapping[str, Any]) -> None:
-        self.inner.compatible_with(cfg)
+from personalign.models.objectives import ridge
 
 
 class ContextBasis(torch.nn.Module):
@@ -85,11 +57,8 @@ class ContextBasis(torch.nn.Module):
         return torch.cat([s[:, None], g], 1)
 
     def penalty(self, l2_mean: float, l2_basis: float) -> torch.Tensor:
-        return (
-            0.5 * l2_mean * (self.mu**2).sum()
-            + 0.5 * l2_basis * (self.B**2).sum()
-            + 0.5 * self.l2_context * ((self.mu_dom**2).sum() + (self.B_dom**2).sum())
-        )
+        shifts = (self.mu_dom**2).sum() + (self.B_dom**2).sum()
+        return ridge(self.mu, self.B, l2_mean, l2_basis) + 0.5 * self.l2_context * shifts
 
 
 class ContextLowRankBT(LowRankBT):
@@ -99,6 +68,8 @@ class ContextLowRankBT(LowRankBT):
     (large = the plain LowRankBT).
     """
 
+    name = "context"
+
     def __init__(
         self,
         rank: int = 8,
@@ -106,31 +77,11 @@ class ContextLowRankBT(LowRankBT):
         *,
         domain_col: str = "domain",
         l2_context: float = 1.0,
-        em_iters: int = 10,
-        jitter: float = 1e-4,
         l2_mean: float = 1e-3,
         l2_basis: float = 1.0,
-        prior_precision: float = 1.0,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
+        **kw: Any,
     ) -> None:
-        super().__init__(
-            rank,
-            featurizer,
-            em_iters=em_iters,
-            jitter=jitter,
-            l2_mean=l2_mean,
-            l2_basis=l2_basis,
-            prior_precision=prior_precision,
-            max_iter=max_iter,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
-        )
+        super().__init__(rank, featurizer, l2_mean=l2_mean, l2_basis=l2_basis, **kw)
         self.domain_col = domain_col
         self.l2_context = l2_context
 
@@ -149,9 +100,20 @@ class ContextLowRankBT(LowRankBT):
         self.prompt_domain_ = pd_map
         return self
 
-    def _featurizer(self) -> DomainFeaturizer:  # type: ignore[override]
-        inner = super()._featurizer()
-        return DomainFeaturizer(inner, getattr(self, "prompt_domain_", {}))
+    def features(
+        self, prompts: str | Sequence[str], responses: Sequence[str], show_progress: bool = False
+    ) -> np.ndarray:
+        """Pair features with one more column: the prompt's domain index (-1: none known)."""
+        responses = [str(r) for r in responses]
+        if isinstance(prompts, str):
+            prompts = [prompts] * len(responses)
+        phi = super().features(prompts, responses, show_progress=show_progress)
+        known = getattr(self, "prompt_domain_", {})
+        dom = np.array([known.get("" if p is None else str(p), -1) for p in prompts], np.float32)
+        return np.concatenate([phi, dom[:, None]], axis=1)
+
+    def feature_dim(self) -> int:
+        return super().feature_dim() + 1
 
     def fit(self, data: PreferenceData, val_data: PreferenceData | None = None) -> ContextLowRankBT:
         items = data.items if isinstance(data, PreferenceData) else pd.DataFrame()
@@ -198,14 +160,11 @@ class ContextLowRankBT(LowRankBT):
 
     # ------------------------------------------------------------------ artifacts
     def _tensors(self) -> dict[str, np.ndarray]:
-        t = super()._tensors()
-        t["mu_dom"] = np.ascontiguousarray(self.mu_dom_, dtype=np.float64)
-        t["B_dom"] = np.ascontiguousarray(self.B_dom_, dtype=np.float64)
-        return t
+        return {**super()._tensors(), "mu_dom": self.mu_dom_, "B_dom": self.B_dom_}
 
-    def _extra_config(self) -> dict[str, Any]:
+    def _artifact_config(self) -> dict[str, Any]:
         return {
-            **super()._extra_config(),
+            **super()._artifact_config(),
             "domains": list(self.domains_ or []),
             "prompt_domain": self.prompt_domain_,
         }
@@ -218,11 +177,6 @@ class ContextLowRankBT(LowRankBT):
         self.domains_ = list(cfg["domains"])
         self.prompt_domain_ = {str(k): int(v) for k, v in cfg["prompt_domain"].items()}
         super()._load_tensors(t, cfg, d)
-        for key in ("mu_dom", "B_dom"):
-            if key not in t:
-                raise ConfigError(f"{d / 'model.safetensors'}: missing tensor {key!r}")
         nd, nf, K = len(self.domains_), self.n_features_ - 1, self.K_
-        if t["mu_dom"].shape != (nd, nf) or t["B_dom"].shape != (nd, nf, K):
-            raise ConfigError(f"{d}: domain shift tensors do not match {nd} domains, {nf} features, rank {K}")
-        self.mu_dom_ = t["mu_dom"].astype(np.float64)
-        self.B_dom_ = t["B_dom"].astype(np.float64)
+        self.mu_dom_ = artifacts.require(t, "mu_dom", (nd, nf), d)
+        self.B_dom_ = artifacts.require(t, "B_dom", (nd, nf, K), d)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import BatchedLaplace, LinearGaussianModel, TrainArrays, well_conditioned_cov
+from personalign.models.linear import LinearGaussianModel
+from personalign.models.objectives import TrainArrays
+from personalign.models.posterior import well_conditioned_cov
 
 
 class LowRankBT(LinearGaussianModel):
@@ -26,6 +27,9 @@ class LowRankBT(LinearGaussianModel):
        Frobenius norm), and ``adapt`` for a new person starts from the learned ``N(m, Sigma)``.
     """
 
+    name = "lowrank"
+    rank_param = "rank"
+
     def __init__(
         self,
         rank: int = 8,
@@ -34,58 +38,23 @@ class LowRankBT(LinearGaussianModel):
         em_iters: int = 10,
         em_tol: float = 1e-3,
         jitter: float = 1e-4,
-        l2_mean: float = 30.0,
-        l2_basis: float = 30.0,
-        prior_precision: float = 1.0,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
-        validation_split: str = "judgments",
-        min_rounds: int = 10,
+        **kw: Any,
     ) -> None:
-        super().__init__(
-            featurizer,
-            l2_mean=l2_mean,
-            l2_basis=l2_basis,
-            prior_precision=prior_precision,
-            max_iter=max_iter,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
-            validation_split=validation_split,
-            min_rounds=min_rounds,
-        )
+        super().__init__(featurizer, **kw)
         self.rank = rank
         self.em_iters = em_iters
         self.em_tol = em_tol
         self.jitter = jitter
 
-    @property
-    def rank(self) -> int:  # type: ignore[override]
-        return self._rank
-
-    @rank.setter
-    def rank(self, value: int) -> None:
-        self._rank = int(value)
-
     def _after_fit(self, train: TrainArrays) -> None:
         if self.K_ == 0 or not len(self.units_):
             return
-        S, G = self.project(train.X)
-        D = torch.from_numpy(G[train.ci] - G[train.ri])
-        a = torch.from_numpy(S[train.ci] - S[train.ri])
-        y = torch.from_numpy(train.y.astype(np.float64))
-        wt = torch.from_numpy(train.wt.astype(np.float64))
-        unit = torch.from_numpy(train.unit)
+        lap = self._unit_laplace(train)
         n = len(self.units_)
         m = torch.from_numpy(self.prior_mean_)
         Sig = torch.from_numpy(self.prior_cov_)
         W = torch.from_numpy(self.unit_means_)
         eye = torch.eye(self.K_, dtype=torch.float64)
-        lap = BatchedLaplace(D, a, y, wt, unit, n)
         self.em_rounds_ = 0
         for _ in range(max(1, self.em_iters)):
             W, C = lap.solve(m, torch.linalg.inv(Sig), w0=W, iters=4)
@@ -105,6 +74,3 @@ class LowRankBT(LinearGaussianModel):
         self.prior_cov_ = Sig.numpy().copy()
         self.unit_means_ = W.numpy().copy()
         self.unit_covs_ = C.numpy().copy()
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"rank": self.rank}

@@ -23,9 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from personalign.data.core import PreferenceData
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import LinearBasis, LinearGaussianModel, Posterior, TrainArrays, _as_list
+from personalign.models.estimator import as_list
+from personalign.models.linear import LinearGaussianModel
+from personalign.models.objectives import LinearBasis, TrainArrays
+from personalign.models.posterior import Posterior
+from personalign.models.training import TrainingConfig, data_parallel, fit_lbfgs, make_lbfgs, process_options
 
 _EPS = 1e-12
 
@@ -40,13 +43,60 @@ def _onehot_cov(r: np.ndarray) -> np.ndarray:
     return np.einsum("...i,ij->...ij", r, np.eye(r.shape[-1])) - r[..., :, None] * r[..., None, :]
 
 
+class MixtureObjective:
+    """The M-step's objective: ``sum_i wt_i sum_c rho_{u(i)c} BCE(z_ic, y_i)`` + the basis penalty.
+
+    ``z_ic = r_c(chosen_i) - r_c(rejected_i)`` for every class c; ``rho`` (per unit, the population rows
+    weighted by ``pi``) is set before each M-step by :meth:`set_responsibilities`.
+    """
+
+    def __init__(self, basis: LinearBasis, rows: TrainArrays, l2_mean: float, l2_basis: float) -> None:
+        self.basis, self.l2_mean, self.l2_basis = basis, l2_mean, l2_basis
+        self.X = torch.from_numpy(np.ascontiguousarray(rows.X, dtype=np.float32))
+        self.ci, self.ri, self.unit = (torch.from_numpy(np.asarray(a)) for a in (rows.ci, rows.ri, rows.unit))
+        self.y = torch.from_numpy(rows.y.astype(np.float32))
+        self.wt = torch.from_numpy(rows.wt.astype(np.float32))
+        self.weight = float(self.wt.sum())
+        self.resp = torch.zeros((len(self.ci), basis.K))
+
+    def set_responsibilities(self, R: np.ndarray, pi: np.ndarray) -> None:
+        Rt = torch.from_numpy(np.vstack([R, pi[None, :]]).astype(np.float32))
+        self.resp = Rt[torch.where(self.unit < 0, torch.full_like(self.unit, len(R)), self.unit)]
+
+    def _data_term(self) -> torch.Tensor:
+        P = self.basis(self.X)
+        ci, ri = self.ci, self.ri
+        z = (P[ci, :1] - P[ri, :1]) + (P[ci, 1:] - P[ri, 1:])  # (n, C)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            z, self.y[:, None].expand_as(z), reduction="none"
+        )
+        return ((bce * self.resp).sum(1) * self.wt).sum()
+
+    def loss_backward(self, total: float, share: float = 1.0) -> torch.Tensor:
+        loss = (self._data_term() + self.basis.penalty(self.l2_mean, self.l2_basis) * share) / total
+        loss.backward()
+        return loss.detach()
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        return float(self._data_term())
+
+
+# EM counts its own rounds (em_iters) and M-step iterations (m_step_iter); patience counts EM rounds
+MIXTURE_TRAINING = TrainingConfig(patience=4, min_rounds=0, history_size=10, grad_tol=1e-7, change_tol=1e-9)
+
+
 class MixtureBT(LinearGaussianModel):
     """C latent classes of Bradley-Terry rewards, ``r_c = (mu + b_c)^T phi``, fitted by EM (see module docstring).
 
-    ``n_classes`` (alias ``rank`` for :func:`make_model`), ``em_iters`` EM rounds (each M-step runs
-    ``m_step_iter`` L-BFGS iterations), ``n_init`` random restarts (best validation loss wins).
+    ``n_classes`` (``rank`` for :func:`make_model`), ``em_iters`` EM rounds (each M-step runs ``m_step_iter``
+    L-BFGS iterations through :func:`~personalign.models.training.fit_lbfgs`, continuing one L-BFGS memory),
+    ``n_init`` random restarts (best validation loss wins); ``training.patience`` EM rounds without a better
+    validation loss stop EM.
     """
 
+    name = "mixture"
+    rank_param = "n_classes"
     store_unit_covs = True
 
     def __init__(
@@ -54,48 +104,21 @@ class MixtureBT(LinearGaussianModel):
         n_classes: int = 4,
         featurizer: PairFeaturizer | None = None,
         *,
-        rank: int | None = None,
         em_iters: int = 30,
         m_step_iter: int = 10,
         n_init: int = 1,
         l2_mean: float = 1e-3,
         l2_basis: float = 1e-2,
-        validation_fraction: float = 0.1,
-        patience: int = 4,
         random_state: int = 0,
-        verbose: bool = False,
+        training: TrainingConfig = MIXTURE_TRAINING,
     ) -> None:
         super().__init__(
-            featurizer,
-            l2_mean=l2_mean,
-            l2_basis=l2_basis,
-            prior_precision=1.0,
-            max_iter=em_iters,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
+            featurizer, l2_mean=l2_mean, l2_basis=l2_basis, random_state=random_state, training=training
         )
-        self.n_classes = int(rank if rank is not None else n_classes)
+        self.n_classes = n_classes
         self.em_iters = em_iters
         self.m_step_iter = m_step_iter
         self.n_init = n_init
-
-    @property
-    def rank(self) -> int:  # type: ignore[override]
-        return self.n_classes
-
-    @rank.setter
-    def rank(self, value: int | None) -> None:
-        if value is not None:
-            self.n_classes = int(value)
-
-    def get_params(self) -> dict[str, Any]:
-        p = super().get_params()
-        p.pop("rank", None)  # the alias is not a separate hyper-parameter
-        p.pop("prior_precision", None)
-        p.pop("max_iter", None)
-        return p
 
     # ------------------------------------------------------------------ fit (EM)
     def fit_arrays(self, train: TrainArrays, val: TrainArrays | None = None) -> MixtureBT:
@@ -104,11 +127,11 @@ class MixtureBT(LinearGaussianModel):
             n_units = int(train.unit.max()) + 1 if len(train.unit) else 0
             self.units_ = [str(i) for i in range(n_units)]
             self.user_units_ = {u: i for i, u in enumerate(self.units_)}
-        d, C, U = train.X.shape[1], self.n_classes, len(self.units_)
+        d = train.X.shape[1]
         best: tuple[float, Any] = (float("inf"), None)
         histories = []
         for restart in range(max(1, self.n_init)):
-            state, hist = self._em_once(train, val, d, C, U, int(self.random_state) + 1000 * restart)
+            state, hist = self._em_once(train, val, int(self.random_state) + 1000 * restart)
             histories.append(hist)
             score = hist["best_val_loss"] if hist["best_val_loss"] is not None else hist["train_loss"][-1]
             if score < best[0]:
@@ -129,60 +152,36 @@ class MixtureBT(LinearGaussianModel):
         return self
 
     def _em_once(
-        self, train: TrainArrays, val: TrainArrays | None, d: int, C: int, U: int, seed: int
+        self, train: TrainArrays, val: TrainArrays | None, seed: int
     ) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+        """One EM run from a random soft start: M-step by L-BFGS, exact E-step, best validation state kept."""
+        d, C, U = train.X.shape[1], int(self.n_classes), len(self.units_)
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         basis = LinearBasis(d, C, False, gen, init_scale=0.1)
-        X = torch.from_numpy(np.ascontiguousarray(train.X, dtype=np.float32))
-        ci, ri = torch.from_numpy(train.ci), torch.from_numpy(train.ri)
-        unit = torch.from_numpy(train.unit)
-        y = torch.from_numpy(train.y.astype(np.float32))
-        wt = torch.from_numpy(train.wt.astype(np.float32))
-        wsum = float(wt.sum())
+        par = data_parallel()
+        objective = MixtureObjective(basis, train.shard(par), self.l2_mean, self.l2_basis)
+        options = process_options(self.training_config())
+        m_step = options.replace(max_iter=self.m_step_iter, eval_every=self.m_step_iter, verbose=False)
+        opt = make_lbfgs(objective.basis.parameters(), m_step)
         # random soft start: persons lean to one class each, so the first M-step already separates classes
         rng = np.random.default_rng(seed)
         R = rng.dirichlet(np.full(C, 0.5), size=U)
         pi = np.full(C, 1.0 / C)
-        opt = torch.optim.LBFGS(
-            basis.parameters(),
-            lr=1.0,
-            max_iter=self.m_step_iter,
-            history_size=10,
-            line_search_fn="strong_wolfe",
-        )
         hist: dict[str, Any] = {"train_loss": [], "val_loss": [], "stopped_early": False}
         best: tuple[float, Any] = (float("inf"), None)
         bad = 0
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.em_iters, desc="fitting MixtureBT (EM)", unit="round")
+        bar = _progress(options.verbose, self.em_iters)
         for _ in range(max(1, self.em_iters)):
-            # M-step: class rewards given responsibilities (population rows weighted by pi)
-            Rt = torch.from_numpy(np.vstack([R, pi[None, :]]).astype(np.float32))
-            u_idx = torch.where(unit < 0, torch.full_like(unit, U), unit)
-            resp = Rt[u_idx]  # (n, C)
-
-            def closure(resp: torch.Tensor = resp) -> torch.Tensor:
-                opt.zero_grad()
-                P = basis(X)
-                z = (P[ci, :1] - P[ri, :1]) + (P[ci, 1:] - P[ri, 1:])  # (n, C)
-                bce = torch.nn.functional.binary_cross_entropy_with_logits(
-                    z, y[:, None].expand_as(z), reduction="none"
-                )
-                loss = ((bce * resp).sum(1) * wt).sum() + basis.penalty(self.l2_mean, self.l2_basis)
-                loss = loss / wsum
-                loss.backward()
-                return loss
-
-            loss = float(opt.step(closure).detach())
+            objective.set_responsibilities(R, pi)  # M-step: class rewards given responsibilities
+            steps = fit_lbfgs(
+                objective, list(basis.parameters()), None, m_step, par.all_reduce, optimizer=opt
+            )
+            loss = steps["train_loss"][-1]
             hist["train_loss"].append(loss)
             mu = basis.mu.detach().double().numpy().copy()
             B = basis.B.detach().double().numpy().copy()
-            # E-step
-            pi_new, R = self._responsibilities(train, mu, B, pi, U)
+            pi_new, R = self._responsibilities(train, mu, B, pi, U)  # E-step
             pi = np.clip(pi_new, 1e-6, None)
             pi = pi / pi.sum()
             vl = self._val_loss(val, mu, B, pi, R) if val is not None and len(val) else None
@@ -190,20 +189,20 @@ class MixtureBT(LinearGaussianModel):
                 hist["val_loss"].append(vl)
             crit = vl if vl is not None else loss
             if crit < best[0] - 1e-6:
-                best = (crit, (mu, B, pi.copy(), R.copy()))
-                bad = 0
+                best, bad = (crit, (mu, B, pi.copy(), R.copy())), 0
             else:
                 bad += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", val=f"{vl:.4f}" if vl is not None else "-")
-            if bad >= self.patience:
+            if bad >= options.patience:
                 hist["stopped_early"] = True
                 break
         if bar is not None:
             bar.close()
         hist["best_val_loss"] = best[0] if val is not None and len(val) else None
         hist["score"] = best[0]
+        hist["world_size"] = steps["world_size"]
         return best[1], hist
 
     @staticmethod
@@ -263,21 +262,17 @@ class MixtureBT(LinearGaussianModel):
 
         return h(p @ r) - h(p) @ r
 
-    def predict_proba(self, comparisons: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, comparisons: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
         """Posterior-predictive P(chosen > rejected) = ``sum_c rho_uc sigmoid(r_c(chosen) - r_c(rejected))``."""
-        self._check_fitted()
-        c = comparisons
-        prompts = c["prompt"].fillna("").astype(str).tolist() if "prompt" in c.columns else [""] * len(c)
-        users = c["user_id"].astype(str).tolist()
-        s1, g1 = self.basis(prompts, c["chosen"].astype(str).tolist())
-        s2, g2 = self.basis(prompts, c["rejected"].astype(str).tolist())
+        users, prompts, chosen, rejected = self._pair_rows(comparisons, strict)
+        s1, g1 = self.basis(prompts, chosen)
+        s2, g2 = self.basis(prompts, rejected)
         z = (s1 - s2)[:, None] + (g1 - g2)
-        R = np.stack([self.weights_for(u) for u in users]) if len(users) else np.zeros((0, self.K_))
-        return (R / (1.0 + np.exp(-z))).sum(1)
+        return (self._weights(users) / (1.0 + np.exp(-z))).sum(1)
 
     def class_rewards(self, prompts: str | list[str], responses: list[str] | str) -> np.ndarray:
         """``(n, C)`` rewards of every class."""
-        s, g = self.basis(prompts, _as_list(responses))
+        s, g = self.basis(prompts, as_list(responses))
         return s[:, None] + g
 
     def maxmin_score(self, prompts: str | list[str], responses: list[str] | str) -> np.ndarray:
@@ -290,10 +285,10 @@ class MixtureBT(LinearGaussianModel):
         rows = {u: int(np.argmax(self.unit_means_[j])) for u, j in self.user_units_.items()}
         return pd.Series(rows, name="class")
 
-    def fit(self, data: PreferenceData, val_data: PreferenceData | None = None) -> MixtureBT:
-        """EM fit on ``data.to_comparisons()`` (see the module docstring); returns self."""
-        self.units_ = None  # fit_arrays sets units from the data through the base class
-        return super().fit(data, val_data)  # type: ignore[return-value]
 
-    def _extra_config(self) -> dict[str, Any]:
-        return {"n_classes": self.n_classes}
+def _progress(verbose: bool, total: int) -> Any:
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="fitting MixtureBT (EM)", unit="round")

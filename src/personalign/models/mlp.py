@@ -18,9 +18,9 @@ import torch
 
 from personalign.errors import ConfigError
 from personalign.features.pairs import PairFeaturizer
+from personalign.models import artifacts
 from personalign.models.lowrank import LowRankBT
-
-_MLP_KEYS = ("mlp_W1", "mlp_b1", "mlp_W2")
+from personalign.models.objectives import ridge
 
 
 class MLPBasis(torch.nn.Module):
@@ -43,15 +43,14 @@ class MLPBasis(torch.nn.Module):
         return lin + self.act(X @ self.W1 + self.b1) @ self.W2
 
     def penalty(self, l2_mean: float, l2_basis: float) -> torch.Tensor:
-        return (
-            0.5 * l2_mean * (self.mu**2).sum()
-            + 0.5 * l2_basis * (self.B**2).sum()
-            + 0.5 * self.l2_mlp * ((self.W1**2).sum() + (self.W2**2).sum())
-        )
+        residual = (self.W1**2).sum() + (self.W2**2).sum()
+        return ridge(self.mu, self.B, l2_mean, l2_basis) + 0.5 * self.l2_mlp * residual
 
 
 class MLPLowRankBT(LowRankBT):
     """LowRankBT with an MLP basis (see module docstring): ``hidden`` units, ``activation`` gelu or relu."""
+
+    name = "mlp"
 
     def __init__(
         self,
@@ -61,38 +60,18 @@ class MLPLowRankBT(LowRankBT):
         hidden: int = 64,
         activation: str = "gelu",
         l2_mlp: float = 1e-2,
-        em_iters: int = 10,
-        jitter: float = 1e-4,
         l2_mean: float = 1e-3,
         l2_basis: float = 1.0,
-        prior_precision: float = 1.0,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
+        **kw: Any,
     ) -> None:
-        if activation not in ("gelu", "relu"):
-            raise ConfigError(f"MLPLowRankBT activation must be 'gelu' or 'relu', got {activation!r}")
-        super().__init__(
-            rank,
-            featurizer,
-            em_iters=em_iters,
-            jitter=jitter,
-            l2_mean=l2_mean,
-            l2_basis=l2_basis,
-            prior_precision=prior_precision,
-            max_iter=max_iter,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
-        )
+        super().__init__(rank, featurizer, l2_mean=l2_mean, l2_basis=l2_basis, **kw)
         self.hidden = hidden
         self.activation = activation
         self.l2_mlp = l2_mlp
 
     def _make_basis_module(self, d: int, K: int, gen: torch.Generator) -> torch.nn.Module:
+        if self.activation not in ("gelu", "relu"):
+            raise ConfigError(f"MLPLowRankBT activation must be 'gelu' or 'relu', got {self.activation!r}")
         return MLPBasis(d, K, int(self.hidden), float(self.l2_mlp), gen, self.activation)
 
     def _store_basis(self, basis: torch.nn.Module) -> None:
@@ -116,16 +95,10 @@ class MLPLowRankBT(LowRankBT):
         return phi @ self.mu_ + res[:, 0], phi @ self.B_ + res[:, 1:]
 
     def _tensors(self) -> dict[str, np.ndarray]:
-        return {**super()._tensors(), **{k: np.ascontiguousarray(v) for k, v in self.mlp_.items()}}
+        return {**super()._tensors(), **self.mlp_}
 
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
         super()._load_tensors(t, cfg, d)
-        missing = [k for k in _MLP_KEYS if k not in t]
-        if missing:
-            raise ConfigError(f"{d / 'model.safetensors'}: missing MLP tensors {missing}")
         nf, K, h = self.n_features_, self.K_, int(self.hidden)
         shapes = {"mlp_W1": (nf, h), "mlp_b1": (h,), "mlp_W2": (h, 1 + K)}
-        for k, shp in shapes.items():
-            if tuple(t[k].shape) != shp:
-                raise ConfigError(f"{d}: tensor {k!r} has shape {tuple(t[k].shape)}, expected {shp}")
-        self.mlp_ = {k: t[k].astype(np.float64) for k in _MLP_KEYS}
+        self.mlp_ = {k: artifacts.require(t, k, shp, d) for k, shp in shapes.items()}

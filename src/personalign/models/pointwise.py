@@ -18,10 +18,7 @@ the person's shrunk mean deviation from it.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +28,13 @@ import pandas as pd
 import torch
 
 from personalign.data.core import PreferenceData
-from personalign.data.splits import split_judgments
 from personalign.errors import ConfigError, DataError
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import _SEP, FORMAT_VERSION, LinearBasis, PersonalModel, Posterior, _as_list
+from personalign.models import artifacts
+from personalign.models.estimator import PersonalModel
+from personalign.models.objectives import LinearBasis, index_items, item_keys
+from personalign.models.posterior import Posterior
+from personalign.models.training import TrainingConfig, data_parallel, fit_lbfgs, hold_out, process_options
 
 POINT_COLUMNS = ("user_id", "prompt", "response", "rating")
 
@@ -89,6 +89,88 @@ def _cuts(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(gaps, -1)], -1)
 
 
+class OrdinalObjective:
+    """Negative log posterior of the ordinal model over rated rows ``(item, unit, level)``, in float64.
+
+    ``sum_i -log P(y_i | eta_i, theta_u(i))`` + ``basis.penalty`` + ``||W||^2 / 2`` + ``sum delta^2 / (2 var_d)`` +
+    ``sum rho^2 / (2 var_r)``; rows of unit -1 (unknown persons in validation) use the population's parameters.
+    """
+
+    def __init__(self, model: OrdinalLowRank, X: np.ndarray, var_d: np.ndarray, var_r: float) -> None:
+        K, L1, U = int(model.rank), model.L_ - 1, len(model.units_)
+        gen = torch.Generator().manual_seed(int(model.random_state))
+        torch.manual_seed(int(model.random_state))
+        self.basis = LinearBasis(X.shape[1], K, False, gen).double()
+        self.Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).double()
+        self.W = torch.nn.Parameter(torch.randn(U, K, generator=gen, dtype=torch.float64) * 0.01)
+        self.delta = torch.nn.Parameter(torch.zeros(U, L1, dtype=torch.float64))
+        self.rho = torch.nn.Parameter(torch.zeros(U, dtype=torch.float64))
+        self.theta = torch.nn.Parameter(torch.zeros(L1, dtype=torch.float64))
+        self.l2_mean, self.l2_basis, self.K = model.l2_mean, model.l2_basis, K
+        self.var_d = torch.from_numpy(np.asarray(var_d, np.float64))
+        self.var_r = float(var_r)
+        self.rows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def rows(self, items: np.ndarray, units: np.ndarray, levels: np.ndarray) -> OrdinalObjective:
+        self.i, self.u, self.y = (torch.from_numpy(np.array(a)) for a in (items, units, levels))
+        self.weight = float(len(self.i))
+        return self
+
+    def on(self, items: np.ndarray, units: np.ndarray, levels: np.ndarray) -> OrdinalObjective:
+        """The same parameters over other rows (e.g. the validation rows)."""
+        other = copy.copy(self)
+        return other.rows(items, units, levels)
+
+    def parameters(self, personal_cuts: bool, personal_scale: bool) -> list[torch.Tensor]:
+        params = [*self.basis.parameters(), self.W, self.theta]
+        return params + ([self.delta] if personal_cuts else []) + ([self.rho] if personal_scale else [])
+
+    def nll(self) -> torch.Tensor:
+        P = self.basis(self.Xt)
+        i, u = self.i, self.u
+        known = u >= 0
+        uu = torch.where(known, u, torch.zeros_like(u))
+        lat = P[i, 0]
+        if self.K:
+            lat = lat + torch.where(known, (P[i, 1:] * self.W[uu]).sum(1), torch.zeros_like(lat))
+        sc = torch.where(known, torch.exp(self.rho[uu]), torch.ones_like(lat))
+        dl = torch.where(known[:, None], self.delta[uu], torch.zeros_like(self.delta[uu]))
+        return _ordinal_nll(sc * lat, _cuts(self.theta, dl), self.y)
+
+    def penalty(self) -> torch.Tensor:
+        pen = self.basis.penalty(self.l2_mean, self.l2_basis) + 0.5 * (self.W**2).sum()
+        return pen + 0.5 * (self.delta**2 / self.var_d).sum() + 0.5 * (self.rho**2).sum() / self.var_r
+
+    def loss_backward(self, total: float, share: float = 1.0) -> torch.Tensor:
+        loss = (self.nll().sum() + self.penalty() * share) / total
+        loss.backward()
+        return loss.detach()
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        return float(self.nll().sum())
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            self.basis.mu.copy_(torch.from_numpy(state["mu"]))
+            if self.K:
+                self.basis.B.copy_(torch.from_numpy(state["B"]))
+            for name in ("W", "delta", "rho"):
+                getattr(self, name).copy_(torch.from_numpy(state[name]))
+            self.theta.copy_(torch.from_numpy(state["theta_raw"]))
+
+    def state(self, d: int) -> dict[str, np.ndarray]:
+        out = {n: getattr(self, n).detach().numpy().copy() for n in ("W", "delta", "rho")}
+        out["mu"] = self.basis.mu.detach().numpy().copy()
+        out["B"] = self.basis.B.detach().numpy().copy() if self.K else np.zeros((d, 0))
+        out["theta_raw"] = self.theta.detach().numpy().copy()
+        return out
+
+
+# the loop this model was tuned with: no warm-up rounds, a finer tolerance, L-BFGS's default inner tolerances
+ORDINAL_TRAINING = TrainingConfig(min_rounds=0, tol=1e-7, grad_tol=1e-7, change_tol=1e-9)
+
+
 class OrdinalLowRank(PersonalModel):
     """Ordinal logistic model with personal cut-points, sensitivity and low-rank directions (module docstring).
 
@@ -96,6 +178,10 @@ class OrdinalLowRank(PersonalModel):
     ``personal_cuts`` / ``personal_scale``: switch the personal cut-point offsets / sensitivity on or off
     (both off and rank 0 = one shared ordinal model for everybody).
     """
+
+    name = "ordinal"
+    rank_param = "rank"
+    predicts_pairs = False  # predict_proba gives the rating levels' probabilities
 
     def __init__(
         self,
@@ -110,37 +196,22 @@ class OrdinalLowRank(PersonalModel):
         offset_var: float = 1.0,
         scale_var: float = 0.25,
         eb_refit: bool = True,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
+        training: TrainingConfig = ORDINAL_TRAINING,
+        **kw: Any,
     ) -> None:
-        self.rank = rank
-        self.featurizer = featurizer
-        self.levels = None if levels is None else [float(x) for x in levels]
-        self.personal_cuts = personal_cuts
-        self.personal_scale = personal_scale
-        self.l2_mean = l2_mean
-        self.l2_basis = l2_basis
-        self.offset_var = offset_var
-        self.scale_var = scale_var
-        self.eb_refit = eb_refit
-        self.max_iter = max_iter
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.random_state = random_state
-        self.verbose = verbose
+        super().__init__(featurizer, training=training, **kw)
+        self.rank, self.levels = rank, levels
+        self.personal_cuts, self.personal_scale = personal_cuts, personal_scale
+        self.l2_mean, self.l2_basis = l2_mean, l2_basis
+        self.offset_var, self.scale_var, self.eb_refit = offset_var, scale_var, eb_refit
 
     # ------------------------------------------------------------------ helpers
-    def _featurizer(self) -> PairFeaturizer:
-        if self.featurizer is None:
-            self.featurizer = PairFeaturizer()
-        return self.featurizer
-
     @property
     def n_person_params_(self) -> int:
         return int(self.rank) + (self.L_ - 1) + 1
+
+    def _has_personal_part(self) -> bool:
+        return bool(int(self.rank) or self.personal_cuts or self.personal_scale)
 
     def _level_index(self, ratings: pd.Series) -> np.ndarray:
         r = ratings.astype(float).to_numpy()
@@ -149,50 +220,38 @@ class OrdinalLowRank(PersonalModel):
         off = np.abs(lv[idx] - r) > 1e-6
         if off.any():
             i = int(np.flatnonzero(off)[0])
-            raise DataError(
-                f"rating {r[i]} is not one of the levels {self.levels_}",
-                row=i,
-                field="rating",
-                expected=f"one of {self.levels_}",
-            )
+            msg = f"rating {r[i]} is not one of the levels {self.levels_}"
+            raise DataError(msg, row=i, field="rating", expected=f"one of {self.levels_}")
         return idx.astype(np.int64)
 
-    def _items(self, frames: Sequence[pd.DataFrame]) -> tuple[np.ndarray, list[np.ndarray]]:
-        keys = [f["prompt"].to_numpy(object) + _SEP + f["response"].to_numpy(object) for f in frames]
-        allk = pd.Series(np.concatenate(keys) if keys else [], dtype=object)
-        codes, uniq = pd.factorize(allk, sort=False)
-        parts = [u.split(_SEP, 1) for u in uniq]
-        X = self._featurizer().transform(
-            [p[0] for p in parts], [p[1] for p in parts], show_progress=self.verbose
+    def _features(self, t: pd.DataFrame) -> np.ndarray:
+        return np.asarray(
+            self._featurizer().transform(t["prompt"].tolist(), t["response"].tolist()), np.float64
         )
-        out, pos = [], 0
-        for f in frames:
-            out.append(codes[pos : pos + len(f)].astype(np.int64))
-            pos += len(f)
-        return X, out
+
+    def _items(self, frames: Sequence[pd.DataFrame]) -> tuple[np.ndarray, list[np.ndarray]]:
+        prompts, texts, codes = index_items([(f["prompt"], f["response"]) for f in frames])
+        par = data_parallel()
+        with par.main_process_first():  # the main process fills the feature cache, the others read it
+            show = self.training_config().verbose and par.is_main
+            X = self._featurizer().transform(prompts, texts, show_progress=show)
+        return X, codes
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: PreferenceData | pd.DataFrame, val_data: PreferenceData | pd.DataFrame | None = None):
-        """MAP fit on ratings (or votes); returns self."""
+        """MAP fit on ratings (or votes), then empirical Bayes for the prior variances; returns self."""
+        self._start_fit()
+        options = self.training_config()
+        if options.validation_split != "judgments":
+            raise ConfigError(
+                "OrdinalLowRank holds out rated judgments: training.validation_split='judgments'"
+            )
         tab = pointwise_table(data)
         if val_data is not None:
             val = pointwise_table(val_data)
-        elif self.validation_fraction and len(tab) >= 20:
-            tab, val = split_judgments(tab, self.validation_fraction, seed=self.random_state)
         else:
-            val = tab.iloc[:0]
-        lv = (
-            self.levels
-            if self.levels is not None
-            else sorted(pd.concat([tab, val])["rating"].astype(float).unique())
-        )
-        if len(lv) < 2:
-            raise DataError(
-                "pointwise judgments need at least two distinct rating levels",
-                field="rating",
-                expected="two or more levels",
-            )
-        self.levels_ = [float(x) for x in lv]
+            tab, val = hold_out(tab, options, self.random_state)
+        self.levels_ = self._fit_levels(pd.concat([tab, val])["rating"])
         self.L_ = len(self.levels_)
         self.units_ = sorted(tab["user_id"].unique())
         self.user_units_ = {u: i for i, u in enumerate(self.units_)}
@@ -216,109 +275,48 @@ class OrdinalLowRank(PersonalModel):
                     var_r = max(float(state["rho"].var()) + 1e-3, 1e-3)
         self._set_state(state, var_w, var_d, var_r)
         self.added_: dict[str, Posterior] = {}
+        self.n_train_ = len(tab)
         self.fitted_ = True
         return self
 
+    def _fit_levels(self, ratings: pd.Series) -> list[float]:
+        lv = self.levels if self.levels is not None else sorted(ratings.astype(float).unique())
+        if len(lv) < 2:
+            raise DataError(
+                "pointwise judgments need at least two distinct rating levels",
+                field="rating",
+                expected="two or more levels",
+            )
+        return [float(x) for x in lv]
+
     def _fit_once(self, X, tr, va, var_d, var_r, init) -> dict[str, Any]:
-        K, L1, U = int(self.rank), self.L_ - 1, len(self.units_)
-        gen = torch.Generator().manual_seed(int(self.random_state))
-        torch.manual_seed(int(self.random_state))
-        basis = LinearBasis(X.shape[1], K, False, gen)
-        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).double()
-        basis = basis.double()
-        W = torch.nn.Parameter(torch.randn(U, K, generator=gen, dtype=torch.float64) * 0.01)
-        delta = torch.nn.Parameter(torch.zeros(U, L1, dtype=torch.float64))
-        rho = torch.nn.Parameter(torch.zeros(U, dtype=torch.float64))
-        # shared cut-points start at the empirical cumulative logits
+        """One MAP fit through the shared loop, from ``init`` (or a fresh start) under the given prior variances."""
+        objective = OrdinalObjective(self, X, var_d, var_r)
+        par = data_parallel()
+        shard = par.shard(len(tr[0]))
+        objective.rows(*(a[shard] for a in tr))
+        # shared cut-points start at the empirical cumulative logits of all training rows
         counts = np.bincount(tr[2], minlength=self.L_) + 1.0
         cum = np.cumsum(counts)[:-1] / counts.sum()
         t0 = np.log(cum / (1 - cum))
         raw0 = np.concatenate([t0[:1], np.log(np.expm1(np.maximum(np.diff(t0), 1e-3)))])
-        theta = torch.nn.Parameter(torch.from_numpy(raw0.astype(np.float64)))
+        with torch.no_grad():
+            objective.theta.copy_(torch.from_numpy(raw0.astype(np.float64)))
         if init is not None:
-            with torch.no_grad():
-                basis.mu.copy_(torch.from_numpy(init["mu"]))
-                if K:
-                    basis.B.copy_(torch.from_numpy(init["B"]))
-                W.copy_(torch.from_numpy(init["W"]))
-                delta.copy_(torch.from_numpy(init["delta"]))
-                rho.copy_(torch.from_numpy(init["rho"]))
-                theta.copy_(torch.from_numpy(init["theta_raw"]))
-        params = [*basis.parameters(), W, theta]
-        if self.personal_cuts:
-            params.append(delta)
-        if self.personal_scale:
-            params.append(rho)
-        vd = torch.from_numpy(np.asarray(var_d, np.float64))
-        ti, tu, ty = (torch.from_numpy(np.array(a)) for a in tr)
-        n = float(len(ti))
-
-        def nll(i, u, y, pop: bool = False) -> torch.Tensor:
-            P = basis(Xt)
-            known = u >= 0
-            uu = torch.where(known, u, torch.zeros_like(u))
-            lat = P[i, 0]
-            if K:
-                lat = lat + torch.where(known, (P[i, 1:] * W[uu]).sum(1), torch.zeros_like(lat))
-            sc = torch.where(known, torch.exp(rho[uu]), torch.ones_like(lat))
-            dl = torch.where(known[:, None], delta[uu], torch.zeros_like(delta[uu]))
-            return _ordinal_nll(sc * lat, _cuts(theta, dl), y)
-
-        def objective() -> torch.Tensor:
-            loss = nll(ti, tu, ty).sum()
-            pen = basis.penalty(self.l2_mean, self.l2_basis) + 0.5 * (W**2).sum()
-            pen = pen + 0.5 * (delta**2 / vd).sum() + 0.5 * (rho**2).sum() / var_r
-            return (loss + pen) / n
-
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=10, history_size=20, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = objective()
-            loss.backward()
-            return loss
-
-        best, bad, prev = (float("inf"), None), 0, float("inf")
-        rounds = max(1, int(self.max_iter) // 10)
-        hist: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=rounds, desc="fitting OrdinalLowRank", unit="round")
-        for _ in range(rounds):
-            loss = float(opt.step(closure).detach())
-            hist["train_loss"].append(loss)
-            if va is not None:
-                with torch.no_grad():
-                    vl = float(nll(*(torch.from_numpy(np.array(a)) for a in va)).mean())
-                hist["val_loss"].append(vl)
-                if vl < best[0] - 1e-6:
-                    best, bad = (vl, [p.detach().clone() for p in params]), 0
-                else:
-                    bad += 1
-            if bar is not None:
-                bar.update(1)
-            if va is not None and bad >= self.patience:
-                break
-            if abs(prev - loss) < 1e-7 * max(1.0, abs(loss)):
-                break
-            prev = loss
-        if bar is not None:
-            bar.close()
-        if best[1] is not None:
-            with torch.no_grad():
-                for p, b in zip(params, best[1]):
-                    p.copy_(b)
-        self.history_ = {**hist, "best_val_loss": best[0] if best[1] is not None else None}
-        return {
-            "mu": basis.mu.detach().numpy().copy(),
-            "B": basis.B.detach().numpy().copy() if K else np.zeros((X.shape[1], 0)),
-            "W": W.detach().numpy().copy(),
-            "delta": delta.detach().numpy().copy(),
-            "rho": rho.detach().numpy().copy(),
-            "theta_raw": theta.detach().numpy().copy(),
-        }
+            objective.load(init)
+        validation = None
+        if va is not None:
+            vshard = par.shard(len(va[0]))
+            validation = objective.on(*(a[vshard] for a in va))
+        self.history_ = fit_lbfgs(
+            objective,
+            objective.parameters(self.personal_cuts, self.personal_scale),
+            validation,
+            process_options(self.training_config()),
+            par.all_reduce,
+            desc="fitting OrdinalLowRank",
+        )
+        return objective.state(X.shape[1])
 
     def _set_state(self, st: dict[str, Any], var_w, var_d, var_r) -> None:
         self.mu_, self.B_ = st["mu"], st["B"]
@@ -332,12 +330,6 @@ class OrdinalLowRank(PersonalModel):
         """The shared (population) cut-points on the latent scale."""
         return _cuts(torch.from_numpy(self.theta_raw_), torch.zeros(self.L_ - 1, dtype=torch.float64)).numpy()
 
-    def _check_fitted(self) -> None:
-        if not getattr(self, "fitted_", False):
-            from personalign.errors import NotFittedError
-
-            raise NotFittedError("OrdinalLowRank is not fitted; call fit(data) first")
-
     def _split(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         K, L1 = int(self.rank), self.L_ - 1
         return v[..., :K], v[..., K : K + L1], v[..., K + L1]
@@ -347,21 +339,8 @@ class OrdinalLowRank(PersonalModel):
         self._check_fitted()
         return Posterior(np.zeros(self.n_person_params_), np.diag(self.prior_var_), 0)
 
-    def posterior(self, user_id: str) -> Posterior:
-        self._check_fitted()
-        uid = str(user_id)
-        if uid in self.added_:
-            return self.added_[uid]
-        j = self.user_units_.get(uid, -1)
-        if j < 0:
-            return self.prior()
+    def _unit_posterior(self, j: int) -> Posterior:
         return Posterior(self.unit_params_[j].copy(), np.diag(self.prior_var_), 0)
-
-    def add_user(self, user_id: str, posterior: Posterior) -> None:
-        self._check_fitted()
-        if posterior.dim != self.n_person_params_:
-            raise ConfigError(f"posterior has {posterior.dim} dims, the model {self.n_person_params_}")
-        self.added_[str(user_id)] = posterior
 
     def _params_for(self, users: Sequence[str]) -> np.ndarray:
         return (
@@ -375,11 +354,8 @@ class OrdinalLowRank(PersonalModel):
         s = X @ self.mu_
         return s + (X @ self.B_ * w).sum(1) if self.rank else s
 
-    def score(self, users: str | Sequence[str], prompts: str | Sequence[str], responses: Sequence[str] | str):
+    def _score(self, users: list[str], prompts: str | Sequence[str], responses: list[str]) -> np.ndarray:
         """Personal latent utility ``s + g^T w_u`` (before the personal sensitivity and cut-points)."""
-        self._check_fitted()
-        responses = _as_list(responses)
-        users = _as_list(users, len(responses))
         X = np.asarray(self._featurizer().transform(prompts, responses), np.float64)
         return self._latent(X, self._params_for(users))
 
@@ -391,41 +367,34 @@ class OrdinalLowRank(PersonalModel):
         cdf = np.concatenate([np.zeros((len(eta), 1)), cdf, np.ones((len(eta), 1))], 1)
         return np.clip(np.diff(cdf, axis=1), 0.0, 1.0)
 
-    def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, table: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
         """``(n, L)`` probabilities of each level for rows (user_id, prompt, response); column l is ``levels_[l]``."""
         self._check_fitted()
         t = pointwise_table(table.assign(rating=0.0) if "rating" not in table.columns else table)
-        X = np.asarray(self._featurizer().transform(t["prompt"].tolist(), t["response"].tolist()), np.float64)
-        return self._proba_arrays(X, self._params_for(t["user_id"].tolist()))
+        users = t["user_id"].tolist()
+        self._check_persons(users, strict)
+        return self._proba_arrays(self._features(t), self._params_for(users))
 
-    def expected_rating(self, table: pd.DataFrame) -> np.ndarray:
-        return self.predict_proba(table) @ np.asarray(self.levels_)
+    def expected_rating(self, table: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
+        return self.predict_proba(table, strict=strict) @ np.asarray(self.levels_)
 
-    def predict(self, table: pd.DataFrame) -> np.ndarray:
+    def predict(self, table: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
         """Most probable level per row (for binary labels: the label with P > 0.5)."""
-        return np.asarray(self.levels_)[self.predict_proba(table).argmax(1)]
+        return np.asarray(self.levels_)[self.predict_proba(table, strict=strict).argmax(1)]
 
-    def mae(self, table: pd.DataFrame, by_person: bool = False) -> float | pd.Series:
+    def mae(self, table: pd.DataFrame, by_person: bool = False, *, strict: bool = False) -> float | pd.Series:
         """Mean absolute error of the expected rating (per person with ``by_person``)."""
         t = pointwise_table(table)
-        err = np.abs(self.expected_rating(t) - t["rating"].astype(float).to_numpy())
+        err = np.abs(self.expected_rating(t, strict=strict) - t["rating"].astype(float).to_numpy())
         if by_person:
             return pd.Series(err).groupby(t["user_id"].to_numpy()).mean()
         return float(err.mean())
 
     # ------------------------------------------------------------------ new persons
-    def adapt(
-        self, examples: pd.DataFrame, prior: Posterior | None = None, user_row: dict | None = None
-    ) -> Posterior:
+    def _adapt(self, examples: pd.DataFrame, prior: Posterior) -> Posterior:
         """MAP + Laplace covariance of a new person's ``[w, delta, rho]`` from k labels, the shared part frozen."""
-        self._check_fitted()
-        prior = prior if prior is not None else self.prior(user_row)
-        if examples is None or len(examples) == 0:
-            return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
         t = pointwise_table(examples)
-        X = torch.from_numpy(
-            np.asarray(self._featurizer().transform(t["prompt"].tolist(), t["response"].tolist()), np.float64)
-        )
+        X = torch.from_numpy(self._features(t))
         y = torch.from_numpy(self._level_index(t["rating"]))
         s = X @ torch.from_numpy(self.mu_)
         G = X @ torch.from_numpy(self.B_)
@@ -462,63 +431,32 @@ class OrdinalLowRank(PersonalModel):
         cov = torch.linalg.inv(H).numpy()
         return Posterior(v.numpy(), 0.5 * (cov + cov.T), prior.n + len(t))
 
-    def update(self, posterior: Posterior, examples: pd.DataFrame) -> Posterior:
-        return self.adapt(examples, prior=posterior)
-
     def collapsed(self) -> OrdinalLowRank:
         """A copy with every person at the population (no personal direction, cut-points or sensitivity)."""
-        import copy
-
         self._check_fitted()
-        m = copy.deepcopy(self)
+        m = self._copy()
         m.unit_params_ = np.zeros_like(m.unit_params_)
         m.added_ = {u: m.prior() for u in m.added_}
         return m
 
     # ------------------------------------------------------------------ artifacts
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """``model.safetensors`` + ``config.json`` (temporary folder renamed into place)."""
-        from safetensors.numpy import save_file
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {
+            "mu": self.mu_,
+            "B": self.B_,
+            "theta_raw": self.theta_raw_,
+            "unit_params": self.unit_params_,
+            "prior_var": self.prior_var_,
+        }
 
-        self._check_fitted()
-        out = Path(directory)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            t = {
-                "mu": self.mu_,
-                "B": self.B_,
-                "theta_raw": self.theta_raw_,
-                "unit_params": self.unit_params_,
-                "prior_var": self.prior_var_,
-            }
-            save_file(
-                {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in t.items()},
-                str(tmp / "model.safetensors"),
-            )
-            cfg = {
-                "format_version": FORMAT_VERSION,
-                "model_class": type(self).__name__,
-                "params": self._json_params(),
-                "featurizer": self._featurizer().config(),
-                "n_features": int(self.n_features_),
-                "levels": self.levels_,
-                "units": self.units_,
-            }
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, featurizer: PairFeaturizer | None = None):
-        from personalign.models.base import LinearGaussianModel
-
-        return LinearGaussianModel.from_pretrained(directory, featurizer=featurizer)
+    def _artifact_config(self) -> dict[str, Any]:
+        history = {k: v for k, v in self.history_.items() if k != "train_loss"}
+        return {
+            "n_features": int(self.n_features_),
+            "levels": self.levels_,
+            "units": self.units_,
+            "history": history,
+        }
 
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
         try:
@@ -529,23 +467,18 @@ class OrdinalLowRank(PersonalModel):
             raise ConfigError(f"{d / 'config.json'}: missing {exc.args[0]!r}") from exc
         self.L_ = len(self.levels_)
         self.user_units_ = {u: i for i, u in enumerate(self.units_)}
-        shapes = {
-            "mu": (nf,),
-            "B": (nf, int(self.rank)),
-            "theta_raw": (self.L_ - 1,),
-            "unit_params": (len(self.units_), self.n_person_params_),
-            "prior_var": (self.n_person_params_,),
-        }
-        for k, shp in shapes.items():
-            if k not in t or tuple(t[k].shape) != shp:
-                raise ConfigError(f"{d / 'model.safetensors'}: tensor {k!r} missing or not of shape {shp}")
         if self._featurizer().dim_out != nf:
             raise ConfigError(
                 f"{d}: featurizer gives {self._featurizer().dim_out}-d features, model expects {nf}"
             )
         self.n_features_ = nf
-        self.mu_, self.B_ = t["mu"], t["B"]
-        self.theta_raw_, self.unit_params_, self.prior_var_ = t["theta_raw"], t["unit_params"], t["prior_var"]
+        P = self.n_person_params_
+        self.mu_ = artifacts.require(t, "mu", (nf,), d)
+        self.B_ = artifacts.require(t, "B", (nf, int(self.rank)), d)
+        self.theta_raw_ = artifacts.require(t, "theta_raw", (self.L_ - 1,), d)
+        self.unit_params_ = artifacts.require(t, "unit_params", (len(self.units_), P), d)
+        self.prior_var_ = artifacts.require(t, "prior_var", (P,), d)
+        self.history_ = cfg.get("history", {})
         self.added_ = {}
         self.fitted_ = True
 
@@ -562,7 +495,7 @@ class CrowdOffsetReference:
 
     def fit(self, data: PreferenceData | pd.DataFrame) -> CrowdOffsetReference:
         t = pointwise_table(data)
-        t["key"] = t["prompt"] + _SEP + t["response"]
+        t["key"] = item_keys(t["prompt"], t["response"])
         y = t["rating"].astype(float)
         self.sum_ = y.groupby(t["key"]).sum()
         self.cnt_ = y.groupby(t["key"]).size()
@@ -582,7 +515,7 @@ class CrowdOffsetReference:
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         t = pointwise_table(table.assign(rating=0.0) if "rating" not in table.columns else table)
-        keys = (t["prompt"] + _SEP + t["response"]).to_numpy()
+        keys = item_keys(t["prompt"], t["response"])
         users = t["user_id"].to_numpy()
         pred = self._crowd(users, keys) + self.offset_.reindex(users).fillna(0.0).to_numpy()
         return np.clip(pred, self.lo_, self.hi_)

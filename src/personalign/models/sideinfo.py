@@ -24,8 +24,10 @@ import torch
 from personalign.data.core import PreferenceData
 from personalign.errors import ConfigError, DataError
 from personalign.features.pairs import PairFeaturizer
-from personalign.models.base import Posterior, TrainArrays, batched_laplace
+from personalign.models import artifacts
 from personalign.models.lowrank import LowRankBT
+from personalign.models.objectives import TrainArrays
+from personalign.models.posterior import Posterior
 
 
 class SideInfoEncoder:
@@ -100,6 +102,9 @@ class SideInfoLowRankBT(LowRankBT):
     column. ``side_ridge``: ridge penalty of the map ``A``.
     """
 
+    name = "sideinfo"
+    aliases = ("lowrank-side",)
+
     def __init__(
         self,
         rank: int = 8,
@@ -108,32 +113,12 @@ class SideInfoLowRankBT(LowRankBT):
         side_info: list[str] | None = None,
         side_ridge: float = 1.0,
         side_em_iters: int = 5,
-        em_iters: int = 10,
-        jitter: float = 1e-4,
         l2_mean: float = 1e-3,
         l2_basis: float = 1.0,
-        prior_precision: float = 1.0,
-        max_iter: int = 300,
-        validation_fraction: float = 0.1,
-        patience: int = 3,
-        random_state: int = 0,
-        verbose: bool = False,
+        **kw: Any,
     ) -> None:
-        super().__init__(
-            rank,
-            featurizer,
-            em_iters=em_iters,
-            jitter=jitter,
-            l2_mean=l2_mean,
-            l2_basis=l2_basis,
-            prior_precision=prior_precision,
-            max_iter=max_iter,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.side_info = None if side_info is None else list(side_info)
+        super().__init__(rank, featurizer, l2_mean=l2_mean, l2_basis=l2_basis, **kw)
+        self.side_info = side_info
         self.side_ridge = side_ridge
         self.side_em_iters = side_em_iters
 
@@ -166,12 +151,7 @@ class SideInfoLowRankBT(LowRankBT):
             self.side_cov_ = self.prior_cov_.copy()
             return
         Xs = self.side_encoder_.matrix(self._users_table.reindex(self.units_).reset_index(drop=True))
-        S, G = self.project(train.X)
-        D = torch.from_numpy(G[train.ci] - G[train.ri])
-        a = torch.from_numpy(S[train.ci] - S[train.ri])
-        y = torch.from_numpy(train.y.astype(np.float64))
-        wt = torch.from_numpy(train.wt.astype(np.float64))
-        unit = torch.from_numpy(train.unit)
+        lap = self._unit_laplace(train)
         W, C = self.unit_means_, self.unit_covs_
         pen = self.side_ridge * np.eye(Xs.shape[1])
         pen[0, 0] = 0.0  # the intercept is not shrunk
@@ -182,18 +162,8 @@ class SideInfoLowRankBT(LowRankBT):
             R = W - M
             Sig = C.mean(0) + R.T @ R / U + self.jitter * eye
             Sig = 0.5 * (Sig + Sig.T)
-            Wt, Ct = batched_laplace(
-                D,
-                a,
-                y,
-                wt,
-                unit,
-                U,
-                torch.from_numpy(M),
-                torch.from_numpy(np.linalg.inv(Sig)),
-                w0=torch.from_numpy(W),
-                iters=4,
-            )
+            P = torch.from_numpy(np.linalg.inv(Sig))
+            Wt, Ct = lap.solve(torch.from_numpy(M), P, w0=torch.from_numpy(W), iters=4)
             W, C = Wt.numpy().copy(), Ct.numpy().copy()
         self.side_map_ = A
         self.side_cov_ = Sig
@@ -218,23 +188,15 @@ class SideInfoLowRankBT(LowRankBT):
 
     # ------------------------------------------------------------------ artifacts
     def _tensors(self) -> dict[str, np.ndarray]:
-        t = super()._tensors()
-        t["side_map"] = np.ascontiguousarray(self.side_map_, dtype=np.float64)
-        t["side_cov"] = np.ascontiguousarray(self.side_cov_, dtype=np.float64)
-        return t
+        return {**super()._tensors(), "side_map": self.side_map_, "side_cov": self.side_cov_}
 
-    def _extra_config(self) -> dict[str, Any]:
-        return {**super()._extra_config(), "side_encoder": self.side_encoder_.to_dict()}
+    def _artifact_config(self) -> dict[str, Any]:
+        return {**super()._artifact_config(), "side_encoder": self.side_encoder_.to_dict()}
 
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
         super()._load_tensors(t, cfg, d)
-        if "side_encoder" not in cfg or "side_map" not in t or "side_cov" not in t:
-            raise ConfigError(f"{d}: a SideInfoLowRankBT artifact needs side_encoder, side_map and side_cov")
+        if "side_encoder" not in cfg:
+            raise ConfigError(f"{d / 'config.json'}: a SideInfoLowRankBT artifact needs side_encoder")
         self.side_encoder_ = SideInfoEncoder.from_dict(cfg["side_encoder"])
-        A = t["side_map"].astype(np.float64)
-        if A.shape != (self.side_encoder_.dim, self.K_):
-            raise ConfigError(
-                f"{d}: side_map has shape {A.shape}, expected {(self.side_encoder_.dim, self.K_)}"
-            )
-        self.side_map_ = A
-        self.side_cov_ = t["side_cov"].astype(np.float64)
+        self.side_map_ = artifacts.require(t, "side_map", (self.side_encoder_.dim, self.K_), d)
+        self.side_cov_ = artifacts.require(t, "side_cov", (self.K_, self.K_), d)

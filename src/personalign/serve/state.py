@@ -152,6 +152,7 @@ class ModelState:
 
     def posterior_from_json(self, blob: str | None, version: str | None) -> Any | None:
         """The stored posterior if it belongs to this model, else None (caller recomputes)."""
+
         from personalign.models import Posterior
 
         if blob is None or version != self.version:
