@@ -14,9 +14,11 @@ Per seed (the seed fixes the split, the pair samples and the models' initializat
 4. Every personalized model is also evaluated *collapsed* (every person at the population prior mean,
    ``model.collapsed()``) on the same pairs; the personal gain is personalized - collapsed, paired by seed.
 
-Pointwise data (ratings, votes) becomes per-person pairs (two items the same person scored differently), at most
-``max_train_pairs`` / ``max_test_pairs`` per person and cell (sampled by the seed). Accuracy is per person, then
-averaged over persons (see :mod:`personalign.evaluate.metrics`).
+Pointwise data (ratings, votes) becomes per-person pairs by the data layer's one rule (two items of one prompt the
+same person judged differently: :mod:`personalign.data.pairs`), at most ``max_train_pairs`` / ``max_test_pairs`` per
+person and cell (sampled by the seed). A vote's pass is an abstention here (``data.pointwise(passes=False)``): it is
+neither a training nor a test judgment. Accuracy is per person, then averaged over persons (see
+:mod:`personalign.evaluate.metrics`).
 """
 
 from __future__ import annotations
@@ -30,16 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from personalign.data.adapters.hh_rlhf import read_hh_rlhf
 from personalign.data.core import COMPARISON_COLUMNS, KINDS, POPULATION_USER, PreferenceData
+from personalign.data.files import to_jsonable
+from personalign.data.pairs import pointwise_pairs, ranking_pairs
 from personalign.data.splits import split as make_split
 from personalign.errors import ConfigError, DataError
 from personalign.evaluate import metrics as M
-from personalign.evaluate.baselines import (
-    BASELINES,
-    CrowdOracle,
-    crowd_pointwise,
-    pointwise_table,
-)
+from personalign.evaluate.baselines import BASELINES, CrowdOracle, crowd_pointwise
 
 TEXT_MODELS = ("bt", "group", "independent", "lowrank", "mixture")
 ORACLES = ("crowd", "oracle")
@@ -97,56 +97,15 @@ class EvalConfig:
 
 
 # ----------------------------------------------------------------------------------------------- pairs
-def pointwise_pairs(
-    pt: pd.DataFrame, cap: int | None, rng: np.random.Generator, held: set[tuple[str, str]] | None = None
-) -> pd.DataFrame:
-    """Per-person comparisons from scores: two items of one prompt the person scored differently.
+def held_only(pt: pd.DataFrame, held: set[tuple[str, str]]) -> pd.DataFrame:
+    """The rows of a pointwise table whose (user, item) is held out.
 
-    ``held``: only pairs whose two (user, item) are both in it. At most ``cap`` pairs per person (random).
+    A test pair needs both of its items held out: a pair of one held-out and one training item leaks its label,
+    because a pair exists only when the two values differ; with the training value known (say the person's
+    lowest), that alone decides the answer, and a model that memorizes training labels looks personal.
     """
-    rows: list[pd.DataFrame] = []
-    if not len(pt):
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    for uid, g in pt.groupby("user_id", sort=True):
-        if len(g) < 2:
-            continue
-        s = g["score"].to_numpy(float)
-        pr = g["prompt"].to_numpy(object)
-        i, j = np.triu_indices(len(g), k=1)
-        keep = (s[i] != s[j]) & (pr[i] == pr[j])
-        if held is not None:
-            # both items held out: a pair of one held-out and one training item leaks its label, because a pair
-            # exists only when the two scores differ; with the training score known (say the person's lowest),
-            # that alone decides the answer, and a model that memorizes training labels looks personal
-            h = np.array([(uid, it) in held for it in g["item_id"]], dtype=bool)
-            keep &= h[i] & h[j]
-        i, j = i[keep], j[keep]
-        if cap is not None and len(i) > cap:
-            sel = np.sort(rng.choice(len(i), size=cap, replace=False))
-            i, j = i[sel], j[sel]
-        if not len(i):
-            continue
-        hi = np.where(s[i] > s[j], i, j)
-        lo = np.where(s[i] > s[j], j, i)
-        resp, ids = g["response"].to_numpy(object), g["item_id"].to_numpy(object)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "user_id": uid,
-                    "prompt": pr[hi],
-                    "chosen": resp[hi],
-                    "rejected": resp[lo],
-                    "tie": False,
-                    "weight": 1.0,
-                    "timestamp": np.nan,
-                    "chosen_id": ids[hi],
-                    "rejected_id": ids[lo],
-                }
-            )
-        )
-    if not rows:
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    return pd.concat(rows, ignore_index=True)
+    m = np.fromiter(((u, i) in held for u, i in zip(pt["user_id"], pt["item_id"])), bool, len(pt))
+    return pt[m]
 
 
 def cap_pairs(comps: pd.DataFrame, cap: int | None, rng: np.random.Generator) -> pd.DataFrame:
@@ -161,15 +120,19 @@ def cap_pairs(comps: pd.DataFrame, cap: int | None, rng: np.random.Generator) ->
 def judgment_pairs(
     data: PreferenceData, cap: int | None, rng: np.random.Generator, held: set[tuple[str, str]] | None = None
 ) -> pd.DataFrame:
-    """Every judgment of ``data`` as capped per-person pairs (pointwise scores and native comparisons)."""
+    """Every judgment of ``data`` as capped per-person pairs: ratings and votes (passes left out), native
+    comparisons (ties left out) and rankings. With ``held`` only the pointwise judgments held out pair (see
+    :func:`held_only`; held-out native comparisons come from :func:`collaborative_holdout`), persons only."""
     frames = []
-    pt = pointwise_table(data)
+    pt = data.pointwise(passes=False)
+    if held is not None:
+        pt = held_only(pt, held)
     if len(pt):
-        frames.append(pointwise_pairs(pt, cap, rng, held))
-    if len(data.comparisons):
+        frames.append(pointwise_pairs(pt, max_pairs_per_user=cap, rng=rng))
+    if held is None and len(data.comparisons):
         frames.append(cap_pairs(data.comparisons, cap, rng))
-    if len(data.rankings):
-        frames.append(cap_pairs(data.as_comparison_data().comparisons, cap, rng))
+    if held is None and len(data.rankings):
+        frames.append(cap_pairs(ranking_pairs(data.rankings), cap, rng))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
@@ -181,12 +144,12 @@ def collaborative_holdout(
     train: PreferenceData, frac: float, rng: np.random.Generator
 ) -> tuple[PreferenceData, set[tuple[str, str]], pd.DataFrame]:
     """Hold out ``frac`` of each person's items that at least two other persons also judged (at least two items,
-    so that a test pair of two held-out items can exist; see :func:`pointwise_pairs`).
+    so that a test pair of two held-out items can exist; see :func:`held_only`).
 
     Returns (data without the held-out judgments, the held-out (user, item) set, held-out native comparisons).
     """
     held: set[tuple[str, str]] = set()
-    pt = pointwise_table(train)
+    pt = train.pointwise(passes=False)
     tabs: dict[str, pd.DataFrame] = {}
     if len(pt):
         pt = pt[pt["user_id"] != POPULATION_USER]
@@ -486,25 +449,13 @@ def kshot_eval(
 
 # ------------------------------------------------------------------------------------------- harmless
 def harmless_pairs(path: Any, n: int, seed: int = 0) -> pd.DataFrame:
-    """hh-rlhf harmless-base test pairs: the shared dialogue prefix as prompt, the two final turns as responses."""
-    import gzip
-    import json
-    import os
-
-    rows = []
-    with (
-        gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
-    ) as fh:
-        for line in fh:
-            if line.strip():
-                r = json.loads(line)
-                ch, rj = str(r["chosen"]), str(r["rejected"])
-                cut = os.path.commonprefix([ch, rj])
-                k = cut.rfind("\n\nAssistant:")
-                k = k + len("\n\nAssistant:") if k >= 0 else len(cut)
-                if ch[k:].strip() and rj[k:].strip() and ch[k:] != rj[k:]:
-                    rows.append((ch[:k].strip(), ch[k:].strip(), rj[k:].strip()))
-    df = pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"])
+    """hh-rlhf harmless-base test pairs (read by the hh-rlhf adapter): the shared dialogue up to its last Assistant
+    marker as prompt, the two final turns as responses; pairs with an empty or identical reply are left out and
+    ``n`` are sampled by ``seed``."""
+    c = read_hh_rlhf(path).comparisons
+    df = pd.DataFrame({"prompt": c["prompt"].str.strip(), "chosen": c["chosen"], "rejected": c["rejected"]})
+    df = df[(df["chosen"] != "") & (df["rejected"] != "") & (df["chosen"] != df["rejected"])]
+    df = df.reset_index(drop=True)
     if n and len(df) > n:
         df = df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), n, replace=False))]
     return df.reset_index(drop=True)
@@ -551,12 +502,12 @@ def _metrics(uid, p, users, contested, cfg: EvalConfig, group_cols) -> dict[str,
 def _pointwise_metrics(
     pt: pd.DataFrame, pred: np.ndarray, binary: bool, contested: pd.Series
 ) -> dict[str, float]:
-    d = pt.assign(pred=pred, err=np.abs(pred - pt["score"].to_numpy(float)))
+    d = pt.assign(pred=pred, err=np.abs(pred - pt["rating"].to_numpy(float)))
     out = {"mae": float(d.groupby("user_id")["err"].mean().mean()), "n": int(len(d))}
     if binary:
-        lo, hi = float(pt["score"].min()), float(pt["score"].max())
+        lo, hi = float(pt["rating"].min()), float(pt["rating"].max())
         mid = (lo + hi) / 2
-        d["ok"] = ((d["pred"] > mid) == (d["score"] > mid)).astype(float)
+        d["ok"] = ((d["pred"] > mid) == (d["rating"] > mid)).astype(float)
         d.loc[d["pred"] == mid, "ok"] = 0.5
         out["label_accuracy"] = float(d.groupby("user_id")["ok"].mean().mean())
         c = d["item_id"].map(contested)
@@ -699,14 +650,15 @@ def run_seed(
                     "collapsed": M.mean_person_accuracy(cross["user_id"], pc),
                 }
     # pointwise predictions of labels / ratings (crowd and crowd + offset references)
-    full_pt = pointwise_table(data)
+    full_pt = data.pointwise(passes=False)
     if len(full_pt):
-        binary = full_pt["score"].nunique() == 2
+        binary = full_pt["rating"].nunique() == 2
         citems = data.contested_items()
-        fit_pt = pointwise_table(fit_data)
-        train_pt = pointwise_table(sp.train)
-        hm = np.array([(u, i) in held for u, i in zip(train_pt["user_id"], train_pt["item_id"])], dtype=bool)
-        pcells = {"collaborative": train_pt[hm], "unseen_items": pointwise_table(sp.seen_users_unseen_items)}
+        fit_pt = fit_data.pointwise(passes=False)
+        pcells = {
+            "collaborative": held_only(sp.train.pointwise(passes=False), held),
+            "unseen_items": sp.seen_users_unseen_items.pointwise(passes=False),
+        }
         for cname, tpt in pcells.items():
             if not len(tpt):
                 continue
@@ -847,7 +799,7 @@ def aggregate(
     """Numbers over seeds: mean, std, 95% interval; personal gain paired by seed."""
     out: dict[str, Any] = {
         "dataset": data.name,
-        "summary": _json_safe(data.summary()),
+        "summary": to_jsonable(data.summary()),
         "config": cfg.to_dict(),
         "seeds": seeds,
         "timing": timing,
@@ -940,21 +892,4 @@ def aggregate(
     out["chosen_hyperparameters"] = {
         m: [r.chosen.get(m) for r in per_seed] for m in models if any(m in r.chosen for r in per_seed)
     }
-    return _json_safe(out)
-
-
-def _json_safe(x: Any) -> Any:
-    """Plain JSON types (NaN -> None)."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, pd.Series):
-        return _json_safe(x.to_dict())
-    return x
+    return to_jsonable(out)
