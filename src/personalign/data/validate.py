@@ -6,7 +6,8 @@ Two levels:
   :class:`personalign.DataError` at the first malformed record, naming the file, the line (JSONL, CSV: 1-based)
   or row (0-based, other tables), the field and what was expected. Readers call it before building anything.
 - :func:`validate` inspects a built :class:`PreferenceData` and lists what is legal but suspicious:
-  self-comparisons, exact duplicates, persons missing from a non-empty users table, users rows never used, and
+  self-comparisons, exact duplicates, repeated judgments of one item by one person (and those a reader merged,
+  ``meta["repeat_judgments"]``), persons missing from a non-empty users table, users rows never used, and
   empty texts. It never raises on such findings; ``personalign data inspect`` prints them.
 """
 
@@ -331,6 +332,8 @@ class ValidationReport:
     unknown_persons: list[str] = field(default_factory=list)
     unused_users: list[str] = field(default_factory=list)
     empty_texts: dict[str, int] = field(default_factory=dict)
+    repeated: dict[str, int] = field(default_factory=dict)
+    merged_repeats: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
@@ -357,6 +360,15 @@ class ValidationReport:
         for where, n in self.empty_texts.items():
             if n:
                 out.append(f"{n} empty texts in {where}")
+        for k, n in self.repeated.items():
+            if n:
+                out.append(f"{n} repeated {k} (a person judging an item again; each judgment counts)")
+        m = self.merged_repeats
+        if m.get("dropped"):
+            out.append(
+                f"{m['dropped']} repeat judgments merged by the reader (the {m.get('kept', 'last')} of each of "
+                f"{m.get('person_items', '?')} person-item pairs kept; {m.get('agreeing', '?')} of them agreed)"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -371,7 +383,8 @@ def _empty_text(s: pd.Series) -> int:
 
 
 def validate(data: PreferenceData, max_examples: int = 5) -> ValidationReport:
-    """Find self-comparisons, exact duplicates, unknown persons, unused users rows and empty texts."""
+    """Find self-comparisons, exact duplicates, repeated judgments (a person judging an item again, and those a
+    reader merged), unknown persons, unused users rows and empty texts."""
     rep = ValidationReport()
     c = data.comparisons
     if len(c):
@@ -416,4 +429,12 @@ def validate(data: PreferenceData, max_examples: int = 5) -> ValidationReport:
         "items.text": _empty_text(data.items["text"]),
     }
     rep.empty_texts = {k: v for k, v in empties.items() if v}
+    for k in ("ratings", "votes"):
+        t = getattr(data, k)
+        t = t[t["user_id"] != POPULATION_USER]
+        if len(t):
+            rep.repeated[k] = int(t.duplicated(["user_id", "item_id"]).sum())
+    rep.repeated = {k: v for k, v in rep.repeated.items() if v}
+    if isinstance(data.meta.get("repeat_judgments"), dict):
+        rep.merged_repeats = dict(data.meta["repeat_judgments"])
     return rep

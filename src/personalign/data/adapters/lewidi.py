@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData
 from personalign.errors import DataError
 
@@ -88,7 +87,6 @@ def _scale_from(item: dict[str, Any]) -> list[float]:
     return out
 
 
-@register_adapter("lewidi")
 def read_lewidi(
     path: str | Path, *, splits: list[str] | None = None, name: str | None = None
 ) -> PreferenceData:

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData, concat
-from personalign.data.io import read_csv_frame, require_columns
+from personalign.data.tables import read_csv_frame, require_columns
 from personalign.data.validate import csv_line_locator, show_value
 from personalign.errors import DataError
 
@@ -143,7 +142,6 @@ def read_polis_conversation(folder: Path, name: str | None = None) -> Preference
     )
 
 
-@register_adapter("polis")
 def read_polis(path: str | Path, *, name: str | None = None) -> PreferenceData:
     """Read one conversation (its folder or its ``participants-votes.csv``) or a folder of conversations."""
     path = Path(path)
