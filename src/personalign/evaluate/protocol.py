@@ -519,6 +519,148 @@ def _pointwise_metrics(
     return out
 
 
+@dataclass
+class SeedPairs:
+    """One seed's split turned into pairs: the fitting data, the held-out set, the training pairs and the test
+    cells (persons seen), with the k-shot pools and tests of the unseen persons."""
+
+    fit_data: PreferenceData
+    held: set[tuple[str, str]]
+    train_pairs: pd.DataFrame
+    cells: dict[str, pd.DataFrame]
+    pools: dict[str, pd.DataFrame]
+    tests: dict[str, pd.DataFrame]
+
+
+def seed_pairs(
+    data: PreferenceData, sp: Any, cfg: EvalConfig, rng: np.random.Generator, seed: int
+) -> SeedPairs:
+    """The pairs of one seed's split, every sample drawn from ``rng`` in a fixed order."""
+    fit_data, held, held_comps = collaborative_holdout(sp.train, cfg.collab_frac, rng)
+    train_pairs = judgment_pairs(fit_data, cfg.max_train_pairs, rng)
+    if len(train_pairs) == 0:
+        raise DataError(
+            f"{data.name}: no training pairs after the split (seed {seed})",
+            field="judgments",
+            expected="persons who judged at least two items differently",
+        )
+    collab = judgment_pairs(sp.train, cfg.max_test_pairs, rng, held=held) if held else held_comps
+    if len(held_comps) and held:
+        collab = pd.concat([collab, cap_pairs(held_comps, cfg.max_test_pairs, rng)], ignore_index=True)
+    elif len(held_comps):
+        collab = cap_pairs(held_comps, cfg.max_test_pairs, rng)
+    unseen = judgment_pairs(sp.seen_users_unseen_items, cfg.max_test_pairs, rng)
+    cells = {"collaborative": collab, "unseen_items": unseen[unseen["user_id"] != POPULATION_USER]}
+    pool_all = judgment_pairs(sp.unseen_users_seen_items, max(cfg.ks) if cfg.ks else 0, rng)
+    test_all = judgment_pairs(sp.unseen_users_unseen_items, cfg.max_test_pairs, rng)
+    tests = {u: g.reset_index(drop=True) for u, g in test_all.groupby("user_id")}
+    pools = {u: g.reset_index(drop=True) for u, g in pool_all.groupby("user_id")}
+    return SeedPairs(fit_data, held, train_pairs, cells, pools, tests)
+
+
+COLLAPSED_KEYS = (
+    "accuracy",
+    "consensus_accuracy",
+    "contested_accuracy",
+    "worst_group",
+    "worst_decile",
+    "log_loss",
+)
+
+
+def cell_metrics(
+    model: Any,
+    coll: Any,
+    df: pd.DataFrame,
+    contested: np.ndarray,
+    data: PreferenceData,
+    cfg: EvalConfig,
+    group_cols: list[str],
+) -> dict[str, Any]:
+    """Every pairwise metric of a model on one test cell, with its collapsed control's (``coll``) main figures."""
+    uid = df["user_id"].to_numpy()
+    m = _metrics(uid, model.predict_proba(df), data.users, contested, cfg, group_cols)
+    mc = (
+        _metrics(uid, coll.predict_proba(df), data.users, contested, cfg, group_cols)
+        if coll is not model
+        else m
+    )
+    m["collapsed"] = {k: mc[k] for k in COLLAPSED_KEYS if k in mc}
+    return m
+
+
+def kshot_metrics(
+    model: Any, sp: SeedPairs, data: PreferenceData, cfg: EvalConfig, seed: int
+) -> dict[str, Any]:
+    """Accuracy of the unseen persons after k of their judgments (random and active), and at the collapsed prior."""
+    personal = is_personal(model)
+    ks_out = kshot_eval(
+        model,
+        sp.pools,
+        sp.tests,
+        data.users,
+        cfg.ks,
+        np.random.default_rng(seed + 1000),
+        cfg.active_max_k if (cfg.active and personal) else 0,
+    )
+    kk: dict[str, dict[int, dict[str, Any]]] = {"random": {}, "active": {}}
+    for mode in ("random", "active"):
+        for k, (u, p) in ks_out[mode].items():
+            if len(p):
+                kk[mode][k] = {
+                    "accuracy": M.mean_person_accuracy(u, p),
+                    "log_loss": M.log_loss(p),
+                    "per_person": M.per_person_accuracy(u, p),
+                }
+    u, p = ks_out["collapsed"]
+    if len(p):
+        kk["collapsed"] = {0: {"accuracy": M.mean_person_accuracy(u, p), "log_loss": M.log_loss(p)}}
+    return kk
+
+
+def harmless_metrics(
+    model: Any, coll: Any, harmless: pd.DataFrame, train_pairs: pd.DataFrame, cfg: EvalConfig, seed: int
+) -> dict[str, float] | None:
+    """Accuracy on the universal (harmlessness) pairs for a sample of training persons, and collapsed."""
+    persons = sorted(set(train_pairs["user_id"]) - {POPULATION_USER})
+    if not persons:
+        return None
+    sel = np.random.default_rng(seed).choice(
+        len(persons), min(cfg.harmless_persons, len(persons)), replace=False
+    )
+    us = [persons[i] for i in np.sort(sel)]
+    cross = harmless.loc[harmless.index.repeat(len(us))].reset_index(drop=True)
+    cross["user_id"] = np.tile(np.asarray(us, dtype=object), len(harmless))
+    p = model.predict_proba(cross)
+    pc = coll.predict_proba(cross) if coll is not model else p
+    return {
+        "accuracy": M.mean_person_accuracy(cross["user_id"], p),
+        "collapsed": M.mean_person_accuracy(cross["user_id"], pc),
+    }
+
+
+def pointwise_cells(data: PreferenceData, sp: Any, pairs: SeedPairs) -> dict[str, dict[str, Any]]:
+    """Label / rating predictions of the crowd references in the collaborative and unseen-items cells."""
+    full_pt = data.pointwise(passes=False)
+    if not len(full_pt):
+        return {}
+    binary = full_pt["rating"].nunique() == 2
+    citems = data.contested_items()
+    fit_pt = pairs.fit_data.pointwise(passes=False)
+    pcells = {
+        "collaborative": held_only(sp.train.pointwise(passes=False), pairs.held),
+        "unseen_items": sp.seen_users_unseen_items.pointwise(passes=False),
+    }
+    out = {}
+    for cname, tpt in pcells.items():
+        if not len(tpt):
+            continue
+        tpt = tpt.reset_index(drop=True)
+        preds = crowd_pointwise(full_pt, fit_pt, tpt)
+        out[cname] = {k: _pointwise_metrics(tpt, v, binary, citems) for k, v in preds.items()}
+    return out
+
+
 def run_seed(
     data: PreferenceData,
     seed: int,
@@ -538,33 +680,12 @@ def run_seed(
         seed=seed,
         unit=unit,
     )
-    fit_data, held, held_comps = collaborative_holdout(sp.train, cfg.collab_frac, rng)
-    train_pairs = judgment_pairs(fit_data, cfg.max_train_pairs, rng)
-    if len(train_pairs) == 0:
-        raise DataError(
-            f"{data.name}: no training pairs after the split (seed {seed})",
-            field="judgments",
-            expected="persons who judged at least two items differently",
-        )
-    collab = judgment_pairs(sp.train, cfg.max_test_pairs, rng, held=held) if held else held_comps
-    if len(held_comps) and held:
-        collab = pd.concat([collab, cap_pairs(held_comps, cfg.max_test_pairs, rng)], ignore_index=True)
-    elif len(held_comps):
-        collab = cap_pairs(held_comps, cfg.max_test_pairs, rng)
-    cells = {
-        "collaborative": collab,
-        "unseen_items": judgment_pairs(sp.seen_users_unseen_items, cfg.max_test_pairs, rng),
-    }
-    cells["unseen_items"] = cells["unseen_items"][cells["unseen_items"]["user_id"] != POPULATION_USER]
-    pool_all = judgment_pairs(sp.unseen_users_seen_items, max(cfg.ks) if cfg.ks else 0, rng)
-    test_all = judgment_pairs(sp.unseen_users_unseen_items, cfg.max_test_pairs, rng)
-    tests = {u: g.reset_index(drop=True) for u, g in test_all.groupby("user_id")}
-    pools = {u: g.reset_index(drop=True) for u, g in pool_all.groupby("user_id")}
+    pairs = seed_pairs(data, sp, cfg, rng, seed)
     contested_fn = _pair_contested_fn(data)
-    contested = {c: contested_fn(df) if len(df) else np.zeros(0) for c, df in cells.items()}
+    contested = {c: contested_fn(df) if len(df) else np.zeros(0) for c, df in pairs.cells.items()}
     group_cols = M.group_columns(data.users)
     train_data = PreferenceData(
-        comparisons=train_pairs,
+        comparisons=pairs.train_pairs,
         users=data.users,
         items=data.items,
         name=data.name,
@@ -577,95 +698,27 @@ def run_seed(
         t0 = time.perf_counter()
         model = build_model(name, featurizer, seed, cfg, data)
         if isinstance(model, CrowdOracle):
-            model.fit(data, train_pairs)
+            model.fit(data, pairs.train_pairs)
         elif name in BASELINES:
-            model.fit(fit_data, train_pairs)
+            model.fit(pairs.fit_data, pairs.train_pairs)
         elif name == "lowrank" and cfg.tune_l2_basis:
             model, res.chosen[name] = tune_l2_basis(name, featurizer, seed, cfg, data, train_data)
         elif name != "oracle":
             model.fit(train_data)
         res.fit_seconds[name] = time.perf_counter() - t0
-        personal = is_personal(model)
-        coll = model.collapsed() if personal else model
-        for cname, df in cells.items():
-            if not len(df):
-                continue
-            p = model.predict_proba(df)
-            m = _metrics(df["user_id"].to_numpy(), p, data.users, contested[cname], cfg, group_cols)
-            pc = coll.predict_proba(df) if personal else p
-            mc = (
-                _metrics(df["user_id"].to_numpy(), pc, data.users, contested[cname], cfg, group_cols)
-                if personal
-                else m
-            )
-            m["collapsed"] = {
-                k: mc[k]
-                for k in (
-                    "accuracy",
-                    "consensus_accuracy",
-                    "contested_accuracy",
-                    "worst_group",
-                    "worst_decile",
-                    "log_loss",
+        coll = model.collapsed() if is_personal(model) else model
+        for cname, df in pairs.cells.items():
+            if len(df):
+                res.cells.setdefault(cname, {})[name] = cell_metrics(
+                    model, coll, df, contested[cname], data, cfg, group_cols
                 )
-                if k in mc
-            }
-            res.cells.setdefault(cname, {})[name] = m
-        if tests:
-            ks_out = kshot_eval(
-                model,
-                pools,
-                tests,
-                data.users,
-                cfg.ks,
-                np.random.default_rng(seed + 1000),
-                cfg.active_max_k if (cfg.active and personal) else 0,
-            )
-            kk: dict[str, dict[int, dict[str, Any]]] = {"random": {}, "active": {}}
-            for mode in ("random", "active"):
-                for k, (u, p) in ks_out[mode].items():
-                    if len(p):
-                        kk[mode][k] = {
-                            "accuracy": M.mean_person_accuracy(u, p),
-                            "log_loss": M.log_loss(p),
-                            "per_person": M.per_person_accuracy(u, p),
-                        }
-            u, p = ks_out["collapsed"]
-            if len(p):
-                kk["collapsed"] = {0: {"accuracy": M.mean_person_accuracy(u, p), "log_loss": M.log_loss(p)}}
-            res.kshot[name] = kk
+        if pairs.tests:
+            res.kshot[name] = kshot_metrics(model, pairs, data, cfg, seed)
         if harmless is not None and len(harmless) and hasattr(model, "score") and name in TEXT_MODELS:
-            persons = sorted(set(train_pairs["user_id"]) - {POPULATION_USER})
-            if persons:
-                sel = np.random.default_rng(seed).choice(
-                    len(persons), min(cfg.harmless_persons, len(persons)), replace=False
-                )
-                us = [persons[i] for i in np.sort(sel)]
-                cross = harmless.loc[harmless.index.repeat(len(us))].reset_index(drop=True)
-                cross["user_id"] = np.tile(np.asarray(us, dtype=object), len(harmless))
-                p = model.predict_proba(cross)
-                pc = coll.predict_proba(cross) if personal else p
-                res.harmless[name] = {
-                    "accuracy": M.mean_person_accuracy(cross["user_id"], p),
-                    "collapsed": M.mean_person_accuracy(cross["user_id"], pc),
-                }
-    # pointwise predictions of labels / ratings (crowd and crowd + offset references)
-    full_pt = data.pointwise(passes=False)
-    if len(full_pt):
-        binary = full_pt["rating"].nunique() == 2
-        citems = data.contested_items()
-        fit_pt = fit_data.pointwise(passes=False)
-        pcells = {
-            "collaborative": held_only(sp.train.pointwise(passes=False), held),
-            "unseen_items": sp.seen_users_unseen_items.pointwise(passes=False),
-        }
-        for cname, tpt in pcells.items():
-            if not len(tpt):
-                continue
-            preds = crowd_pointwise(full_pt, fit_pt, tpt.reset_index(drop=True))
-            res.pointwise[cname] = {
-                k: _pointwise_metrics(tpt.reset_index(drop=True), v, binary, citems) for k, v in preds.items()
-            }
+            h = harmless_metrics(model, coll, harmless, pairs.train_pairs, cfg, seed)
+            if h is not None:
+                res.harmless[name] = h
+    res.pointwise = pointwise_cells(data, sp, pairs)
     return res
 
 
@@ -683,6 +736,34 @@ def merge_prompts(data: PreferenceData) -> PreferenceData:
             t["prompt"] = ""
             tabs[k] = t
     return data.copy(**tabs)
+
+
+def available_models(cfg: EvalConfig, data: PreferenceData) -> tuple[str, ...]:
+    """The models of ``cfg`` that can run on ``data`` (GroupBT needs a demographic column, which it picks;
+    unknown names are a ConfigError; a model not built in this version is left out with a warning)."""
+    models = list(cfg.models)
+    if "group" in models and cfg.group_col is None:
+        cfg.group_col = default_group_col(data)
+        if cfg.group_col is None:
+            warnings.warn("no demographic column for GroupBT: it is left out", stacklevel=3)
+            cfg.models = tuple(m for m in cfg.models if m != "group")
+    unknown = [m for m in cfg.models if m not in BASELINES and m not in TEXT_MODELS and m != "oracle"]
+    if unknown:
+        raise ConfigError(
+            f"unknown model(s) {unknown}; expected some of {sorted(set(BASELINES) | set(TEXT_MODELS))}"
+        )
+    avail = []
+    for m in cfg.models:
+        if m == "mixture":
+            try:
+                from personalign.models import make_model
+
+                make_model("mixture")
+            except Exception:  # not built yet in this version
+                warnings.warn("the mixture model is not available: left out", stacklevel=3)
+                continue
+        avail.append(m)
+    return tuple(avail)
 
 
 def evaluate(
@@ -710,28 +791,7 @@ def evaluate(
         rng = np.random.default_rng(12345)
         keep = rng.choice(np.asarray(data.user_ids, dtype=object), cfg.max_persons, replace=False)
         data = data.filter_users(set(keep))
-    if "group" in models and cfg.group_col is None:
-        cfg.group_col = default_group_col(data)
-        if cfg.group_col is None:
-            warnings.warn("no demographic column for GroupBT: it is left out", stacklevel=2)
-            cfg.models = tuple(m for m in cfg.models if m != "group")
-    unknown = [m for m in cfg.models if m not in BASELINES and m not in TEXT_MODELS and m != "oracle"]
-    if unknown:
-        raise ConfigError(
-            f"unknown model(s) {unknown}; expected some of {sorted(set(BASELINES) | set(TEXT_MODELS))}"
-        )
-    avail = []
-    for m in cfg.models:
-        if m == "mixture":
-            try:
-                from personalign.models import make_model
-
-                make_model("mixture")
-            except Exception:  # not built yet in this version
-                warnings.warn("the mixture model is not available: left out", stacklevel=2)
-                continue
-        avail.append(m)
-    cfg.models = tuple(avail)
+    cfg.models = available_models(cfg, data)
     t0 = time.perf_counter()
     featurizer = None
     if any(m in TEXT_MODELS for m in cfg.models):
@@ -789,6 +849,22 @@ def evaluate(
     )
 
 
+def cell_row(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's figures in one cell over seeds: every scalar, the collapsed control, the seed-paired gain and
+    the consensus tax."""
+    row = {k: M.interval([r.get(k, np.nan) for r in rs]) for k in SCALARS}
+    row["worst_group_names"] = [r["worst_group_name"] for r in rs]
+    acc = [r["accuracy"] for r in rs]
+    cacc = [r["collapsed"]["accuracy"] for r in rs]
+    row["collapsed_accuracy"] = M.interval(cacc)
+    row["personal_gain"] = M.paired_difference(acc, cacc)
+    cons = [r.get("consensus_accuracy", np.nan) for r in rs]
+    ccons = [r["collapsed"].get("consensus_accuracy", np.nan) for r in rs]
+    # the tax: consensus accuracy the personal part costs (collapsed - personalized; > 0 means lost)
+    row["tax_consensus"] = M.paired_difference(ccons, cons)
+    return row
+
+
 def aggregate(
     data: PreferenceData,
     cfg: EvalConfig,
@@ -818,17 +894,7 @@ def aggregate(
             rs = [r.cells.get(cell, {}).get(m) for r in per_seed]
             if not all(rs):
                 continue
-            row = {k: M.interval([r.get(k, np.nan) for r in rs]) for k in SCALARS}
-            row["worst_group_names"] = [r["worst_group_name"] for r in rs]
-            acc = [r["accuracy"] for r in rs]
-            cacc = [r["collapsed"]["accuracy"] for r in rs]
-            row["collapsed_accuracy"] = M.interval(cacc)
-            row["personal_gain"] = M.paired_difference(acc, cacc)
-            cons = [r.get("consensus_accuracy", np.nan) for r in rs]
-            ccons = [r["collapsed"].get("consensus_accuracy", np.nan) for r in rs]
-            # the tax: consensus accuracy the personal part costs (collapsed - personalized; > 0 means lost)
-            row["tax_consensus"] = M.paired_difference(ccons, cons)
-            rows[m] = row
+            rows[m] = cell_row(rs)
             grp: dict[str, dict[str, Any]] = {}
             for col in sorted({c for r in rs for c in r["groups"]}):
                 vals = {v for r in rs for v in r["groups"].get(col, {})}
