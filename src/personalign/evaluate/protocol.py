@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import personalign.evaluate.metrics as M
 from personalign.data.adapters.hh_rlhf import read_hh_rlhf
 from personalign.data.core import COMPARISON_COLUMNS, KINDS, POPULATION_USER, PreferenceData
 from personalign.data.files import to_jsonable
 from personalign.data.pairs import pointwise_pairs, ranking_pairs
 from personalign.data.splits import split as make_split
 from personalign.errors import ConfigError, DataError
-from personalign.evaluate import metrics as M
 from personalign.evaluate.baselines import BASELINES, CrowdOracle, crowd_pointwise
 
 TEXT_MODELS = ("bt", "group", "independent", "lowrank", "mixture")
