@@ -351,3 +351,80 @@ def test_lewidi_root_folder_asks_for_one_dataset(tmp_path):
     assert detect_format(tmp_path) == "lewidi"
     with pytest.raises(DataError, match=r"one of CSC, MP"):
         read_data(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ ConvAbuse
+CONVABUSE_HEAD = (
+    "example_no,annotator_id,conv_id,prev_agent,prev_user,agent,user,bot,is_abuse.1,is_abuse.0,is_abuse.-1,"
+    "is_abuse.-2,is_abuse.-3,type.sexist,target.system,direction.explicit\n"
+)
+SEVERITY = {1: "1,0,0,0,0", 0: "0,1,0,0,0", -1: "0,0,1,0,0", -2: "0,0,0,1,0", -3: "0,0,0,0,1"}
+
+
+def _convabuse(tmp_path, rows):
+    """rows: (annotator, conv, prev_agent, prev_user, agent, user, upstream level, flags)."""
+    d = tmp_path / "convabuse"
+    d.mkdir(exist_ok=True)
+    lines = [
+        f'{k},{a},{c},"{pa}","{pu}","{ag}","{u}",E.L.I.Z.A.,{SEVERITY[lv]},{fl}\n'
+        for k, (a, c, pa, pu, ag, u, lv, fl) in enumerate(rows)
+    ]
+    (d / "ConvAbuseEMNLPfull.csv").write_text(CONVABUSE_HEAD + "".join(lines))
+    return d
+
+
+def test_convabuse_fixture(tmp_path):
+    d = _convabuse(
+        tmp_path,
+        [
+            ("A1", "7.0", "_", "hi", "Hello, how are you?", "you are stupid", -2, "0,1,1"),
+            ("A2", "7.0", "_", "hi", "Hello, how are you?", "you are stupid", 0, "0,0,0"),
+            ("A1", "8.0", "Go on.", "no", "Why no?", "because", 1, "0,0,0"),
+            ("A1", "7.0", "_", "hi", "Hello, how are you?", "you are stupid", -3, "1,1,1"),  # A1 again: kept
+        ],
+    )
+    assert detect_format(d) == "convabuse" and detect_format(d / "ConvAbuseEMNLPfull.csv") == "convabuse"
+    data = read_data(d)
+    assert data.rating_scale == (-1.0, 3.0) and data.neutral_value() == 0.0
+    r = data.ratings.set_index(["user_id", "response"])
+    # severity = minus the upstream level: higher = more abusive; A1's repeat replaces its first judgment
+    assert (
+        r.loc[("A1", "you are stupid"), "rating"] == 3.0 and r.loc[("A2", "you are stupid"), "rating"] == 0.0
+    )
+    assert r.loc[("A1", "because"), "rating"] == -1.0
+    assert r.loc[("A1", "you are stupid"), "type.sexist"] == 1
+    assert (data.n_users, len(data.items), len(data.ratings)) == (2, 2, 3)
+    # the prompt is the previous turns, missing ones ("_") left out
+    prompts = dict(zip(data.items["text"], data.items["prompt"]))
+    assert prompts["you are stupid"] == "User: hi\nAgent: Hello, how are you?"
+    assert prompts["because"] == "Agent: Go on.\nUser: no\nAgent: Why no?"
+    assert data.meta["repeat_judgments"] == {"dropped": 1, "person_items": 1, "agreeing": 0, "kept": "last"}
+    assert any("1 repeat judgments merged" in f for f in validate(data).findings())
+
+
+def test_convabuse_errors(tmp_path):
+    d = _convabuse(tmp_path, [("A1", "7.0", "_", "hi", "Hello", "fine", 1, "0,0,0")])
+    f = d / "ConvAbuseEMNLPfull.csv"
+    f.write_text(f.read_text() + "1,A2,7.0,_,hi,Hello,fine,E.L.I.Z.A.,1,1,0,0,0,0,0,0\n")
+    with pytest.raises(DataError) as ei:
+        read_data(d, "convabuse")
+    assert ei.value.line == 3 and ei.value.field == "is_abuse" and "exactly one" in str(ei.value)
+    wide = tmp_path / "ConvAbuseEMNLPtest.csv"
+    wide.write_text(
+        "example_id,conv_id,prev_agent,prev_user,agent,user,bot,Annotator1_is_abuse.1\n0,1,a,b,c,d,e,1\n"
+    )
+    assert detect_format(wide) == "convabuse"
+    with pytest.raises(DataError, match="one column per annotator"):
+        read_data(wide)
+
+
+def test_real_convabuse(shared_data):
+    d = read_data(shared_data / "convabuse", "convabuse")
+    per = d.judgments_per_user()
+    assert d.n_users == 8 and len(d.items) == 4185
+    # 12,768 rows, 357 of them repeats of a judgment the same annotator made (345 annotator-item pairs)
+    assert len(d.ratings) + d.meta["repeat_judgments"]["dropped"] == 12768
+    assert d.meta["repeat_judgments"]["person_items"] == 345
+    assert per.min() >= 1000 and per.max() <= 1789
+    assert d.ratings["rating"].value_counts().to_dict().keys() == {-1.0, 0.0, 1.0, 2.0, 3.0}
+    assert not d.ratings.duplicated(["user_id", "item_id"]).any()

@@ -151,3 +151,25 @@ def test_inspect_real_popquorn(shared_data, tmp_path, monkeypatch, capsys):
     rep = json.loads(out.read_text())
     assert (rep["persons"], rep["items"], rep["judgments"]["ratings"]) == (262, 1500, 13036)
     assert rep["demographic_columns"] == ["gender", "race", "age", "occupation", "education"]
+
+
+def test_inspect_synthetic_sources(tmp_path, monkeypatch, capsys):
+    code, out, err = _run(
+        monkeypatch,
+        capsys,
+        "data",
+        "synth",
+        "--out",
+        tmp_path / "pop",
+        "--persons",
+        "8",
+        "--comparisons",
+        "3",
+        "--heldout-comparisons",
+        "0",
+    )
+    assert code == 0, err
+    code, out, _ = _run(monkeypatch, capsys, "data", "inspect", tmp_path / "pop")
+    assert code == 0 and "persons" in out and "judgments by person" in out
+    code, out, err = _run(monkeypatch, capsys, "data", "inspect", "synthetic:alpha=abc")
+    assert code == 2 and "alpha" in err and "a number" in err and "Traceback" not in err

@@ -296,3 +296,32 @@ def test_generic_parquet_table_reads_as_judgments(tmp_path):
     df.to_parquet(tmp_path / "plain.parquet")
     d = read_data(tmp_path / "plain.parquet", user_col="who")
     assert d.counts()["ratings"] == 2 and d.user_ids == ["a", "b"]
+
+
+# ------------------------------------------------------------------------------------ synthetic as a source
+def test_synthetic_folder_and_spec_read_like_any_format(tmp_path):
+    from personalign.data.adapters.synthetic import parse_synthetic_spec
+    from personalign.data.synthetic import generate_population, sample_comparisons, write_population
+
+    pop = generate_population(persons=12, comparisons_per_person=4, seed=5)
+    write_population(pop, tmp_path / "pop", sample_comparisons(pop, 3, prompts="heldout", seed=6))
+    assert detect_format(tmp_path / "pop") == "synthetic"
+    d = read_data(tmp_path / "pop")
+    assert list(d.meta["truth"].user_ids) == list(pop.meta["truth"].user_ids)
+    assert d.comparisons[["user_id", "chosen", "rejected"]].equals(
+        pop.comparisons[["user_id", "chosen", "rejected"]]
+    )
+    assert len(read_data(tmp_path / "pop", "synthetic", split="heldout").comparisons) == 12 * 3
+    spec = "synthetic:persons=12,comparisons_per_person=4,seed=5,demographics=false"
+    s = read_data(spec)
+    assert s.name == "synthetic-persons=12,comparisons_per_person=4,seed=5,demographics=False"
+    assert s.n_users == 12 and s.demographic_columns == [] and s.meta["truth"] is not None
+    assert parse_synthetic_spec("synthetic:n_prompts=None,alpha=1") == {"n_prompts": None, "alpha": 1.0}
+    for bad, field in (
+        ("synthetic:alpha=abc", "alpha"),
+        ("synthetic:nope=1", "nope"),
+        ("synthetic:persons", "persons"),
+    ):
+        with pytest.raises(DataError) as ei:
+            read_data(bad)
+        assert ei.value.field == field, bad

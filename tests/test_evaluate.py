@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from personalign.data.core import PreferenceData
+from personalign.data.pairs import pointwise_pairs
 from personalign.evaluate import metrics as M
-from personalign.evaluate.baselines import CrowdOracle, ItemMean, crowd_pointwise, pointwise_table
-from personalign.evaluate.protocol import EvalConfig, collaborative_holdout, pointwise_pairs, run_seed
+from personalign.evaluate.baselines import CrowdOracle, ItemMean, crowd_pointwise
+from personalign.evaluate.protocol import EvalConfig, collaborative_holdout, held_only, run_seed
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -96,8 +97,8 @@ def test_crowd_oracle_leaves_the_person_out():
     d = _ratings(
         [("u1", "x", 5), ("u2", "x", 1), ("u3", "x", 1), ("u1", "y", 3), ("u2", "y", 3), ("u3", "y", 3)]
     )
-    pt = pointwise_table(d)
-    pairs = pointwise_pairs(pt, None, np.random.default_rng(0))
+    pt = d.pointwise(passes=False)
+    pairs = pointwise_pairs(pt)
     crowd = CrowdOracle().fit(d, pairs)
     u1 = pairs[pairs["user_id"] == "u1"]
     assert (u1["chosen"] == "x").all()
@@ -114,12 +115,12 @@ def test_crowd_plus_offset_learns_a_lenient_rater():
         for u in range(6):
             rows.append((f"u{u}", f"t{i}", float(base + (1 if u == 0 else 0))))
     d = _ratings(rows)
-    pt = pointwise_table(d)
+    pt = d.pointwise(passes=False)
     train, test = pt[pt["response"] < "t2"], pt[pt["response"] >= "t2"]
     pred = crowd_pointwise(pt, train, test.reset_index(drop=True))
     t0 = (test["user_id"] == "u0").to_numpy()
-    err_crowd = np.abs(pred["crowd"][t0] - test["score"].to_numpy()[t0]).mean()
-    err_off = np.abs(pred["crowd+offset"][t0] - test["score"].to_numpy()[t0]).mean()
+    err_crowd = np.abs(pred["crowd"][t0] - test["rating"].to_numpy()[t0]).mean()
+    err_off = np.abs(pred["crowd+offset"][t0] - test["rating"].to_numpy()[t0]).mean()
     assert err_off < 0.5 * err_crowd
 
 
@@ -130,7 +131,7 @@ def test_pointwise_pairs_and_collaborative_holdout():
     rng = np.random.default_rng(0)
     rest, held, _ = collaborative_holdout(d, 0.2, rng)
     assert len(held) == 5 * 2 and len(rest.ratings) == 50 - 10
-    pairs = pointwise_pairs(pointwise_table(d), None, rng, held=held)
+    pairs = pointwise_pairs(held_only(d.pointwise(passes=False), held), rng=rng)
     both = [
         (u, a) in held and (u, b) in held
         for u, a, b in zip(pairs["user_id"], pairs["chosen_id"], pairs["rejected_id"])
@@ -154,7 +155,7 @@ def test_collaborative_pairs_do_not_leak_training_labels():
     known = {
         (u, i): s for u, i, s in zip(rest.ratings["user_id"], rest.ratings["item_id"], rest.ratings["rating"])
     }
-    pairs = pointwise_pairs(pointwise_table(d), None, rng, held=held)
+    pairs = pointwise_pairs(held_only(d.pointwise(passes=False), held), rng=rng)
     assert len(pairs) > 100
 
     def memorizer(u: str, a: str, b: str) -> float:

@@ -1,8 +1,10 @@
 """One long table of pointwise judgments (person, item, value) that every audit section reads.
 
-Ratings are ordinal on ``rating_scale``; votes are -1 disagree / 0 pass / +1 agree. A person who judged an item
-twice counts once (the mean of the judgments). Comparisons-only data has no pointwise table; the sections that need
-one say so in their output.
+The data's pointwise table (:meth:`personalign.data.PreferenceData.pointwise`): ratings are ordinal on
+``rating_scale``; votes are -1 disagree / 0 pass / +1 agree, a pass the middle of each person's weak order. A person
+who judged an item twice counts once (the mean of the judgments). Pairs come from the data layer's one rule
+(:func:`personalign.data.pairs.pointwise_pairs`). Comparisons-only data has no pointwise table; the sections that
+need one say so in their output.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from personalign.data.core import POPULATION_USER, PreferenceData
+from personalign.data.pairs import pointwise_pairs
 from personalign.errors import DataError
 
 
@@ -29,6 +32,7 @@ class Judgments:
     kind: str  # "ratings" | "votes"
     scale: tuple[float, float]
     notes: list[str] = field(default_factory=list)
+    neutral: float | None = None  # the answer that takes no side (None: the scale's midpoint)
 
     @property
     def n(self) -> int:
@@ -44,8 +48,9 @@ class Judgments:
         return np.unique(self.y)
 
     def side(self) -> np.ndarray:
-        """-1 / 0 / +1: below, at, above the scale's midpoint (a vote's sign; a pass is 0)."""
-        return np.sign(self.y - self.midpoint).astype(int)
+        """-1 / 0 / +1: below, at, above the neutral answer (the scale's midpoint unless the data names another;
+        a vote's sign, a pass is 0)."""
+        return np.sign(self.y - (self.midpoint if self.neutral is None else self.neutral)).astype(int)
 
     def matrix(self) -> np.ndarray:
         """Persons x items, NaN where a person did not judge the item."""
@@ -73,29 +78,28 @@ class Judgments:
             kind=self.kind,
             scale=self.scale,
             notes=list(self.notes),
+            neutral=self.neutral,
         )
 
 
 def judgments_from_data(data: PreferenceData) -> Judgments | None:
     """The pointwise table of ``data`` (ratings first, else votes); None for comparisons-only data."""
-    if len(data.ratings):
-        tab, col, kind = data.ratings, "rating", "ratings"
-        scale = tuple(float(x) for x in (data.rating_scale or (tab[col].min(), tab[col].max())))
-    elif len(data.votes):
-        tab, col, kind, scale = data.votes, "vote", "votes", (-1.0, 1.0)
-    else:
+    kind = "ratings" if len(data.ratings) else "votes" if len(data.votes) else None
+    if kind is None:
         return None
-    t = tab[tab["user_id"] != POPULATION_USER][["user_id", "item_id", "prompt", col]]
-    vals = pd.to_numeric(t[col], errors="coerce")
-    if vals.isna().any():
-        row = int(np.flatnonzero(vals.isna().to_numpy())[0])
-        raise DataError(f"got {t[col].iloc[row]!r}", field=col, row=row, expected="a number")
-    t = t.assign(**{col: vals})
+    scale = tuple(float(x) for x in data.value_scale(kind))
+    t = data.pointwise(kind)
+    t = t[t["user_id"] != POPULATION_USER][["user_id", "item_id", "prompt", "rating"]]
+    if t["rating"].isna().any():
+        row = int(np.flatnonzero(t["rating"].isna().to_numpy())[0])
+        raise DataError(
+            "got nan", field="vote" if kind == "votes" else "rating", row=row, expected="a number"
+        )
     notes = []
     g = t.groupby(["user_id", "item_id"], sort=False)
     if g.ngroups < len(t):
         notes.append(f"{len(t) - g.ngroups} repeated (person, item) judgments averaged")
-        t = g.agg(prompt=("prompt", "first"), **{col: (col, "mean")}).reset_index()
+        t = g.agg(prompt=("prompt", "first"), rating=("rating", "mean")).reset_index()
     uc = pd.Categorical(t["user_id"])
     ic = pd.Categorical(t["item_id"])
     prompt_of = t.groupby("item_id", observed=True)["prompt"].first()
@@ -106,10 +110,11 @@ def judgments_from_data(data: PreferenceData) -> Judgments | None:
         prompts=[str(prompt_of.get(x, "")) for x in items],
         u=uc.codes.astype(np.int64),
         i=ic.codes.astype(np.int64),
-        y=t[col].to_numpy(float),
+        y=t["rating"].to_numpy(float),
         kind=kind,
         scale=(scale[0], scale[1]),
         notes=notes,
+        neutral=data.neutral_value(kind) if kind == "ratings" else None,
     )
 
 
@@ -157,31 +162,17 @@ class Pairs:
 
 
 def pairs_from_judgments(j: Judgments, max_pairs_per_person: int | None = None, seed: int = 0) -> Pairs:
-    """Two items of one prompt that one person judged differently make one pair (the higher-valued one wins)."""
-    rng = np.random.default_rng(seed)
-    prompt_code = pd.Categorical(j.prompts).codes.astype(np.int64)[j.i]
-    order = np.lexsort((j.i, prompt_code, j.u))
-    u, i, y, p = j.u[order], j.i[order], j.y[order], prompt_code[order]
-    key = u * (int(p.max()) + 1 if len(p) else 1) + p
-    bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
-    us, As, Bs = [], [], []
-    for s, e in zip(bounds[:-1], bounds[1:], strict=False):
-        if e - s < 2:
-            continue
-        a, b = np.triu_indices(e - s, k=1)
-        d = y[s + a] - y[s + b]
-        m = d != 0
-        a, b, d = a[m], b[m], d[m]
-        if max_pairs_per_person is not None and len(a) > max_pairs_per_person:
-            sel = rng.choice(len(a), size=max_pairs_per_person, replace=False)
-            a, b, d = a[sel], b[sel], d[sel]
-        win = np.where(d > 0, a, b) + s
-        lose = np.where(d > 0, b, a) + s
-        us.append(u[win])
-        As.append(i[win])
-        Bs.append(i[lose])
-    cat = (lambda xs: np.concatenate(xs).astype(np.int64)) if us else (lambda xs: np.zeros(0, np.int64))
-    return Pairs(cat(us), cat(As), cat(Bs), len(j.users), len(j.items))
+    """Two items of one prompt that one person judged differently make one pair (the higher-valued one wins);
+    at most ``max_pairs_per_person`` per person (sampled by ``seed``). The data layer's rule, on the codes."""
+    table = pd.DataFrame(
+        {"user_id": j.u, "item_id": j.i, "prompt": np.asarray(j.prompts, object)[j.i], "rating": j.y}
+    )
+    p = pointwise_pairs(table, max_pairs_per_user=max_pairs_per_person, rng=np.random.default_rng(seed))
+    codes = [
+        p[c].to_numpy(np.int64) if len(p) else np.zeros(0, np.int64)
+        for c in ("user_id", "chosen_id", "rejected_id")
+    ]
+    return Pairs(*codes, len(j.users), len(j.items))
 
 
 def pairs_from_comparisons(data: PreferenceData) -> tuple[Pairs, list[str], list[str]]:

@@ -6,10 +6,12 @@ from typing import Any
 
 import krippendorff
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsqr
 
 from personalign.audit._table import Judgments
+from personalign.data.pointwise import item_agreement
 
 
 def krippendorff_alpha(j: Judgments) -> dict[str, Any]:
@@ -28,14 +30,13 @@ def krippendorff_alpha(j: Judgments) -> dict[str, Any]:
 
 
 def contested_items(j: Judgments, threshold: float = 0.8, min_judges: int = 3) -> dict[str, Any]:
-    """Items whose most common side (above/below the midpoint, agree/disagree) has under ``threshold`` of answers."""
-    s = j.side()
-    m = s != 0
-    pos = np.bincount(j.i[m & (s > 0)], minlength=len(j.items))
-    neg = np.bincount(j.i[m & (s < 0)], minlength=len(j.items))
-    tot = pos + neg
+    """Items whose larger side (above/below the neutral answer, agree/disagree) has under ``threshold`` of the
+    judges on a side: the rule of :mod:`personalign.data.pointwise`, the one ``data inspect`` reports."""
+    neutral = j.midpoint if j.neutral is None else j.neutral
+    a = item_agreement(pd.DataFrame({"user_id": j.u, "item_id": j.i, "rating": j.y}), neutral)
+    a = a.reindex(np.arange(len(j.items)), fill_value=0)
+    tot, top = a["judges"].to_numpy(), a["top_share"].to_numpy(float)
     ok = tot >= min_judges
-    top = np.maximum(pos, neg) / np.maximum(tot, 1)
     contested = ok & (top < threshold)
     return {
         "threshold": threshold,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ from personalign.audit.representation import representation
 from personalign.audit.social_choice import social_choice
 from personalign.audit.structure import structure_test
 from personalign.data.core import PreferenceData
+from personalign.data.files import dumps_json, to_jsonable, write_bytes_atomic, write_text_atomic
 from personalign.errors import ConfigError, DataError
 
 
@@ -198,20 +196,12 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- output
-def to_jsonable(x: Any) -> Any:
-    """JSON-safe copy: private keys ('_...') dropped, numpy scalars and arrays converted, NaN -> null."""
+def public(x: Any) -> Any:
+    """A copy without the private entries (keys starting with '_': arrays kept for the plots)."""
     if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items() if not str(k).startswith("_")}
+        return {k: public(v) for k, v in x.items() if not str(k).startswith("_")}
     if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else float(x)
+        return [public(v) for v in x]
     return x
 
 
@@ -310,20 +300,20 @@ def write_audit(res: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write audit.json, the PNG plots and report.html into ``out`` (each file written to a temp path, renamed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".audit-") as tmp:
+    # the plots are drawn in a scratch folder (the HTML embeds them), then every file is written atomically
+    with tempfile.TemporaryDirectory(prefix="personalign-audit-") as tmp:
         tmp_p = Path(tmp)
         plots = _plots(res, tmp_p)
-        doc = to_jsonable({k: v for k, v in res.items() if k != "item_text"})
+        doc = to_jsonable(public({k: v for k, v in res.items() if k != "item_text"}))
         doc["plots"] = plots
         wf = ((res.get("social_choice") or {}).get("main") or {}).get("welfare") or {}
         shown = {c["item"] for c in wf.values() if isinstance(c, dict)}
         doc["item_text"] = {k: v for k, v in res.get("item_text", {}).items() if k in shown}
-        (tmp_p / "audit.json").write_text(json.dumps(doc, indent=1))
-        (tmp_p / "report.html").write_text(render_html(doc, {k: tmp_p / v for k, v in plots.items()}))
-        written = {}
-        for name in ["audit.json", "report.html", *plots.values()]:
-            os.replace(tmp_p / name, out / name)
-            written[name] = out / name
+        written = {"audit.json": write_text_atomic(out / "audit.json", dumps_json(doc, indent=1))}
+        html = render_html(doc, {k: tmp_p / v for k, v in plots.items()})
+        written["report.html"] = write_text_atomic(out / "report.html", html)
+        for name in plots.values():
+            written[name] = write_bytes_atomic(out / name, (tmp_p / name).read_bytes())
     return written
 
 

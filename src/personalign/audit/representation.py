@@ -9,14 +9,16 @@ import numpy as np
 
 from personalign.audit._table import Judgments, Pairs
 from personalign.audit.social_choice import fit_bt
+from personalign.data.pairs import per_person_accuracy
 
 
-def per_person_accuracy(
+def person_fit(
     pairs: Pairs,
     item_scores: np.ndarray | None = None,
     pair_scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Share of each person's own pairs that the scores order as the person did (a score tie counts 1/2).
+    """Share of each person's own pairs that the scores order as the person did (a score tie counts 1/2: the
+    project's per-person accuracy, :func:`personalign.data.pairs.per_person_accuracy`).
 
     Give ``item_scores`` (one score per item, the same for everybody) or ``pair_scores`` (the scores of the
     preferred and the other item, per pair). Returns (accuracy per person, NaN without pairs; pairs per person).
@@ -25,10 +27,10 @@ def per_person_accuracy(
         sa, sb = item_scores[pairs.a], item_scores[pairs.b]
     else:
         sa, sb = pair_scores
-    correct = (sa > sb) + 0.5 * (sa == sb)
+    # P(preferred wins) as the scores say it: 1, 0, or 1/2 for a score tie
+    acc = per_person_accuracy(pairs.u, 0.5 + 0.5 * np.sign(np.asarray(sa, float) - np.asarray(sb, float)))
     n = np.bincount(pairs.u, minlength=pairs.n_users)
-    c = np.bincount(pairs.u, weights=correct, minlength=pairs.n_users)
-    return np.where(n > 0, c / np.maximum(n, 1), np.nan), n
+    return acc.reindex([str(k) for k in range(pairs.n_users)]).to_numpy(float), n
 
 
 def _dist(acc: np.ndarray, n: np.ndarray, min_pairs: int) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def representation(
     """Per-person pairwise accuracy of the aggregated item-level BT (fit on everyone's pairs, in-sample) and,
     when ``model_dir`` is given, of the personalized model on the same pairs."""
     theta = fit_bt(pairs, alpha=bt_alpha)
-    acc, n = per_person_accuracy(pairs, item_scores=theta)
+    acc, n = person_fit(pairs, item_scores=theta)
     out: dict[str, Any] = {
         "aggregated_model": "item-level Bradley-Terry on all pooled pairs (choix ILSR), evaluated in sample",
         "pairs": int(len(pairs)),
@@ -94,7 +96,7 @@ def representation(
     }
     if model_dir is not None and j is not None:
         ps, name = model_pair_scores(model_dir, j, pairs, item_text or {})
-        macc, _ = per_person_accuracy(pairs, pair_scores=ps)
+        macc, _ = person_fit(pairs, pair_scores=ps)
         ok = (n >= min_pairs) & ~np.isnan(acc) & ~np.isnan(macc)
         d = macc[ok] - acc[ok]
         out["personalized"] = {"model": name, "dir": str(model_dir), **_dist(macc, n, min_pairs)}

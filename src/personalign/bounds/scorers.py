@@ -13,7 +13,6 @@ constraint treats as violated (fail closed).
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import json
 import os
@@ -56,37 +55,12 @@ def last_human_turn(prompt: str) -> str:
     return tail.split("Assistant:", 1)[0].strip()
 
 
-def split_hh(dialogue: str) -> tuple[str, str]:
-    """An HH-RLHF transcript -> (prompt = everything before the last assistant turn, that turn's text)."""
-    key = "\n\nAssistant:"
-    i = dialogue.rfind(key)
-    if i < 0:
-        return "", dialogue.strip()
-    return dialogue[:i].strip(), dialogue[i + len(key) :].strip()
-
-
 def read_hh_pairs(path: str | Path) -> pd.DataFrame:
-    """HH-RLHF ``{"chosen", "rejected"}`` lines -> columns prompt, chosen, rejected (final assistant turns)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for ln, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg})", file=str(path), line=ln) from None
-            for f in ("chosen", "rejected"):
-                if not isinstance(rec.get(f), str) or not rec[f].strip():
-                    raise DataError(
-                        "missing transcript", file=str(path), line=ln, field=f, expected="a non-empty string"
-                    )
-            pc, c = split_hh(rec["chosen"])
-            _, r = split_hh(rec["rejected"])
-            rows.append((pc, c, r))
-    return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"])
+    """HH-RLHF ``{"chosen", "rejected"}`` lines -> columns prompt, chosen, rejected, read by the hh-rlhf adapter
+    (prompt = the shared dialogue up to its last Assistant marker, chosen / rejected = the final assistant turns)."""
+    from personalign.data.adapters.hh_rlhf import read_hh_rlhf
+
+    return read_hh_rlhf(path).comparisons[["prompt", "chosen", "rejected"]].reset_index(drop=True)
 
 
 def _featurizer(cfg: Mapping[str, Any] | None = None, encoder: Any = None):

@@ -14,6 +14,7 @@ from personalign.errors import ConfigError
 if TYPE_CHECKING:
     from personalign.data.core import PreferenceData
 
+SHOW_PERSONS = 20  # data inspect lists each person's judgments up to this many persons
 data_app = typer.Typer(help="Inspect, convert and synthesize preference data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -52,7 +53,11 @@ def inspect_report(data: PreferenceData) -> dict:
             "top": [str(v) for v in col.value_counts().head(3).index],
         }
     report = validate(data)
-    return {**summary, "demographics": demo, "validation": report.to_dict()}
+    per = data.judgments_per_user()
+    out = {**summary, "demographics": demo, "validation": report.to_dict()}
+    if 0 < len(per) <= SHOW_PERSONS:  # few raters: each one's count
+        out["judgments_by_person"] = {str(u): int(n) for u, n in per.sort_index().items()}
+    return out
 
 
 @data_app.command("inspect")
@@ -67,7 +72,7 @@ def inspect(
     from rich.table import Table
 
     from personalign.cli._common import console
-    from personalign.data.io import atomic_write
+    from personalign.data.files import write_text_atomic
 
     data = _read(path, fmt, user_col, mapping)
     rep = inspect_report(data)
@@ -84,6 +89,10 @@ def inspect(
     jp = rep["judgments_per_person"]
     if rep["persons"]:
         t.add_row("judgments per person", f"min {jp['min']:,} / median {jp['median']:g} / max {jp['max']:,}")
+    if rep.get("judgments_by_person"):
+        t.add_row(
+            "judgments by person", ", ".join(f"{u} {n:,}" for u, n in rep["judgments_by_person"].items())
+        )
     if rep["rating_scale"]:
         t.add_row("rating scale", f"{rep['rating_scale'][0]:g} .. {rep['rating_scale'][1]:g}")
     demo = rep["demographics"]
@@ -92,7 +101,7 @@ def inspect(
         t.add_row(
             "contested items",
             f"{rep['contested_share']:.1%} of {rep['items_with_3plus_judges']:,} items "
-            "with 3+ judges (largest answer share < 80%)",
+            "with 3+ judges on a side (the larger side < 80%; neutral answers take no side)",
         )
     findings = rep["validation"]["findings"]
     t.add_row(
@@ -100,8 +109,7 @@ def inspect(
     )
     console.print(t)
     if json_out is not None:
-        with atomic_write(json_out) as tmp:
-            tmp.write_text(json.dumps(rep, indent=2, default=str))
+        write_text_atomic(json_out, json.dumps(rep, indent=2, default=str))
         console.print(f"report written to [bold]{json_out}[/]")
 
 

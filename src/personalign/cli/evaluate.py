@@ -32,27 +32,7 @@ def _ints(s: str, name: str) -> list[int]:
 
 
 def load_eval_data(data: str, format: str | None, max_persons: int | None = None):  # noqa: A002
-    """Read DATA; ``synthetic:alpha=0.1,persons=600,...`` generates a synthetic population (SyntheticConfig keys)."""
-    if data.startswith("synthetic"):
-        from personalign.data.synthetic import SyntheticConfig, generate_population
-
-        kw: dict = {"heldout_prompt_frac": 0.0}
-        spec = data.partition(":")[2]
-        fields = SyntheticConfig.__dataclass_fields__
-        for part in filter(None, spec.split(",")):
-            k, _, v = part.partition("=")
-            k = k.strip()
-            if k not in fields:
-                raise ConfigError(f"synthetic option {k!r} unknown (expected some of {sorted(fields)})")
-            typ = fields[k].type
-            kw[k] = (
-                (float(v) if "float" in str(typ) else int(v) if "int" in str(typ) else v)
-                if v != "None"
-                else None
-            )
-        d = generate_population(**kw)
-        d.name = "synthetic-" + ",".join(f"{k}={v}" for k, v in kw.items() if k != "heldout_prompt_frac")
-        return d
+    """Read DATA (a path, or a spec ``synthetic:alpha=0.1,persons=600,...``: see ``personalign.data.read_data``)."""
     from personalign.data.io import read_data
 
     return read_data(data, format=format)

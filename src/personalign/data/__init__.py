@@ -1,5 +1,6 @@
 """Canonical preference data, readers and writers, adapters for public formats, splits, synthetic populations."""
 
+from personalign.data.adapters import available_formats
 from personalign.data.core import (
     COMPARISON_COLUMNS,
     KINDS,
@@ -32,10 +33,3 @@ __all__ = [
     "validate",
     "write_data",
 ]
-
-
-def available_formats() -> list[str]:
-    """Format names ``read_data`` and ``--format`` accept."""
-    from personalign.data.adapters import available_formats as _formats
-
-    return _formats()

@@ -15,52 +15,35 @@ Population-level data (no person ids, e.g. HH-RLHF) uses the user id ``POPULATIO
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from personalign.data.pairs import pointwise_pairs, ranking_pairs
+from personalign.data.pointwise import contested_items as contested_in_table
+from personalign.data.pointwise import pointwise_table
+from personalign.data.schema import (  # noqa: F401  (the canonical names, importable from here as before)
+    COMPARISON_COLUMNS,
+    ITEM_COLUMNS,
+    KINDS,
+    POINTWISE_COLUMNS,
+    POPULATION_USER,
+    RANKING_COLUMNS,
+    RATING_COLUMNS,
+    VOTE_COLUMNS,
+    VOTE_SCALE,
+    empty_table,
+    item_id_for,
+)
 from personalign.errors import DataError
-
-POPULATION_USER = "__population__"
-
-COMPARISON_COLUMNS = [
-    "user_id",
-    "prompt",
-    "chosen",
-    "rejected",
-    "tie",
-    "weight",
-    "timestamp",
-    "chosen_id",
-    "rejected_id",
-]
-RATING_COLUMNS = ["user_id", "prompt", "response", "item_id", "rating", "weight", "timestamp"]
-RANKING_COLUMNS = ["user_id", "prompt", "responses", "weight", "timestamp"]
-VOTE_COLUMNS = ["user_id", "prompt", "response", "item_id", "vote", "weight", "timestamp"]
-ITEM_COLUMNS = ["item_id", "prompt", "text"]
-KINDS = ("comparisons", "ratings", "rankings", "votes")
-
-
-def item_id_for(prompt: str, text: str) -> str:
-    """A stable item id from the item's prompt and text (first 16 hex digits of SHA-1)."""
-    h = hashlib.sha1()
-    h.update((prompt or "").encode("utf-8"))
-    h.update(b"\x00")
-    h.update((text or "").encode("utf-8"))
-    return h.hexdigest()[:16]
-
-
-def _empty(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
 def _normalize(df: pd.DataFrame | None, columns: list[str], kind: str) -> pd.DataFrame:
     """Give a judgment table its canonical columns and dtypes (extra columns are kept at the end)."""
     if df is None or len(df) == 0 and len(df.columns) == 0:
-        df = _empty(columns)
+        df = empty_table(columns)
     df = df.reset_index(drop=True).copy()
     if "user_id" not in df.columns:
         raise DataError(
@@ -92,12 +75,12 @@ class PreferenceData:
     Build one with the readers in :mod:`personalign.data.io` or the adapters, or directly from DataFrames.
     """
 
-    comparisons: pd.DataFrame = field(default_factory=lambda: _empty(COMPARISON_COLUMNS))
-    ratings: pd.DataFrame = field(default_factory=lambda: _empty(RATING_COLUMNS))
-    rankings: pd.DataFrame = field(default_factory=lambda: _empty(RANKING_COLUMNS))
-    votes: pd.DataFrame = field(default_factory=lambda: _empty(VOTE_COLUMNS))
-    users: pd.DataFrame = field(default_factory=lambda: _empty(["user_id"]))
-    items: pd.DataFrame = field(default_factory=lambda: _empty(ITEM_COLUMNS))
+    comparisons: pd.DataFrame = field(default_factory=lambda: empty_table(COMPARISON_COLUMNS))
+    ratings: pd.DataFrame = field(default_factory=lambda: empty_table(RATING_COLUMNS))
+    rankings: pd.DataFrame = field(default_factory=lambda: empty_table(RANKING_COLUMNS))
+    votes: pd.DataFrame = field(default_factory=lambda: empty_table(VOTE_COLUMNS))
+    users: pd.DataFrame = field(default_factory=lambda: empty_table(["user_id"]))
+    items: pd.DataFrame = field(default_factory=lambda: empty_table(ITEM_COLUMNS))
     rating_scale: tuple[float, float] | None = None
     name: str = "data"
     meta: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +91,7 @@ class PreferenceData:
         self.rankings = _normalize(self.rankings, RANKING_COLUMNS, "rankings")
         self.votes = _normalize(self.votes, VOTE_COLUMNS, "votes")
         if self.users is None or "user_id" not in self.users.columns:
-            self.users = _empty(["user_id"])
+            self.users = empty_table(["user_id"])
         self.users = self.users.reset_index(drop=True).copy()
         self.users["user_id"] = self.users["user_id"].astype(str)
         self._fill_item_ids()
@@ -123,7 +106,7 @@ class PreferenceData:
     # ------------------------------------------------------------------ items
     def _fill_item_ids(self) -> None:
         """Give every judged text an item id and make sure the items table holds it."""
-        items = self.items if self.items is not None else _empty(ITEM_COLUMNS)
+        items = self.items if self.items is not None else empty_table(ITEM_COLUMNS)
         items = items.reset_index(drop=True).copy()
         for col in ITEM_COLUMNS:
             if col not in items.columns:
@@ -252,47 +235,59 @@ class PreferenceData:
         return self.copy(**tabs)
 
     # ------------------------------------------------------------ conversion
+    def value_scale(self, kind: str = "ratings") -> tuple[float, float] | None:
+        """The scale of a pointwise kind: ``rating_scale`` for ratings, (-1, 1) for votes."""
+        return VOTE_SCALE if kind == "votes" else self.rating_scale
+
+    def neutral_value(self, kind: str = "ratings") -> float | None:
+        """The answer of a pointwise kind that takes no side: a vote's pass (0); for ratings the neutral rating the
+        reader names (``meta["neutral_rating"]``, e.g. ConvAbuse's "ambiguous"), else the scale's midpoint."""
+        if kind == "votes":
+            return 0.0
+        if self.meta.get("neutral_rating") is not None:
+            return float(self.meta["neutral_rating"])
+        return (self.rating_scale[0] + self.rating_scale[1]) / 2.0 if self.rating_scale else None
+
+    def pointwise(self, kind: str | None = None, *, passes: bool = True) -> pd.DataFrame:
+        """Ratings and votes as one table ``user_id, prompt, response, item_id, rating, weight, timestamp, kind``.
+
+        A rating keeps its value (on :meth:`value_scale` ``("ratings")``); a vote is a rating on the 3-point scale
+        -1 disagree / 0 pass / +1 agree. ``kind`` keeps one of the two; ``passes=False`` leaves passes out (a pass
+        read as an abstention). See :mod:`personalign.data.pointwise`.
+        """
+        return pointwise_table(self.ratings, self.votes, kind=kind, passes=passes)
+
     def to_comparisons(
         self,
         *,
         include_ties: bool = False,
         max_pairs_per_user: int | None = None,
         seed: int = 0,
+        passes: bool = True,
     ) -> pd.DataFrame:
         """Every judgment as per-person comparisons (TRL columns plus ``user_id`` and item ids).
 
-        Ratings and votes: two items of the same prompt that the same person rated differently make one pair,
-        the higher-rated one chosen (equal ratings are ties, kept only with ``include_ties``). Rankings: every
-        pair (i < j) of the list, the earlier chosen. Existing comparisons are kept as they are.
-        ``max_pairs_per_user`` samples that many derived pairs per person (deterministic by ``seed``).
+        Ratings and votes: two items of the same prompt that the same person judged differently make one pair,
+        the higher-valued one chosen (equal values are ties, kept only with ``include_ties``; a vote's pass is the
+        middle of the 3-point scale, or left out with ``passes=False``); see :mod:`personalign.data.pairs`.
+        Rankings: every pair (i < j) of the list, the earlier chosen. Existing comparisons are kept as they are.
+        ``max_pairs_per_user`` samples that many of each person's derived pairs (deterministic by ``seed``).
         """
         rng = np.random.default_rng(seed)
         frames = [self.comparisons[COMPARISON_COLUMNS].copy()] if len(self.comparisons) else []
-        for tab, col in ((self.ratings, "rating"), (self.votes, "vote")):
-            if len(tab):
-                frames.append(_pairs_from_scores(tab, col, include_ties, max_pairs_per_user, rng))
+        for kind in ("ratings", "votes"):
+            pt = self.pointwise(kind, passes=passes)
+            if len(pt):
+                frames.append(
+                    pointwise_pairs(
+                        pt, max_pairs_per_user=max_pairs_per_user, rng=rng, include_ties=include_ties
+                    )
+                )
         if len(self.rankings):
-            rows = []
-            for r in self.rankings.itertuples(index=False):
-                resp = list(r.responses)
-                for i in range(len(resp)):
-                    for j in range(i + 1, len(resp)):
-                        rows.append(
-                            (
-                                r.user_id,
-                                r.prompt,
-                                resp[i],
-                                resp[j],
-                                False,
-                                r.weight,
-                                r.timestamp,
-                                item_id_for(r.prompt, resp[i]),
-                                item_id_for(r.prompt, resp[j]),
-                            )
-                        )
-            frames.append(pd.DataFrame(rows, columns=COMPARISON_COLUMNS))
+            frames.append(ranking_pairs(self.rankings))
+        frames = [f for f in frames if len(f)]
         if not frames:
-            return _empty(COMPARISON_COLUMNS)
+            return empty_table(COMPARISON_COLUMNS)
         out = pd.concat(frames, ignore_index=True)
         out["tie"] = out["tie"].astype(bool)
         out["weight"] = out["weight"].astype(float)
@@ -317,28 +312,15 @@ class PreferenceData:
         return counts.value_counts()
 
     def contested_items(self, threshold: float = 0.8, min_judges: int = 3) -> pd.Series:
-        """Per item with at least ``min_judges`` judges: True when the largest share of one answer is below
-        ``threshold`` (people disagree), False when it is a consensus item. Ratings are binarized at the scale's
-        midpoint; votes ignore passes."""
-        tabs = []
-        if len(self.ratings):
-            lo, hi = self.rating_scale or (self.ratings["rating"].min(), self.ratings["rating"].max())
-            mid = (lo + hi) / 2.0
-            r = self.ratings
-            # the midpoint itself is its own answer, so it counts as neither side
-            ans = np.sign(r["rating"].to_numpy(float) - mid)
-            tabs.append(pd.DataFrame({"item_id": r["item_id"], "ans": ans}))
-        if len(self.votes):
-            v = self.votes[self.votes["vote"] != 0]
-            tabs.append(pd.DataFrame({"item_id": v["item_id"], "ans": v["vote"].astype(float)}))
-        if not tabs:
+        """Per item with at least ``min_judges`` judges on a side: True when the larger side holds under
+        ``threshold`` of them (people disagree), False for a consensus item. One answer per person and item;
+        neutral answers (a pass, the neutral rating: :meth:`neutral_value`) take no side. The rule of
+        :mod:`personalign.data.pointwise`, the one the audit reports."""
+        pt = self.pointwise()
+        if not len(pt):
             return pd.Series(dtype=bool)
-        t = pd.concat(tabs, ignore_index=True)
-        g = t.groupby("item_id")["ans"]
-        n = g.size()
-        top = g.agg(lambda s: s.value_counts(normalize=True).max())
-        top = top[n >= min_judges]
-        return top < threshold
+        neutral = {"ratings": self.neutral_value("ratings"), "votes": 0.0}
+        return contested_in_table(pt, neutral, threshold=threshold, min_judges=min_judges)
 
     def summary(self) -> dict[str, Any]:
         """Counts a person reads first: persons, items, judgments per kind and per person, demographics."""
@@ -360,36 +342,6 @@ class PreferenceData:
             "contested_share": float(contested.mean()) if len(contested) else None,
             "items_with_3plus_judges": int(len(contested)),
         }
-
-
-def _pairs_from_scores(
-    tab: pd.DataFrame, col: str, include_ties: bool, max_pairs: int | None, rng: np.random.Generator
-) -> pd.DataFrame:
-    """Per-person pairs from pointwise scores within (user, prompt) groups."""
-    out_rows: list[tuple] = []
-    t = tab[["user_id", "prompt", "response", "item_id", col, "weight", "timestamp"]]
-    for (uid, prompt), g in t.groupby(["user_id", "prompt"], sort=False):
-        if len(g) < 2:
-            continue
-        s = g[col].to_numpy(float)
-        resp = g["response"].to_numpy(object)
-        ids = g["item_id"].to_numpy(object)
-        w = g["weight"].to_numpy(float)
-        ts = g["timestamp"].to_numpy(object)
-        i, j = np.triu_indices(len(g), k=1)
-        diff = s[i] - s[j]
-        mask = diff != 0 if not include_ties else np.ones(len(i), bool)
-        i, j, diff = i[mask], j[mask], diff[mask]
-        if max_pairs is not None and len(i) > max_pairs:
-            sel = np.sort(rng.choice(len(i), size=max_pairs, replace=False))
-            i, j, diff = i[sel], j[sel], diff[sel]
-        hi = np.where(diff >= 0, i, j)
-        lo = np.where(diff >= 0, j, i)
-        for a, b, d in zip(hi, lo, diff):
-            out_rows.append(
-                (uid, prompt, resp[a], resp[b], bool(d == 0), float(min(w[a], w[b])), ts[a], ids[a], ids[b])
-            )
-    return pd.DataFrame(out_rows, columns=COMPARISON_COLUMNS)
 
 
 def concat(datas: list[PreferenceData], name: str | None = None) -> PreferenceData:

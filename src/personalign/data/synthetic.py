@@ -776,12 +776,6 @@ def population_summary(data: PreferenceData, test: PreferenceData | None = None)
     return summary
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    from personalign.data.io import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
 def _without_truth(data: PreferenceData) -> PreferenceData:
     out = data.copy()
     out.meta = {k: v for k, v in data.meta.items() if k != "truth"}
@@ -794,7 +788,8 @@ def write_population(
     """Write ``population.parquet`` (the training data, lossless canonical Parquet), ``heldout.parquet`` (the
     held-out comparisons, if given), ``truth.json`` and ``summary.json`` into ``out``; every file goes to a
     temporary path first and is renamed into place."""
-    from personalign.data.io import write_data  # the canonical lossless writer (atomic)
+    from personalign.data.files import write_text_atomic
+    from personalign.data.tables import write_data  # the canonical lossless writer (atomic)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -803,14 +798,14 @@ def write_population(
     if test is not None:
         write_data(_without_truth(test), out / "heldout.parquet")
     summary = population_summary(data, test)
-    _atomic_write_text(out / "truth.json", json.dumps({"config": data.meta.get("config"), **truth.to_dict()}))
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out / "truth.json", json.dumps({"config": data.meta.get("config"), **truth.to_dict()}))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
 def read_population(path: str | Path) -> tuple[PreferenceData, PreferenceData | None]:
     """Read what :func:`write_population` wrote: (training data, held-out comparisons or None), truth attached."""
-    from personalign.data.io import read_parquet
+    from personalign.data.tables import read_parquet
 
     path = Path(path)
     for f in ("population.parquet", "truth.json"):

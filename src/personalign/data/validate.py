@@ -6,7 +6,8 @@ Two levels:
   :class:`personalign.DataError` at the first malformed record, naming the file, the line (JSONL, CSV: 1-based)
   or row (0-based, other tables), the field and what was expected. Readers call it before building anything.
 - :func:`validate` inspects a built :class:`PreferenceData` and lists what is legal but suspicious:
-  self-comparisons, exact duplicates, persons missing from a non-empty users table, users rows never used, and
+  self-comparisons, exact duplicates, repeated judgments of one item by one person (and those a reader merged,
+  ``meta["repeat_judgments"]``), persons missing from a non-empty users table, users rows never used, and
   empty texts. It never raises on such findings; ``personalign data inspect`` prints them.
 """
 
@@ -166,6 +167,113 @@ def check_text_column(
         )
 
 
+def _check_person(df: pd.DataFrame, source: str | None, locate: Locator) -> None:
+    """``user_id``: a non-empty id in every record, stored as text (ids read as 12.0 become "12")."""
+    if "user_id" not in df.columns:
+        raise DataError(
+            "no person column",
+            file=source,
+            field="user_id",
+            expected="a 'user_id' column (or name it with user_col=...)",
+        )
+    u = df["user_id"]
+    bad = _is_missing(u) | u.map(
+        lambda v: isinstance(v, str) and not v.strip() or isinstance(v, list | dict)
+    ).to_numpy(bool)
+    _fail(bad, source=source, locate=locate, field_name="user_id", expected="a non-empty person id", got=u)
+    # ids read as floats (e.g. 12.0 from a CSV column with gaps) become "12", not "12.0"
+    if pd.api.types.is_float_dtype(u.dtype) and (u % 1 == 0).all():
+        df["user_id"] = u.astype("int64").astype(str)
+    else:
+        df["user_id"] = u.astype(str)
+
+
+def _check_comparisons(df: pd.DataFrame, source: str | None, locate: Locator) -> None:
+    for col in ("chosen", "rejected"):
+        check_text_column(df, col, source=source, locate=locate)
+    if "tie" in df.columns:
+        t = to_bool(df["tie"])
+        _fail(
+            t.isna().to_numpy() & ~_is_missing(df["tie"]),
+            source=source,
+            locate=locate,
+            field_name="tie",
+            expected="a boolean (true/false, 1/0)",
+            got=df["tie"],
+        )
+        df["tie"] = t.fillna(False).astype(bool)
+
+
+def _check_pointwise(
+    df: pd.DataFrame, kind: str, source: str | None, locate: Locator, rating_scale: tuple[float, float] | None
+) -> None:
+    """Ratings: a finite number (inside ``rating_scale`` when given); votes: -1, 0, 1 (or the words)."""
+    check_text_column(df, "response", source=source, locate=locate)
+    col = "rating" if kind == "ratings" else "vote"
+    if col not in df.columns:
+        raise DataError(
+            f"no column '{col}'",
+            file=source,
+            field=col,
+            expected="a number per record" if kind == "ratings" else "-1, 0 or 1 per record",
+        )
+    raw = df[col]
+    if kind == "votes":
+        v = raw.map(lambda x: VOTE_WORDS.get(x.strip().lower()) if isinstance(x, str) else x)
+        num = to_numeric(v)
+        _fail(
+            ~num.isin([-1.0, 0.0, 1.0]).to_numpy(),
+            source=source,
+            locate=locate,
+            field_name="vote",
+            expected="a vote in {-1, 0, 1} (disagree, pass, agree)",
+            got=raw,
+        )
+        df["vote"] = num.astype(int)
+        return
+    r = to_numeric(raw)
+    _fail(
+        ~np.isfinite(r.to_numpy(float)),
+        source=source,
+        locate=locate,
+        field_name="rating",
+        expected="a finite number",
+        got=raw,
+    )
+    if rating_scale is not None:
+        lo, hi = rating_scale
+        _fail(
+            (r < lo) | (r > hi),
+            source=source,
+            locate=locate,
+            field_name="rating",
+            expected=f"a rating within the scale [{lo:g}, {hi:g}]",
+            got=raw,
+        )
+    df["rating"] = r
+
+
+def _check_rankings(df: pd.DataFrame, source: str | None, locate: Locator) -> None:
+    if "responses" not in df.columns:
+        raise DataError(
+            "no column 'responses'",
+            file=source,
+            field="responses",
+            expected="a list of responses, best first",
+        )
+    resp = df["responses"].map(_as_list)
+    ok = resp.map(lambda x: isinstance(x, list) and len(x) >= 2 and all(isinstance(t, str) for t in x))
+    _fail(
+        ~ok.to_numpy(bool),
+        source=source,
+        locate=locate,
+        field_name="responses",
+        expected="a list of at least two strings, best first",
+        got=df["responses"],
+    )
+    df["responses"] = resp
+
+
 def check_frame(
     df: pd.DataFrame,
     kind: str,
@@ -188,108 +296,16 @@ def check_frame(
         )
     locate = locate or row_locator()
     df = df.reset_index(drop=True).copy()
-
-    if "user_id" not in df.columns:
-        raise DataError(
-            "no person column",
-            file=source,
-            field="user_id",
-            expected="a 'user_id' column (or name it with user_col=...)",
-        )
-    u = df["user_id"]
-    bad = _is_missing(u) | u.map(
-        lambda v: isinstance(v, str) and not v.strip() or isinstance(v, list | dict)
-    ).to_numpy(bool)
-    _fail(bad, source=source, locate=locate, field_name="user_id", expected="a non-empty person id", got=u)
-    # ids read as floats (e.g. 12.0 from a CSV column with gaps) become "12", not "12.0"
-    if pd.api.types.is_float_dtype(u.dtype) and (u % 1 == 0).all():
-        df["user_id"] = u.astype("int64").astype(str)
-    else:
-        df["user_id"] = u.astype(str)
-
+    _check_person(df, source, locate)
     check_text_column(df, "prompt", source=source, locate=locate, required=False)
     if "prompt" in df.columns:
         df["prompt"] = df["prompt"].where(~df["prompt"].isna(), "").astype(object)
-
     if kind == "comparisons":
-        for col in ("chosen", "rejected"):
-            check_text_column(df, col, source=source, locate=locate)
-        if "tie" in df.columns:
-            t = to_bool(df["tie"])
-            _fail(
-                t.isna().to_numpy() & ~_is_missing(df["tie"]),
-                source=source,
-                locate=locate,
-                field_name="tie",
-                expected="a boolean (true/false, 1/0)",
-                got=df["tie"],
-            )
-            df["tie"] = t.fillna(False).astype(bool)
+        _check_comparisons(df, source, locate)
     elif kind in ("ratings", "votes"):
-        check_text_column(df, "response", source=source, locate=locate)
-        col = "rating" if kind == "ratings" else "vote"
-        if col not in df.columns:
-            raise DataError(
-                f"no column '{col}'",
-                file=source,
-                field=col,
-                expected="a number per record" if kind == "ratings" else "-1, 0 or 1 per record",
-            )
-        raw = df[col]
-        if kind == "ratings":
-            r = to_numeric(raw)
-            _fail(
-                ~np.isfinite(r.to_numpy(float)),
-                source=source,
-                locate=locate,
-                field_name="rating",
-                expected="a finite number",
-                got=raw,
-            )
-            if rating_scale is not None:
-                lo, hi = rating_scale
-                out = (r < lo) | (r > hi)
-                _fail(
-                    out,
-                    source=source,
-                    locate=locate,
-                    field_name="rating",
-                    expected=f"a rating within the scale [{lo:g}, {hi:g}]",
-                    got=raw,
-                )
-            df["rating"] = r
-        else:
-            v = raw.map(lambda x: VOTE_WORDS.get(x.strip().lower()) if isinstance(x, str) else x)
-            num = to_numeric(v)
-            _fail(
-                ~num.isin([-1.0, 0.0, 1.0]).to_numpy(),
-                source=source,
-                locate=locate,
-                field_name="vote",
-                expected="a vote in {-1, 0, 1} (disagree, pass, agree)",
-                got=raw,
-            )
-            df["vote"] = num.astype(int)
+        _check_pointwise(df, kind, source, locate, rating_scale)
     elif kind == "rankings":
-        if "responses" not in df.columns:
-            raise DataError(
-                "no column 'responses'",
-                file=source,
-                field="responses",
-                expected="a list of responses, best first",
-            )
-        resp = df["responses"].map(_as_list)
-        ok = resp.map(lambda x: isinstance(x, list) and len(x) >= 2 and all(isinstance(t, str) for t in x))
-        _fail(
-            ~ok.to_numpy(bool),
-            source=source,
-            locate=locate,
-            field_name="responses",
-            expected="a list of at least two strings, best first",
-            got=df["responses"],
-        )
-        df["responses"] = resp
-
+        _check_rankings(df, source, locate)
     if "weight" in df.columns:
         w = to_numeric(df["weight"].where(~df["weight"].isna(), 1.0))
         _fail(
@@ -331,6 +347,8 @@ class ValidationReport:
     unknown_persons: list[str] = field(default_factory=list)
     unused_users: list[str] = field(default_factory=list)
     empty_texts: dict[str, int] = field(default_factory=dict)
+    repeated: dict[str, int] = field(default_factory=dict)
+    merged_repeats: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
@@ -357,6 +375,15 @@ class ValidationReport:
         for where, n in self.empty_texts.items():
             if n:
                 out.append(f"{n} empty texts in {where}")
+        for k, n in self.repeated.items():
+            if n:
+                out.append(f"{n} repeated {k} (a person judging an item again; each judgment counts)")
+        m = self.merged_repeats
+        if m.get("dropped"):
+            out.append(
+                f"{m['dropped']} repeat judgments merged by the reader (the {m.get('kept', 'last')} of each of "
+                f"{m.get('person_items', '?')} person-item pairs kept; {m.get('agreeing', '?')} of them agreed)"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -371,7 +398,8 @@ def _empty_text(s: pd.Series) -> int:
 
 
 def validate(data: PreferenceData, max_examples: int = 5) -> ValidationReport:
-    """Find self-comparisons, exact duplicates, unknown persons, unused users rows and empty texts."""
+    """Find self-comparisons, exact duplicates, repeated judgments (a person judging an item again, and those a
+    reader merged), unknown persons, unused users rows and empty texts."""
     rep = ValidationReport()
     c = data.comparisons
     if len(c):
@@ -416,4 +444,12 @@ def validate(data: PreferenceData, max_examples: int = 5) -> ValidationReport:
         "items.text": _empty_text(data.items["text"]),
     }
     rep.empty_texts = {k: v for k, v in empties.items() if v}
+    for k in ("ratings", "votes"):
+        t = getattr(data, k)
+        t = t[t["user_id"] != POPULATION_USER]
+        if len(t):
+            rep.repeated[k] = int(t.duplicated(["user_id", "item_id"]).sum())
+    rep.repeated = {k: v for k, v in rep.repeated.items() if v}
+    if isinstance(data.meta.get("repeat_judgments"), dict):
+        rep.merged_repeats = dict(data.meta["repeat_judgments"])
     return rep

@@ -24,40 +24,6 @@ import pandas as pd
 from personalign.data.core import POPULATION_USER, PreferenceData
 
 
-def pointwise_table(data: PreferenceData) -> pd.DataFrame:
-    """Ratings and non-pass votes as one table ``user_id, prompt, response, item_id, score`` (empty if none)."""
-    frames = []
-    if len(data.ratings):
-        r = data.ratings
-        frames.append(
-            pd.DataFrame(
-                {
-                    "user_id": r["user_id"],
-                    "prompt": r["prompt"],
-                    "response": r["response"],
-                    "item_id": r["item_id"],
-                    "score": r["rating"].astype(float),
-                }
-            )
-        )
-    if len(data.votes):
-        v = data.votes[data.votes["vote"] != 0]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "user_id": v["user_id"],
-                    "prompt": v["prompt"],
-                    "response": v["response"],
-                    "item_id": v["item_id"],
-                    "score": v["vote"].astype(float),
-                }
-            )
-        )
-    if not frames:
-        return pd.DataFrame(columns=["user_id", "prompt", "response", "item_id", "score"])
-    return pd.concat(frames, ignore_index=True)
-
-
 def _fit_temperature(diff: np.ndarray, iters: int = 50) -> float:
     """Slope c >= 0 of P(chosen) = sigmoid(c * diff) by Newton's method on the training pairs (all y = 1)."""
     diff = diff[np.isfinite(diff) & (diff != 0)]
@@ -128,9 +94,9 @@ class ItemMean(_ItemScorer):
     name = "majority"
 
     def fit(self, data: PreferenceData, pairs: pd.DataFrame) -> ItemMean:
-        pt = pointwise_table(data)
+        pt = data.pointwise(passes=False)
         if len(pt):
-            self.scores_ = pt.groupby("item_id")["score"].mean().to_dict()
+            self.scores_ = pt.groupby("item_id")["rating"].mean().to_dict()
         else:
             wr = _win_rates(pairs)
             self.scores_ = ((wr["wins"] + 1) / (wr["games"] + 2)).to_dict()
@@ -174,14 +140,14 @@ class CrowdOracle(_ItemScorer):
     def fit(
         self, full: PreferenceData, train_pairs: pd.DataFrame, full_pairs: pd.DataFrame | None = None
     ) -> CrowdOracle:
-        pt = pointwise_table(full)
+        pt = full.pointwise(passes=False)
         self.pointwise_ = bool(len(pt))
         if self.pointwise_:
             pt = pt[pt["user_id"] != POPULATION_USER]
-            g = pt.groupby("item_id")["score"]
+            g = pt.groupby("item_id")["rating"]
             self.sum_ = g.sum().to_dict()
             self.cnt_ = g.size().to_dict()
-            own = pt.groupby(["user_id", "item_id"])["score"].agg(["sum", "size"])
+            own = pt.groupby(["user_id", "item_id"])["rating"].agg(["sum", "size"])
             self.own_ = {k: (float(s), int(n)) for k, s, n in zip(own.index, own["sum"], own["size"])}
         else:
             fp = full_pairs if full_pairs is not None else full.comparisons
@@ -220,9 +186,9 @@ def crowd_pointwise(
     The offset of a person is their mean residual against the leave-one-out crowd on their training items,
     shrunk toward 0: ``sum(r - crowd) / (n + shrink)``.
     """
-    glob = float(train_pt["score"].mean()) if len(train_pt) else float(full_pt["score"].mean())
-    item_mean = train_pt.groupby("item_id")["score"].mean()
-    g = full_pt.groupby("item_id")["score"]
+    glob = float(train_pt["rating"].mean()) if len(train_pt) else float(full_pt["rating"].mean())
+    item_mean = train_pt.groupby("item_id")["rating"].mean()
+    g = full_pt.groupby("item_id")["rating"]
     s, n = g.sum(), g.size()
 
     def loo(tab: pd.DataFrame) -> np.ndarray:
@@ -230,10 +196,10 @@ def crowd_pointwise(
         ni = n.reindex(tab["item_id"]).to_numpy(float)
         # the row's own judgment is part of the sums: remove it
         with np.errstate(invalid="ignore", divide="ignore"):
-            v = (si - tab["score"].to_numpy(float)) / (ni - 1)
+            v = (si - tab["rating"].to_numpy(float)) / (ni - 1)
         return np.where(np.isfinite(v), v, glob)
 
-    tr = train_pt.assign(res=train_pt["score"].to_numpy(float) - loo(train_pt))
+    tr = train_pt.assign(res=train_pt["rating"].to_numpy(float) - loo(train_pt))
     agg = tr.groupby("user_id")["res"].agg(["sum", "size"])
     offset = (agg["sum"] / (agg["size"] + shrink)).to_dict()
     crowd = loo(test_pt)

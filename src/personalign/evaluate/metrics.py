@@ -17,19 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+# the per-person accuracy lives with the pairs in the data layer, where the audit (below evaluate) reads it too
+from personalign.data.pairs import pair_correct, per_person_accuracy
+
 EPS = 1e-6
-
-
-def pair_correct(p: np.ndarray | Sequence[float]) -> np.ndarray:
-    """1 where p > 1/2, 0 where p < 1/2, 1/2 at exactly 1/2 (a coin flip in expectation)."""
-    p = np.asarray(p, dtype=float)
-    return np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
-
-
-def per_person_accuracy(user_ids: Sequence[str] | np.ndarray, p: np.ndarray | Sequence[float]) -> pd.Series:
-    """Accuracy of each person on their own pairs (index: user_id)."""
-    df = pd.DataFrame({"u": np.asarray(user_ids, dtype=object).astype(str), "c": pair_correct(p)})
-    return df.groupby("u", sort=True)["c"].mean()
 
 
 def mean_person_accuracy(user_ids: Sequence[str] | np.ndarray, p: np.ndarray | Sequence[float]) -> float:

@@ -28,9 +28,10 @@ import pandas as pd
 from scipy import stats
 
 from personalign.data.core import PreferenceData
+from personalign.errors import DataError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models.objectives import item_keys
-from personalign.models.pointwise import CrowdOffsetReference, OrdinalLowRank, pointwise_table
+from personalign.models.pointwise import CrowdOffsetReference, OrdinalLowRank
 
 ROWS = ("personal", "collapsed", "crowd (LOO)", "crowd + personal offset")
 
@@ -109,7 +110,10 @@ def evaluate_pointwise(
 
     cfg = cfg or PointwiseConfig()
     featurizer = featurizer or PairFeaturizer(get_encoder(cfg.encoder), mode=cfg.featurizer_mode)
-    t = pointwise_table(data)
+    # the model's table: ratings, else votes (a pass is the middle of the 3-point scale)
+    t = data.pointwise("ratings" if len(data.ratings) else "votes").drop(columns=["kind"])
+    if not len(t):
+        raise DataError("no ratings or votes to learn pointwise judgments from", field="ratings")
     t["key"] = item_keys(t["prompt"], t["response"])
     levels = np.sort(t["rating"].astype(float).unique())
     binary = len(levels) == 2
@@ -232,12 +236,8 @@ def pointwise_markdown(res: dict[str, Any], command: str = "") -> str:
 
 def write_pointwise(res: dict[str, Any], out: Path, command: str = "") -> None:
     """results.json and results.md under ``out`` (each written to a temporary file, then renamed)."""
-    import json
-
-    from personalign.data.io import atomic_write
+    from personalign.data.files import write_json_atomic, write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(res, indent=2, default=float))
-    with atomic_write(out / "results.md") as tmp:
-        tmp.write_text(pointwise_markdown(res, command))
+    write_json_atomic(out / "results.json", res)
+    write_text_atomic(out / "results.md", pointwise_markdown(res, command))

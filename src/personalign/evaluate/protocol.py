@@ -14,9 +14,11 @@ Per seed (the seed fixes the split, the pair samples and the models' initializat
 4. Every personalized model is also evaluated *collapsed* (every person at the population prior mean,
    ``model.collapsed()``) on the same pairs; the personal gain is personalized - collapsed, paired by seed.
 
-Pointwise data (ratings, votes) becomes per-person pairs (two items the same person scored differently), at most
-``max_train_pairs`` / ``max_test_pairs`` per person and cell (sampled by the seed). Accuracy is per person, then
-averaged over persons (see :mod:`personalign.evaluate.metrics`).
+Pointwise data (ratings, votes) becomes per-person pairs by the data layer's one rule (two items of one prompt the
+same person judged differently: :mod:`personalign.data.pairs`), at most ``max_train_pairs`` / ``max_test_pairs`` per
+person and cell (sampled by the seed). A vote's pass is an abstention here (``data.pointwise(passes=False)``): it is
+neither a training nor a test judgment. Accuracy is per person, then averaged over persons (see
+:mod:`personalign.evaluate.metrics`).
 """
 
 from __future__ import annotations
@@ -30,16 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import personalign.evaluate.metrics as M
+from personalign.data.adapters.hh_rlhf import read_hh_rlhf
 from personalign.data.core import COMPARISON_COLUMNS, KINDS, POPULATION_USER, PreferenceData
+from personalign.data.files import to_jsonable
+from personalign.data.pairs import pointwise_pairs, ranking_pairs
 from personalign.data.splits import split as make_split
 from personalign.errors import ConfigError, DataError
-from personalign.evaluate import metrics as M
-from personalign.evaluate.baselines import (
-    BASELINES,
-    CrowdOracle,
-    crowd_pointwise,
-    pointwise_table,
-)
+from personalign.evaluate.baselines import BASELINES, CrowdOracle, crowd_pointwise
 
 TEXT_MODELS = ("bt", "group", "independent", "lowrank", "mixture")
 ORACLES = ("crowd", "oracle")
@@ -97,56 +97,15 @@ class EvalConfig:
 
 
 # ----------------------------------------------------------------------------------------------- pairs
-def pointwise_pairs(
-    pt: pd.DataFrame, cap: int | None, rng: np.random.Generator, held: set[tuple[str, str]] | None = None
-) -> pd.DataFrame:
-    """Per-person comparisons from scores: two items of one prompt the person scored differently.
+def held_only(pt: pd.DataFrame, held: set[tuple[str, str]]) -> pd.DataFrame:
+    """The rows of a pointwise table whose (user, item) is held out.
 
-    ``held``: only pairs whose two (user, item) are both in it. At most ``cap`` pairs per person (random).
+    A test pair needs both of its items held out: a pair of one held-out and one training item leaks its label,
+    because a pair exists only when the two values differ; with the training value known (say the person's
+    lowest), that alone decides the answer, and a model that memorizes training labels looks personal.
     """
-    rows: list[pd.DataFrame] = []
-    if not len(pt):
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    for uid, g in pt.groupby("user_id", sort=True):
-        if len(g) < 2:
-            continue
-        s = g["score"].to_numpy(float)
-        pr = g["prompt"].to_numpy(object)
-        i, j = np.triu_indices(len(g), k=1)
-        keep = (s[i] != s[j]) & (pr[i] == pr[j])
-        if held is not None:
-            # both items held out: a pair of one held-out and one training item leaks its label, because a pair
-            # exists only when the two scores differ; with the training score known (say the person's lowest),
-            # that alone decides the answer, and a model that memorizes training labels looks personal
-            h = np.array([(uid, it) in held for it in g["item_id"]], dtype=bool)
-            keep &= h[i] & h[j]
-        i, j = i[keep], j[keep]
-        if cap is not None and len(i) > cap:
-            sel = np.sort(rng.choice(len(i), size=cap, replace=False))
-            i, j = i[sel], j[sel]
-        if not len(i):
-            continue
-        hi = np.where(s[i] > s[j], i, j)
-        lo = np.where(s[i] > s[j], j, i)
-        resp, ids = g["response"].to_numpy(object), g["item_id"].to_numpy(object)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "user_id": uid,
-                    "prompt": pr[hi],
-                    "chosen": resp[hi],
-                    "rejected": resp[lo],
-                    "tie": False,
-                    "weight": 1.0,
-                    "timestamp": np.nan,
-                    "chosen_id": ids[hi],
-                    "rejected_id": ids[lo],
-                }
-            )
-        )
-    if not rows:
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    return pd.concat(rows, ignore_index=True)
+    m = np.fromiter(((u, i) in held for u, i in zip(pt["user_id"], pt["item_id"])), bool, len(pt))
+    return pt[m]
 
 
 def cap_pairs(comps: pd.DataFrame, cap: int | None, rng: np.random.Generator) -> pd.DataFrame:
@@ -161,15 +120,19 @@ def cap_pairs(comps: pd.DataFrame, cap: int | None, rng: np.random.Generator) ->
 def judgment_pairs(
     data: PreferenceData, cap: int | None, rng: np.random.Generator, held: set[tuple[str, str]] | None = None
 ) -> pd.DataFrame:
-    """Every judgment of ``data`` as capped per-person pairs (pointwise scores and native comparisons)."""
+    """Every judgment of ``data`` as capped per-person pairs: ratings and votes (passes left out), native
+    comparisons (ties left out) and rankings. With ``held`` only the pointwise judgments held out pair (see
+    :func:`held_only`; held-out native comparisons come from :func:`collaborative_holdout`), persons only."""
     frames = []
-    pt = pointwise_table(data)
+    pt = data.pointwise(passes=False)
+    if held is not None:
+        pt = held_only(pt, held)
     if len(pt):
-        frames.append(pointwise_pairs(pt, cap, rng, held))
-    if len(data.comparisons):
+        frames.append(pointwise_pairs(pt, max_pairs_per_user=cap, rng=rng))
+    if held is None and len(data.comparisons):
         frames.append(cap_pairs(data.comparisons, cap, rng))
-    if len(data.rankings):
-        frames.append(cap_pairs(data.as_comparison_data().comparisons, cap, rng))
+    if held is None and len(data.rankings):
+        frames.append(cap_pairs(ranking_pairs(data.rankings), cap, rng))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
@@ -181,12 +144,12 @@ def collaborative_holdout(
     train: PreferenceData, frac: float, rng: np.random.Generator
 ) -> tuple[PreferenceData, set[tuple[str, str]], pd.DataFrame]:
     """Hold out ``frac`` of each person's items that at least two other persons also judged (at least two items,
-    so that a test pair of two held-out items can exist; see :func:`pointwise_pairs`).
+    so that a test pair of two held-out items can exist; see :func:`held_only`).
 
     Returns (data without the held-out judgments, the held-out (user, item) set, held-out native comparisons).
     """
     held: set[tuple[str, str]] = set()
-    pt = pointwise_table(train)
+    pt = train.pointwise(passes=False)
     tabs: dict[str, pd.DataFrame] = {}
     if len(pt):
         pt = pt[pt["user_id"] != POPULATION_USER]
@@ -486,25 +449,13 @@ def kshot_eval(
 
 # ------------------------------------------------------------------------------------------- harmless
 def harmless_pairs(path: Any, n: int, seed: int = 0) -> pd.DataFrame:
-    """hh-rlhf harmless-base test pairs: the shared dialogue prefix as prompt, the two final turns as responses."""
-    import gzip
-    import json
-    import os
-
-    rows = []
-    with (
-        gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
-    ) as fh:
-        for line in fh:
-            if line.strip():
-                r = json.loads(line)
-                ch, rj = str(r["chosen"]), str(r["rejected"])
-                cut = os.path.commonprefix([ch, rj])
-                k = cut.rfind("\n\nAssistant:")
-                k = k + len("\n\nAssistant:") if k >= 0 else len(cut)
-                if ch[k:].strip() and rj[k:].strip() and ch[k:] != rj[k:]:
-                    rows.append((ch[:k].strip(), ch[k:].strip(), rj[k:].strip()))
-    df = pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"])
+    """hh-rlhf harmless-base test pairs (read by the hh-rlhf adapter): the shared dialogue up to its last Assistant
+    marker as prompt, the two final turns as responses; pairs with an empty or identical reply are left out and
+    ``n`` are sampled by ``seed``."""
+    c = read_hh_rlhf(path).comparisons
+    df = pd.DataFrame({"prompt": c["prompt"].str.strip(), "chosen": c["chosen"], "rejected": c["rejected"]})
+    df = df[(df["chosen"] != "") & (df["rejected"] != "") & (df["chosen"] != df["rejected"])]
+    df = df.reset_index(drop=True)
     if n and len(df) > n:
         df = df.iloc[np.sort(np.random.default_rng(seed).choice(len(df), n, replace=False))]
     return df.reset_index(drop=True)
@@ -551,12 +502,12 @@ def _metrics(uid, p, users, contested, cfg: EvalConfig, group_cols) -> dict[str,
 def _pointwise_metrics(
     pt: pd.DataFrame, pred: np.ndarray, binary: bool, contested: pd.Series
 ) -> dict[str, float]:
-    d = pt.assign(pred=pred, err=np.abs(pred - pt["score"].to_numpy(float)))
+    d = pt.assign(pred=pred, err=np.abs(pred - pt["rating"].to_numpy(float)))
     out = {"mae": float(d.groupby("user_id")["err"].mean().mean()), "n": int(len(d))}
     if binary:
-        lo, hi = float(pt["score"].min()), float(pt["score"].max())
+        lo, hi = float(pt["rating"].min()), float(pt["rating"].max())
         mid = (lo + hi) / 2
-        d["ok"] = ((d["pred"] > mid) == (d["score"] > mid)).astype(float)
+        d["ok"] = ((d["pred"] > mid) == (d["rating"] > mid)).astype(float)
         d.loc[d["pred"] == mid, "ok"] = 0.5
         out["label_accuracy"] = float(d.groupby("user_id")["ok"].mean().mean())
         c = d["item_id"].map(contested)
@@ -565,6 +516,148 @@ def _pointwise_metrics(
             out[f"{name}_label_accuracy"] = (
                 float(s.groupby("user_id")["ok"].mean().mean()) if len(s) else float("nan")
             )
+    return out
+
+
+@dataclass
+class SeedPairs:
+    """One seed's split turned into pairs: the fitting data, the held-out set, the training pairs and the test
+    cells (persons seen), with the k-shot pools and tests of the unseen persons."""
+
+    fit_data: PreferenceData
+    held: set[tuple[str, str]]
+    train_pairs: pd.DataFrame
+    cells: dict[str, pd.DataFrame]
+    pools: dict[str, pd.DataFrame]
+    tests: dict[str, pd.DataFrame]
+
+
+def seed_pairs(
+    data: PreferenceData, sp: Any, cfg: EvalConfig, rng: np.random.Generator, seed: int
+) -> SeedPairs:
+    """The pairs of one seed's split, every sample drawn from ``rng`` in a fixed order."""
+    fit_data, held, held_comps = collaborative_holdout(sp.train, cfg.collab_frac, rng)
+    train_pairs = judgment_pairs(fit_data, cfg.max_train_pairs, rng)
+    if len(train_pairs) == 0:
+        raise DataError(
+            f"{data.name}: no training pairs after the split (seed {seed})",
+            field="judgments",
+            expected="persons who judged at least two items differently",
+        )
+    collab = judgment_pairs(sp.train, cfg.max_test_pairs, rng, held=held) if held else held_comps
+    if len(held_comps) and held:
+        collab = pd.concat([collab, cap_pairs(held_comps, cfg.max_test_pairs, rng)], ignore_index=True)
+    elif len(held_comps):
+        collab = cap_pairs(held_comps, cfg.max_test_pairs, rng)
+    unseen = judgment_pairs(sp.seen_users_unseen_items, cfg.max_test_pairs, rng)
+    cells = {"collaborative": collab, "unseen_items": unseen[unseen["user_id"] != POPULATION_USER]}
+    pool_all = judgment_pairs(sp.unseen_users_seen_items, max(cfg.ks) if cfg.ks else 0, rng)
+    test_all = judgment_pairs(sp.unseen_users_unseen_items, cfg.max_test_pairs, rng)
+    tests = {u: g.reset_index(drop=True) for u, g in test_all.groupby("user_id")}
+    pools = {u: g.reset_index(drop=True) for u, g in pool_all.groupby("user_id")}
+    return SeedPairs(fit_data, held, train_pairs, cells, pools, tests)
+
+
+COLLAPSED_KEYS = (
+    "accuracy",
+    "consensus_accuracy",
+    "contested_accuracy",
+    "worst_group",
+    "worst_decile",
+    "log_loss",
+)
+
+
+def cell_metrics(
+    model: Any,
+    coll: Any,
+    df: pd.DataFrame,
+    contested: np.ndarray,
+    data: PreferenceData,
+    cfg: EvalConfig,
+    group_cols: list[str],
+) -> dict[str, Any]:
+    """Every pairwise metric of a model on one test cell, with its collapsed control's (``coll``) main figures."""
+    uid = df["user_id"].to_numpy()
+    m = _metrics(uid, model.predict_proba(df), data.users, contested, cfg, group_cols)
+    mc = (
+        _metrics(uid, coll.predict_proba(df), data.users, contested, cfg, group_cols)
+        if coll is not model
+        else m
+    )
+    m["collapsed"] = {k: mc[k] for k in COLLAPSED_KEYS if k in mc}
+    return m
+
+
+def kshot_metrics(
+    model: Any, sp: SeedPairs, data: PreferenceData, cfg: EvalConfig, seed: int
+) -> dict[str, Any]:
+    """Accuracy of the unseen persons after k of their judgments (random and active), and at the collapsed prior."""
+    personal = is_personal(model)
+    ks_out = kshot_eval(
+        model,
+        sp.pools,
+        sp.tests,
+        data.users,
+        cfg.ks,
+        np.random.default_rng(seed + 1000),
+        cfg.active_max_k if (cfg.active and personal) else 0,
+    )
+    kk: dict[str, dict[int, dict[str, Any]]] = {"random": {}, "active": {}}
+    for mode in ("random", "active"):
+        for k, (u, p) in ks_out[mode].items():
+            if len(p):
+                kk[mode][k] = {
+                    "accuracy": M.mean_person_accuracy(u, p),
+                    "log_loss": M.log_loss(p),
+                    "per_person": M.per_person_accuracy(u, p),
+                }
+    u, p = ks_out["collapsed"]
+    if len(p):
+        kk["collapsed"] = {0: {"accuracy": M.mean_person_accuracy(u, p), "log_loss": M.log_loss(p)}}
+    return kk
+
+
+def harmless_metrics(
+    model: Any, coll: Any, harmless: pd.DataFrame, train_pairs: pd.DataFrame, cfg: EvalConfig, seed: int
+) -> dict[str, float] | None:
+    """Accuracy on the universal (harmlessness) pairs for a sample of training persons, and collapsed."""
+    persons = sorted(set(train_pairs["user_id"]) - {POPULATION_USER})
+    if not persons:
+        return None
+    sel = np.random.default_rng(seed).choice(
+        len(persons), min(cfg.harmless_persons, len(persons)), replace=False
+    )
+    us = [persons[i] for i in np.sort(sel)]
+    cross = harmless.loc[harmless.index.repeat(len(us))].reset_index(drop=True)
+    cross["user_id"] = np.tile(np.asarray(us, dtype=object), len(harmless))
+    p = model.predict_proba(cross)
+    pc = coll.predict_proba(cross) if coll is not model else p
+    return {
+        "accuracy": M.mean_person_accuracy(cross["user_id"], p),
+        "collapsed": M.mean_person_accuracy(cross["user_id"], pc),
+    }
+
+
+def pointwise_cells(data: PreferenceData, sp: Any, pairs: SeedPairs) -> dict[str, dict[str, Any]]:
+    """Label / rating predictions of the crowd references in the collaborative and unseen-items cells."""
+    full_pt = data.pointwise(passes=False)
+    if not len(full_pt):
+        return {}
+    binary = full_pt["rating"].nunique() == 2
+    citems = data.contested_items()
+    fit_pt = pairs.fit_data.pointwise(passes=False)
+    pcells = {
+        "collaborative": held_only(sp.train.pointwise(passes=False), pairs.held),
+        "unseen_items": sp.seen_users_unseen_items.pointwise(passes=False),
+    }
+    out = {}
+    for cname, tpt in pcells.items():
+        if not len(tpt):
+            continue
+        tpt = tpt.reset_index(drop=True)
+        preds = crowd_pointwise(full_pt, fit_pt, tpt)
+        out[cname] = {k: _pointwise_metrics(tpt, v, binary, citems) for k, v in preds.items()}
     return out
 
 
@@ -587,33 +680,12 @@ def run_seed(
         seed=seed,
         unit=unit,
     )
-    fit_data, held, held_comps = collaborative_holdout(sp.train, cfg.collab_frac, rng)
-    train_pairs = judgment_pairs(fit_data, cfg.max_train_pairs, rng)
-    if len(train_pairs) == 0:
-        raise DataError(
-            f"{data.name}: no training pairs after the split (seed {seed})",
-            field="judgments",
-            expected="persons who judged at least two items differently",
-        )
-    collab = judgment_pairs(sp.train, cfg.max_test_pairs, rng, held=held) if held else held_comps
-    if len(held_comps) and held:
-        collab = pd.concat([collab, cap_pairs(held_comps, cfg.max_test_pairs, rng)], ignore_index=True)
-    elif len(held_comps):
-        collab = cap_pairs(held_comps, cfg.max_test_pairs, rng)
-    cells = {
-        "collaborative": collab,
-        "unseen_items": judgment_pairs(sp.seen_users_unseen_items, cfg.max_test_pairs, rng),
-    }
-    cells["unseen_items"] = cells["unseen_items"][cells["unseen_items"]["user_id"] != POPULATION_USER]
-    pool_all = judgment_pairs(sp.unseen_users_seen_items, max(cfg.ks) if cfg.ks else 0, rng)
-    test_all = judgment_pairs(sp.unseen_users_unseen_items, cfg.max_test_pairs, rng)
-    tests = {u: g.reset_index(drop=True) for u, g in test_all.groupby("user_id")}
-    pools = {u: g.reset_index(drop=True) for u, g in pool_all.groupby("user_id")}
+    pairs = seed_pairs(data, sp, cfg, rng, seed)
     contested_fn = _pair_contested_fn(data)
-    contested = {c: contested_fn(df) if len(df) else np.zeros(0) for c, df in cells.items()}
+    contested = {c: contested_fn(df) if len(df) else np.zeros(0) for c, df in pairs.cells.items()}
     group_cols = M.group_columns(data.users)
     train_data = PreferenceData(
-        comparisons=train_pairs,
+        comparisons=pairs.train_pairs,
         users=data.users,
         items=data.items,
         name=data.name,
@@ -626,94 +698,27 @@ def run_seed(
         t0 = time.perf_counter()
         model = build_model(name, featurizer, seed, cfg, data)
         if isinstance(model, CrowdOracle):
-            model.fit(data, train_pairs)
+            model.fit(data, pairs.train_pairs)
         elif name in BASELINES:
-            model.fit(fit_data, train_pairs)
+            model.fit(pairs.fit_data, pairs.train_pairs)
         elif name == "lowrank" and cfg.tune_l2_basis:
             model, res.chosen[name] = tune_l2_basis(name, featurizer, seed, cfg, data, train_data)
         elif name != "oracle":
             model.fit(train_data)
         res.fit_seconds[name] = time.perf_counter() - t0
-        personal = is_personal(model)
-        coll = model.collapsed() if personal else model
-        for cname, df in cells.items():
-            if not len(df):
-                continue
-            p = model.predict_proba(df)
-            m = _metrics(df["user_id"].to_numpy(), p, data.users, contested[cname], cfg, group_cols)
-            pc = coll.predict_proba(df) if personal else p
-            mc = (
-                _metrics(df["user_id"].to_numpy(), pc, data.users, contested[cname], cfg, group_cols)
-                if personal
-                else m
-            )
-            m["collapsed"] = {
-                k: mc[k]
-                for k in (
-                    "accuracy",
-                    "consensus_accuracy",
-                    "contested_accuracy",
-                    "worst_group",
-                    "worst_decile",
-                    "log_loss",
+        coll = model.collapsed() if is_personal(model) else model
+        for cname, df in pairs.cells.items():
+            if len(df):
+                res.cells.setdefault(cname, {})[name] = cell_metrics(
+                    model, coll, df, contested[cname], data, cfg, group_cols
                 )
-                if k in mc
-            }
-            res.cells.setdefault(cname, {})[name] = m
-        if tests:
-            ks_out = kshot_eval(
-                model,
-                pools,
-                tests,
-                data.users,
-                cfg.ks,
-                np.random.default_rng(seed + 1000),
-                cfg.active_max_k if (cfg.active and personal) else 0,
-            )
-            kk: dict[str, dict[int, dict[str, Any]]] = {"random": {}, "active": {}}
-            for mode in ("random", "active"):
-                for k, (u, p) in ks_out[mode].items():
-                    if len(p):
-                        kk[mode][k] = {
-                            "accuracy": M.mean_person_accuracy(u, p),
-                            "log_loss": M.log_loss(p),
-                            "per_person": M.per_person_accuracy(u, p),
-                        }
-            u, p = ks_out["collapsed"]
-            if len(p):
-                kk["collapsed"] = {0: {"accuracy": M.mean_person_accuracy(u, p), "log_loss": M.log_loss(p)}}
-            res.kshot[name] = kk
+        if pairs.tests:
+            res.kshot[name] = kshot_metrics(model, pairs, data, cfg, seed)
         if harmless is not None and len(harmless) and hasattr(model, "score") and name in TEXT_MODELS:
-            persons = sorted(set(train_pairs["user_id"]) - {POPULATION_USER})
-            if persons:
-                sel = np.random.default_rng(seed).choice(
-                    len(persons), min(cfg.harmless_persons, len(persons)), replace=False
-                )
-                us = [persons[i] for i in np.sort(sel)]
-                cross = harmless.loc[harmless.index.repeat(len(us))].reset_index(drop=True)
-                cross["user_id"] = np.tile(np.asarray(us, dtype=object), len(harmless))
-                p = model.predict_proba(cross)
-                pc = coll.predict_proba(cross) if personal else p
-                res.harmless[name] = {
-                    "accuracy": M.mean_person_accuracy(cross["user_id"], p),
-                    "collapsed": M.mean_person_accuracy(cross["user_id"], pc),
-                }
-    # pointwise predictions of labels / ratings (crowd and crowd + offset references)
-    full_pt = pointwise_table(data)
-    if len(full_pt):
-        binary = full_pt["score"].nunique() == 2
-        citems = data.contested_items()
-        fit_pt = pointwise_table(fit_data)
-        train_pt = pointwise_table(sp.train)
-        hm = np.array([(u, i) in held for u, i in zip(train_pt["user_id"], train_pt["item_id"])], dtype=bool)
-        pcells = {"collaborative": train_pt[hm], "unseen_items": pointwise_table(sp.seen_users_unseen_items)}
-        for cname, tpt in pcells.items():
-            if not len(tpt):
-                continue
-            preds = crowd_pointwise(full_pt, fit_pt, tpt.reset_index(drop=True))
-            res.pointwise[cname] = {
-                k: _pointwise_metrics(tpt.reset_index(drop=True), v, binary, citems) for k, v in preds.items()
-            }
+            h = harmless_metrics(model, coll, harmless, pairs.train_pairs, cfg, seed)
+            if h is not None:
+                res.harmless[name] = h
+    res.pointwise = pointwise_cells(data, sp, pairs)
     return res
 
 
@@ -731,6 +736,34 @@ def merge_prompts(data: PreferenceData) -> PreferenceData:
             t["prompt"] = ""
             tabs[k] = t
     return data.copy(**tabs)
+
+
+def available_models(cfg: EvalConfig, data: PreferenceData) -> tuple[str, ...]:
+    """The models of ``cfg`` that can run on ``data`` (GroupBT needs a demographic column, which it picks;
+    unknown names are a ConfigError; a model not built in this version is left out with a warning)."""
+    models = list(cfg.models)
+    if "group" in models and cfg.group_col is None:
+        cfg.group_col = default_group_col(data)
+        if cfg.group_col is None:
+            warnings.warn("no demographic column for GroupBT: it is left out", stacklevel=3)
+            cfg.models = tuple(m for m in cfg.models if m != "group")
+    unknown = [m for m in cfg.models if m not in BASELINES and m not in TEXT_MODELS and m != "oracle"]
+    if unknown:
+        raise ConfigError(
+            f"unknown model(s) {unknown}; expected some of {sorted(set(BASELINES) | set(TEXT_MODELS))}"
+        )
+    avail = []
+    for m in cfg.models:
+        if m == "mixture":
+            try:
+                from personalign.models import make_model
+
+                make_model("mixture")
+            except Exception:  # not built yet in this version
+                warnings.warn("the mixture model is not available: left out", stacklevel=3)
+                continue
+        avail.append(m)
+    return tuple(avail)
 
 
 def evaluate(
@@ -760,28 +793,7 @@ def evaluate(
         rng = np.random.default_rng(12345)
         keep = rng.choice(np.asarray(data.user_ids, dtype=object), cfg.max_persons, replace=False)
         data = data.filter_users(set(keep))
-    if "group" in models and cfg.group_col is None:
-        cfg.group_col = default_group_col(data)
-        if cfg.group_col is None:
-            warnings.warn("no demographic column for GroupBT: it is left out", stacklevel=2)
-            cfg.models = tuple(m for m in cfg.models if m != "group")
-    unknown = [m for m in cfg.models if m not in BASELINES and m not in TEXT_MODELS and m != "oracle"]
-    if unknown:
-        raise ConfigError(
-            f"unknown model(s) {unknown}; expected some of {sorted(set(BASELINES) | set(TEXT_MODELS))}"
-        )
-    avail = []
-    for m in cfg.models:
-        if m == "mixture":
-            try:
-                from personalign.models import make_model
-
-                make_model("mixture")
-            except Exception:  # not built yet in this version
-                warnings.warn("the mixture model is not available: left out", stacklevel=2)
-                continue
-        avail.append(m)
-    cfg.models = tuple(avail)
+    cfg.models = available_models(cfg, data)
     t0 = time.perf_counter()
     featurizer = None
     if any(m in TEXT_MODELS for m in cfg.models):
@@ -824,6 +836,22 @@ def evaluate(
     )
 
 
+def cell_row(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's figures in one cell over seeds: every scalar, the collapsed control, the seed-paired gain and
+    the consensus tax."""
+    row = {k: M.interval([r.get(k, np.nan) for r in rs]) for k in SCALARS}
+    row["worst_group_names"] = [r["worst_group_name"] for r in rs]
+    acc = [r["accuracy"] for r in rs]
+    cacc = [r["collapsed"]["accuracy"] for r in rs]
+    row["collapsed_accuracy"] = M.interval(cacc)
+    row["personal_gain"] = M.paired_difference(acc, cacc)
+    cons = [r.get("consensus_accuracy", np.nan) for r in rs]
+    ccons = [r["collapsed"].get("consensus_accuracy", np.nan) for r in rs]
+    # the tax: consensus accuracy the personal part costs (collapsed - personalized; > 0 means lost)
+    row["tax_consensus"] = M.paired_difference(ccons, cons)
+    return row
+
+
 def aggregate(
     data: PreferenceData,
     cfg: EvalConfig,
@@ -834,7 +862,7 @@ def aggregate(
     """Numbers over seeds: mean, std, 95% interval; personal gain paired by seed."""
     out: dict[str, Any] = {
         "dataset": data.name,
-        "summary": _json_safe(data.summary()),
+        "summary": to_jsonable(data.summary()),
         "config": cfg.to_dict(),
         "seeds": seeds,
         "timing": timing,
@@ -853,17 +881,7 @@ def aggregate(
             rs = [r.cells.get(cell, {}).get(m) for r in per_seed]
             if not all(rs):
                 continue
-            row = {k: M.interval([r.get(k, np.nan) for r in rs]) for k in SCALARS}
-            row["worst_group_names"] = [r["worst_group_name"] for r in rs]
-            acc = [r["accuracy"] for r in rs]
-            cacc = [r["collapsed"]["accuracy"] for r in rs]
-            row["collapsed_accuracy"] = M.interval(cacc)
-            row["personal_gain"] = M.paired_difference(acc, cacc)
-            cons = [r.get("consensus_accuracy", np.nan) for r in rs]
-            ccons = [r["collapsed"].get("consensus_accuracy", np.nan) for r in rs]
-            # the tax: consensus accuracy the personal part costs (collapsed - personalized; > 0 means lost)
-            row["tax_consensus"] = M.paired_difference(ccons, cons)
-            rows[m] = row
+            rows[m] = cell_row(rs)
             grp: dict[str, dict[str, Any]] = {}
             for col in sorted({c for r in rs for c in r["groups"]}):
                 vals = {v for r in rs for v in r["groups"].get(col, {})}
@@ -927,21 +945,4 @@ def aggregate(
     out["chosen_hyperparameters"] = {
         m: [r.chosen.get(m) for r in per_seed] for m in models if any(m in r.chosen for r in per_seed)
     }
-    return _json_safe(out)
-
-
-def _json_safe(x: Any) -> Any:
-    """Plain JSON types (NaN -> None)."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, pd.Series):
-        return _json_safe(x.to_dict())
-    return x
+    return to_jsonable(out)

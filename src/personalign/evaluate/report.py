@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from personalign.data.files import atomic_write, write_text_atomic
 
 CELL_TITLES = {
     "collaborative": "Seen persons, items others judged (collaborative cell)",
@@ -29,14 +30,6 @@ LABELS = {
     "mixture": "mixture BT",
     "oracle": "true reward (oracle)",
 }
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -283,7 +276,8 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(f"{res['dataset']}: new persons adapted from k examples (95% bands over seeds)")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "kshot.png", dpi=90)
+        with atomic_write(out / "kshot.png") as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         plt.close(fig)
         made.append("kshot.png")
     # per-group bars
@@ -315,7 +309,8 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_title(f"{res['dataset']}: accuracy by {col} (unseen items, ± std over seeds)")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "groups.png", dpi=90)
+        with atomic_write(out / "groups.png") as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         plt.close(fig)
         made.append("groups.png")
     # per-person accuracy distributions, aggregated vs personalized
@@ -335,7 +330,8 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
             ax.set_ylabel("persons")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "per_person.png", dpi=90)
+        with atomic_write(out / "per_person.png") as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         plt.close(fig)
         made.append("per_person.png")
     return made
@@ -400,16 +396,16 @@ def write_report(res: dict[str, Any], out: str | os.PathLike, command: str | Non
     out.mkdir(parents=True, exist_ok=True)
     if command:
         res = {**res, "command": command}
-    _atomic_write(out / "results.json", json.dumps(res, indent=1, allow_nan=False))
+    write_text_atomic(out / "results.json", json.dumps(res, indent=1, allow_nan=False))
     md = markdown(res, command)
-    _atomic_write(out / "results.md", md)
+    write_text_atomic(out / "results.md", md)
     made = plots(res, out)
     html = (
         jinja2.Environment(autoescape=False)
         .from_string(HTML)
         .render(name=res["dataset"], body=_md_to_html(md), plots=made)
     )
-    _atomic_write(out / "index.html", html)
+    write_text_atomic(out / "index.html", html)
     files = {"json": out / "results.json", "md": out / "results.md", "html": out / "index.html"}
     files.update({p: out / p for p in made})
     return files

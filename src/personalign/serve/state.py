@@ -25,6 +25,7 @@ import pandas as pd
 from personalign.bounds.bounded import BoundedPolicy
 from personalign.bounds.monitors import LockInMonitor
 from personalign.data.files import to_jsonable
+from personalign.data.pairs import pointwise_pairs
 from personalign.errors import ConfigError
 
 PAIR_COLUMNS = ["user_id", "prompt", "chosen", "rejected", "tie", "weight"]
@@ -212,7 +213,8 @@ def judgment_pairs(
 ) -> pd.DataFrame:
     """The comparisons one stored judgment contributes, given the person's earlier ratings (``history``, per
     prompt, updated in place). A comparison is itself; a rating pairs with every earlier rating of the same prompt
-    that differs (the higher rated chosen; weight = the smaller weight), as PreferenceData.to_comparisons does."""
+    by the data layer's rule (:func:`personalign.data.pairs.pointwise_pairs`: another text, another value, the
+    higher rated chosen, weight = the smaller weight), as PreferenceData.to_comparisons does."""
     if row.kind == "comparison":
         return pd.DataFrame(
             [(person_id, row.prompt or "", row.chosen, row.rejected, bool(row.tie), float(row.weight))],
@@ -220,14 +222,26 @@ def judgment_pairs(
         )
     prompt = row.prompt or ""
     earlier = history.setdefault(prompt, [])
-    out = []
-    for text, rating, weight in earlier:
-        if text == row.response or rating == row.rating:
-            continue
-        hi, lo = (row.response, text) if row.rating > rating else (text, row.response)
-        out.append((person_id, prompt, hi, lo, False, float(min(weight, row.weight))))
+    pairs = pd.DataFrame(columns=PAIR_COLUMNS)
+    if earlier:
+        new = _rating_rows(person_id, prompt, [(row.response, float(row.rating), float(row.weight))])
+        pairs = pointwise_pairs(new, against=_rating_rows(person_id, prompt, earlier), columns=PAIR_COLUMNS)
     earlier.append((row.response, float(row.rating), float(row.weight)))
-    return pd.DataFrame(out, columns=PAIR_COLUMNS)
+    return pairs
+
+
+def _rating_rows(person_id: str, prompt: str, rows: list[tuple[str, float, float]]) -> dict[str, list]:
+    """(text, rating, weight) tuples of one person and prompt as pointwise columns (the text is the item)."""
+    text = [r[0] for r in rows]
+    n = len(rows)
+    return {
+        "user_id": [person_id] * n,
+        "prompt": [prompt] * n,
+        "response": text,
+        "item_id": text,
+        "rating": [r[1] for r in rows],
+        "weight": [r[2] for r in rows],
+    }
 
 
 def all_pairs(person_id: str, rows: Iterable[Any]) -> pd.DataFrame:

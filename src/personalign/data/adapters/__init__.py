@@ -1,11 +1,15 @@
-"""Adapters: public preference formats -> :class:`PreferenceData`, and a registry of format names.
+"""Adapters: public preference formats -> :class:`PreferenceData`, and the one table of format names.
 
-``get_adapter(name)`` returns ``reader(path, **options) -> PreferenceData``; ``register_adapter(name)`` adds one;
-``detect_format(path)`` guesses a format from file names, extensions and the first record or header.
+``FORMATS`` maps every name ``read_data`` and ``--format`` accept to its ``reader(path, **options) ->
+PreferenceData``: the generic tables of :mod:`personalign.data.tables` (``jsonl``, ``json``, ``csv``, ``tsv``,
+``parquet``: generic tables or personalign's canonical files; ``trl``: TRL prompt/chosen/rejected, person column by
+``user_col``; ``hf``: a ``save_to_disk`` folder) and the public formats, one module each (``popquorn``,
+``toxicity``, ``lewidi``, ``polis``, ``hh-rlhf``, ``summarize-feedback``, ``convabuse``, ``synthetic``).
+``get_adapter(name)`` looks a name up; ``register_adapter(name)`` adds a reader; ``detect_format(path)`` guesses a
+format from file names, extensions and the first record or header.
 
-Formats: ``jsonl``, ``json``, ``csv``, ``tsv``, ``parquet`` (generic tables or personalign's canonical files),
-``trl`` (TRL prompt/chosen/rejected, person column by ``user_col``), ``hf`` (a ``save_to_disk`` folder),
-``popquorn``, ``toxicity``, ``lewidi``, ``polis``, ``hh-rlhf``, ``summarize-feedback``.
+The adapter modules import only the primitives below them (:mod:`personalign.data.tables`, core, validate), never
+this package, so the table is built here in one place and nothing imports in a circle.
 """
 
 from __future__ import annotations
@@ -15,56 +19,57 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from personalign.data import io as _io
+from personalign.data.adapters import (
+    convabuse,
+    hh_rlhf,
+    lewidi,
+    polis,
+    popquorn,
+    summarize_feedback,
+    synthetic,
+    toxicity,
+)
 from personalign.data.core import PreferenceData
+from personalign.data.tables import GENERIC_READERS, format_from_name, open_text, read_hf_disk, read_trl
 from personalign.errors import ConfigError, DataError
 
 Reader = Callable[..., PreferenceData]
-_REGISTRY: dict[str, Reader] = {}
+
+FORMATS: dict[str, Reader] = {
+    **GENERIC_READERS,
+    "trl": read_trl,
+    "hf": read_hf_disk,
+    "popquorn": popquorn.read_popquorn,
+    "toxicity": toxicity.read_toxicity,
+    "lewidi": lewidi.read_lewidi,
+    "polis": polis.read_polis,
+    "hh-rlhf": hh_rlhf.read_hh_rlhf,
+    "summarize-feedback": summarize_feedback.read_summarize_feedback,
+    "convabuse": convabuse.read_convabuse,
+    "synthetic": synthetic.read_synthetic,
+}
 
 
 def register_adapter(name: str) -> Callable[[Reader], Reader]:
     """Decorator: make ``reader`` available as ``--format name``."""
 
     def deco(fn: Reader) -> Reader:
-        _REGISTRY[name] = fn
+        FORMATS[name.strip().lower().replace("_", "-")] = fn
         return fn
 
     return deco
 
 
 def available_formats() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(FORMATS)
 
 
 def get_adapter(name: str) -> Reader:
     """The reader registered under ``name`` (``_`` and ``-`` are interchangeable)."""
     key = name.strip().lower().replace("_", "-")
-    if key not in _REGISTRY:
+    if key not in FORMATS:
         raise ConfigError(f"unknown format {name!r}; expected one of {', '.join(available_formats())}")
-    return _REGISTRY[key]
-
-
-for _name, _fn in (
-    ("jsonl", _io.read_jsonl),
-    ("json", _io.read_json),
-    ("csv", _io.read_csv),
-    ("parquet", _io.read_parquet),
-    ("trl", _io.read_trl),
-    ("hf", _io.read_hf_disk),
-):
-    register_adapter(_name)(_fn)
-register_adapter("tsv")(lambda path, **kw: _io.read_csv(path, sep="\t", **kw))
-
-# public formats register themselves on import
-from personalign.data.adapters import (  # noqa: E402
-    hh_rlhf,
-    lewidi,
-    polis,
-    popquorn,
-    summarize_feedback,
-    toxicity,
-)
+    return FORMATS[key]
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -74,7 +79,7 @@ def _csv_header(path: Path) -> list[str]:
 
 def _first_record(path: Path) -> dict | None:
     try:
-        with _io.open_text(path) as fh:
+        with open_text(path) as fh:
             for raw in fh:
                 if raw.strip():
                     rec = json.loads(raw)
@@ -84,52 +89,70 @@ def _first_record(path: Path) -> dict | None:
     return None
 
 
+def _detect_folder(path: Path) -> str:
+    names = {p.name for p in path.iterdir()}
+    if "participants-votes.csv" in names or any(
+        (p / "participants-votes.csv").exists() for p in path.iterdir() if p.is_dir()
+    ):
+        return "polis"
+    if "pilot_annotations.csv" in names:
+        return "toxicity"
+    if convabuse.FULL_FILE in names:
+        return "convabuse"
+    if synthetic.is_population_folder(path):
+        return "synthetic"
+    if any(n.endswith("_annotators_meta.json") for n in names) or any(
+        p.is_dir() and any(p.glob("*_annotators_meta.json")) for p in path.iterdir()
+    ):
+        return "lewidi"  # a folder of LeWiDi datasets: the adapter asks which one
+    if "dataset_info.json" in names or "dataset_dict.json" in names or "state.json" in names:
+        return "hf"
+    raise DataError(
+        "cannot tell the format of this folder",
+        file=str(path),
+        expected="a Polis conversation, the toxicity study, ConvAbuse, a LeWiDi dataset, a synthetic population "
+        "(personalign data synth) or a saved datasets folder (or name one with --format)",
+    )
+
+
+def _detect_csv(path: Path) -> str:
+    header = set(_csv_header(path))
+    if {"instance_id", "user_id", "text", "offensiveness"} <= header:
+        return "popquorn"
+    if {"workerId", "comment", "answer"} <= header:
+        return "toxicity"
+    if convabuse.is_convabuse_header(header):
+        return "convabuse"
+    return "csv"
+
+
+def _detect_jsonl(path: Path) -> str:
+    rec = _first_record(path) or {}
+    if "summaries" in rec and "choice" in rec:
+        return "summarize-feedback"
+    if {"chosen", "rejected"} <= set(rec) and "prompt" not in rec and "kind" not in rec:
+        c = rec.get("chosen")
+        if isinstance(c, str) and c.lstrip().startswith("Human:"):
+            return "hh-rlhf"
+        return "trl"
+    return "jsonl"
+
+
 def detect_format(path: str | Path) -> str:
     """Guess the format of a file or folder (raises DataError when nothing fits)."""
     path = Path(path)
     if path.is_dir():
-        names = {p.name for p in path.iterdir()}
-        if "participants-votes.csv" in names or any(
-            (p / "participants-votes.csv").exists() for p in path.iterdir() if p.is_dir()
-        ):
-            return "polis"
-        if "pilot_annotations.csv" in names:
-            return "toxicity"
-        if any(n.endswith("_annotators_meta.json") for n in names) or any(
-            p.is_dir() and any(p.glob("*_annotators_meta.json")) for p in path.iterdir()
-        ):
-            return "lewidi"  # a folder of LeWiDi datasets: the adapter asks which one
-        if "dataset_info.json" in names or "dataset_dict.json" in names or "state.json" in names:
-            return "hf"
-        raise DataError(
-            "cannot tell the format of this folder",
-            file=str(path),
-            expected="a Polis conversation, the toxicity study, a LeWiDi dataset or a saved "
-            "datasets folder (or name one with --format)",
-        )
+        return _detect_folder(path)
     name = path.name.lower()
     if name == "participants-votes.csv":
         return "polis"
     if name == "pilot_annotations.csv":
         return "toxicity"
-    fmt = _io._format_from_name(path)
+    fmt = format_from_name(path)
     if fmt == "csv":
-        header = set(_csv_header(path))
-        if {"instance_id", "user_id", "text", "offensiveness"} <= header:
-            return "popquorn"
-        if {"workerId", "comment", "answer"} <= header:
-            return "toxicity"
-        return "csv"
+        return _detect_csv(path)
     if fmt == "jsonl":
-        rec = _first_record(path) or {}
-        if "summaries" in rec and "choice" in rec:
-            return "summarize-feedback"
-        if {"chosen", "rejected"} <= set(rec) and "prompt" not in rec and "kind" not in rec:
-            c = rec.get("chosen")
-            if isinstance(c, str) and c.lstrip().startswith("Human:"):
-                return "hh-rlhf"
-            return "trl"
-        return "jsonl"
+        return _detect_jsonl(path)
     if fmt == "json":
         if (
             name.endswith("_annotators_meta.json")
@@ -147,7 +170,9 @@ def detect_format(path: str | Path) -> str:
 
 
 __all__ = [
+    "FORMATS",
     "available_formats",
+    "convabuse",
     "detect_format",
     "get_adapter",
     "hh_rlhf",
@@ -156,5 +181,6 @@ __all__ = [
     "popquorn",
     "register_adapter",
     "summarize_feedback",
+    "synthetic",
     "toxicity",
 ]

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import POPULATION_USER, PreferenceData
-from personalign.data.io import read_jsonl_records
+from personalign.data.tables import read_jsonl_records
 from personalign.errors import DataError
 
 ASSISTANT = "\n\nAssistant:"
@@ -30,7 +29,6 @@ def split_dialogues(chosen: str, rejected: str) -> tuple[str, str, str]:
     return chosen[:cut], chosen[cut:].strip(), rejected[cut:].strip()
 
 
-@register_adapter("hh-rlhf")
 def read_hh_rlhf(path: str | Path, *, name: str | None = None) -> PreferenceData:
     """Read an HH-RLHF ``.jsonl`` / ``.jsonl.gz`` file as population-level comparisons."""
     path = Path(path)

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData
 from personalign.errors import DataError
 
@@ -88,7 +87,50 @@ def _scale_from(item: dict[str, Any]) -> list[float]:
     return out
 
 
-@register_adapter("lewidi")
+def _item(ds: str, f: Path, key: str, it: Any) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """One item of a label file: its items-table record and its (annotator, label) pairs."""
+    where = f"item {key}"
+    if not isinstance(it, dict) or not isinstance(it.get("text"), dict) or not it["text"]:
+        raise DataError(
+            f"{where}: no text fields",
+            file=str(f),
+            field="text",
+            expected="an object of text fields (e.g. post, reply)",
+        )
+    anns = it.get("annotations")
+    if not isinstance(anns, dict):
+        raise DataError(
+            f"{where}: got {type(anns).__name__}",
+            file=str(f),
+            field="annotations",
+            expected="an object annotator -> label",
+        )
+    texts = [("" if v is None else str(v)) for v in it["text"].values()]
+    rec = {
+        "item_id": f"{ds}:{key}",
+        "prompt": "\n\n".join(texts[:-1]),
+        "text": texts[-1],
+        "source_id": str(key),
+        "split": it.get("split", f.stem[len(ds) + 1 :]),
+        "lang": it.get("lang"),
+        "task": it.get("annotation task"),
+    }
+    for k, v in (it.get("other_info") or {}).items():
+        rec[_snake(str(k))] = v if isinstance(v, str | int | float | bool) or v is None else json.dumps(v)
+    labels = []
+    for a, lab in anns.items():
+        try:
+            labels.append((a, float(lab)))
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{where}: got {lab!r}",
+                file=str(f),
+                field=f"annotations.{a}",
+                expected="a numeric label",
+            ) from None
+    return rec, labels
+
+
 def read_lewidi(
     path: str | Path, *, splits: list[str] | None = None, name: str | None = None
 ) -> PreferenceData:
@@ -107,52 +149,12 @@ def read_lewidi(
         if not isinstance(obj, dict):
             raise DataError(f"got a JSON {type(obj).__name__}", file=str(f), expected="an object id -> item")
         for key, it in obj.items():
-            where = f"item {key}"
-            if not isinstance(it, dict) or not isinstance(it.get("text"), dict) or not it["text"]:
-                raise DataError(
-                    f"{where}: no text fields",
-                    file=str(f),
-                    field="text",
-                    expected="an object of text fields (e.g. post, reply)",
-                )
-            anns = it.get("annotations")
-            if not isinstance(anns, dict):
-                raise DataError(
-                    f"{where}: got {type(anns).__name__}",
-                    file=str(f),
-                    field="annotations",
-                    expected="an object annotator -> label",
-                )
-            texts = [("" if v is None else str(v)) for v in it["text"].values()]
-            iid = f"{ds}:{key}"
-            prompt = "\n\n".join(texts[:-1])
-            rec = {
-                "item_id": iid,
-                "prompt": prompt,
-                "text": texts[-1],
-                "source_id": str(key),
-                "split": it.get("split", f.stem[len(ds) + 1 :]),
-                "lang": it.get("lang"),
-                "task": it.get("annotation task"),
-            }
-            for k, v in (it.get("other_info") or {}).items():
-                rec[_snake(str(k))] = (
-                    v if isinstance(v, str | int | float | bool) or v is None else json.dumps(v)
-                )
+            rec, labels = _item(ds, f, key, it)
             item_rows.append(rec)
             scale_pts.extend(_scale_from(it))
-            for a, lab in anns.items():
-                try:
-                    val = float(lab)
-                except (TypeError, ValueError):
-                    raise DataError(
-                        f"{where}: got {lab!r}",
-                        file=str(f),
-                        field=f"annotations.{a}",
-                        expected="a numeric label",
-                    ) from None
+            for a, val in labels:
                 rows_u.append(_ann_key(a))
-                rows_i.append(iid)
+                rows_i.append(rec["item_id"])
                 rows_r.append(val)
     items = pd.DataFrame(item_rows)
     if items["item_id"].duplicated().any():

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData, concat
-from personalign.data.io import read_csv_frame, require_columns
+from personalign.data.tables import read_csv_frame, require_columns
 from personalign.data.validate import csv_line_locator, show_value
 from personalign.errors import DataError
 
@@ -37,12 +36,9 @@ def _summary(folder: Path) -> dict[str, str]:
         return {r[0]: r[1] for r in csv.reader(fh) if len(r) >= 2}
 
 
-def read_polis_conversation(folder: Path, name: str | None = None) -> PreferenceData:
-    conv = folder.name
-    pv_path = folder / "participants-votes.csv"
+def _vote_matrix(pv: pd.DataFrame, pv_path: Path) -> tuple[list, list, np.ndarray]:
+    """(comment columns, participant columns, votes as floats with NaN unseen), each cell and id checked."""
     src = str(pv_path)
-    pv = pd.read_csv(pv_path, low_memory=False)
-    require_columns(pv, FIXED[:2], source=src)
     # comment columns are integer ids; other columns describe the participant (newer exports add ``xid``)
     vote_cols = [c for c in pv.columns if c not in FIXED and str(c).strip().lstrip("-").isdigit()]
     side_cols = [c for c in pv.columns if c not in FIXED and c not in vote_cols and c != "participant"]
@@ -74,6 +70,16 @@ def read_polis_conversation(folder: Path, name: str | None = None) -> Preference
             expected="one row per participant",
             **csv_line_locator(pv_path)(r),
         )
+    return vote_cols, side_cols, m
+
+
+def read_polis_conversation(folder: Path, name: str | None = None) -> PreferenceData:
+    conv = folder.name
+    pv_path = folder / "participants-votes.csv"
+    src = str(pv_path)
+    pv = pd.read_csv(pv_path, low_memory=False)
+    require_columns(pv, FIXED[:2], source=src)
+    vote_cols, side_cols, m = _vote_matrix(pv, pv_path)
 
     com_path = folder / "comments.csv"
     topic = _summary(folder).get("topic", conv)
@@ -143,7 +149,6 @@ def read_polis_conversation(folder: Path, name: str | None = None) -> Preference
     )
 
 
-@register_adapter("polis")
 def read_polis(path: str | Path, *, name: str | None = None) -> PreferenceData:
     """Read one conversation (its folder or its ``participants-votes.csv``) or a folder of conversations."""
     path = Path(path)

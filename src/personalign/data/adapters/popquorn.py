@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData
-from personalign.data.io import read_csv_frame, require_columns
+from personalign.data.tables import read_csv_frame, require_columns
 from personalign.data.validate import csv_line_locator, show_value, to_numeric
 from personalign.errors import DataError
 
@@ -22,7 +21,6 @@ DEMOGRAPHICS = ["gender", "race", "age", "occupation", "education"]
 SCALE = (1.0, 5.0)
 
 
-@register_adapter("popquorn")
 def read_popquorn(
     path: str | Path, *, rating_col: str = "offensiveness", name: str | None = None
 ) -> PreferenceData:

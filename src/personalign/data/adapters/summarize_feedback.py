@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData
-from personalign.data.io import read_jsonl_records
+from personalign.data.tables import read_jsonl_records
 from personalign.errors import DataError
 
 
@@ -36,7 +35,6 @@ def render_prompt(info: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-@register_adapter("summarize-feedback")
 def read_summarize_feedback(path: str | Path, *, name: str | None = None) -> PreferenceData:
     """Read a comparisons file (``.json``/``.jsonl``, one JSON object a line, optionally gzipped)."""
     path = Path(path)

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalign.data.adapters import register_adapter
 from personalign.data.core import PreferenceData
-from personalign.data.io import read_csv_frame, require_columns
+from personalign.data.tables import read_csv_frame, require_columns
 from personalign.data.validate import csv_line_locator, show_value, to_numeric
 from personalign.errors import DataError
 
@@ -25,7 +24,6 @@ DEMOGRAPHICS = ["race", "age", "gender", "politic"]
 SCALE = (0.0, 1.0)
 
 
-@register_adapter("toxicity")
 def read_toxicity(path: str | Path, *, name: str | None = None) -> PreferenceData:
     """Read the study from its folder or from ``pilot_annotations.csv`` (``comments.csv`` beside it)."""
     path = Path(path)
