@@ -132,7 +132,7 @@ class BoundedPolicy:
     mapping, another BoundedPolicy (its policy and scorers are reused), or None: the personal reward alone,
     nothing blocked, the same return types. ``scorers`` overrides/adds scorers by constraint name; ``items`` (a
     DataFrame with a ``text`` column) binds attribute scorers; ``agreement`` gives population agreement per
-    response (consensus bounds). Persons are user ids, :class:`Posterior` objects or raw weight vectors
+    response (consensus bounds). Persons are user ids, :class:`~personalign.models.Posterior` objects or raw weight vectors
     (adversarial ones included).
     """
 
