@@ -78,6 +78,8 @@ class Ranking:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ranking as JSON-safe data: the choice, whether it refused or fell back, and every candidate
+        best first with its rewards and violations."""
         return {
             "choice": self.choice,
             "refused": self.refused,

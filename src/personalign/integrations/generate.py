@@ -248,6 +248,7 @@ class BestOfN:
         return self.candidates[self.chosen] if self.chosen >= 0 else (self.fallback or "")
 
     def to_dict(self) -> dict[str, Any]:
+        """The decision as JSON-safe data: the person, prompt, choice and every candidate with its rewards."""
         head = {k: getattr(self, k) for k in ("user_id", "prompt", "chosen", "answer")}
         return {
             **head,
