@@ -50,7 +50,9 @@ def generate(
         raise ConfigError(f"-n must be >= 1, got {n}")
     _, reward = _load(model, policy)
     gen = LocalGenerator(max_new_tokens=max_new_tokens, seed=seed)
-    # on stderr, so that --json output stays one document; one bar: the model load, then each sample
+    # on stderr, so that --json output stays one document; a bar for the model load, then one for the samples
+    with progress_bar(err_console) as bar:
+        gen.load(progress=bar)
     with progress_bar(err_console) as bar:
         cands = gen.generate(prompt, n=n, progress=bar) + list(candidate)
     results = [best_of_n(reward, u, prompt, cands) for u in user]
