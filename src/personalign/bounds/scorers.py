@@ -194,6 +194,7 @@ class HarmlessnessHead:
         return self
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The linear harmlessness score of each (prompt, response) pair (higher: more harmless)."""
         if not hasattr(self, "coef_"):
             raise NotFittedError("HarmlessnessHead is not fitted")
         prompts, responses = _broadcast(prompts, responses)
@@ -221,6 +222,7 @@ class HarmlessnessHead:
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> HarmlessnessHead:
+        """A saved head (default: the one packaged in ``bounds/artifacts/harmlessness``)."""
         directory = Path(directory) if directory is not None else ARTIFACT_DIR / "harmlessness"
         cfg = _read_artifact(directory, "HarmlessnessHead")
         head = cls(**cfg["params"], featurizer=_featurizer(cfg["featurizer"]))
@@ -332,6 +334,9 @@ class ConsensusScorer:
         return np.concatenate([e, np.ones((len(e), 1))], axis=1)
 
     def fit(self, items: pd.DataFrame, progress: bool = False) -> ConsensusScorer:
+        """Fit the logistic head on consensus items (``label`` 1: nearly every rater judged it offensive), class
+        weights balanced; ``threshold_`` at Youden's point on the training share, accuracy and AUC on a stratified
+        held-out share (``test_size``)."""
         if self.encoder is None:
             from personalign.features import get_encoder
 
@@ -379,6 +384,7 @@ class ConsensusScorer:
         return self
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """P(consensus-offensive) of each response, from its text embedding."""
         if not hasattr(self, "coef_"):
             raise NotFittedError("ConsensusScorer is not fitted")
         _, responses = _broadcast(prompts, responses)
@@ -387,6 +393,7 @@ class ConsensusScorer:
         return 1 / (1 + np.exp(-(self._x(responses) @ self.coef_)))
 
     def save(self, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write ``head.json`` (weights, threshold, encoder config, metrics) into ``directory``."""
         directory = Path(directory)
         cfg = getattr(self.encoder, "config", None)
         _atomic_json(
@@ -406,6 +413,7 @@ class ConsensusScorer:
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> ConsensusScorer:
+        """A saved scorer (default: the one packaged in ``bounds/artifacts/consensus``)."""
         from personalign.features import encoder_from_config
 
         directory = Path(directory) if directory is not None else ARTIFACT_DIR / "consensus"
@@ -431,6 +439,7 @@ class RegexScorer:
         self.threshold_ = 0.5  # "no pattern matches" is the natural cut for direction max
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """How many of the patterns match each response (or prompt and response, with ``on``); 0 = none."""
         prompts, responses = _broadcast(prompts, responses)
         texts = (
             responses
@@ -454,6 +463,7 @@ class CallableScorer:
         self.name = name or getattr(fn, "__name__", "callable")
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The wrapped function's scores, one float per response."""
         prompts, responses = _broadcast(prompts, responses)
         out = np.asarray(self.fn(prompts, responses), dtype=np.float64).reshape(-1)
         if len(out) != len(responses):
@@ -473,6 +483,8 @@ class AttributeScorer:
             self.bind(table)
 
     def bind(self, table: pd.DataFrame | Mapping[str, float]) -> AttributeScorer:
+        """Add the values to look up: an items table (its ``column`` by ``text``) or a mapping text -> value;
+        returns self."""
         if isinstance(table, pd.DataFrame):
             if self.column not in table.columns:
                 raise DataError(f"items table has no column {self.column!r}", field=self.column)
@@ -485,6 +497,8 @@ class AttributeScorer:
         return self
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The bound value of each response's text; NaN for a text the table does not hold (which fails the
+        constraint)."""
         _, responses = _broadcast(prompts, responses)
         return np.array([self._map.get(r, np.nan) for r in responses], dtype=np.float64)
 

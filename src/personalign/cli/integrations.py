@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli import app
-from personalign.cli._common import console, encoder_option
+from personalign.cli._common import console, encoder_option, err_console
 from personalign.errors import ConfigError
 
 POLICY_HELP = (
@@ -44,13 +44,17 @@ def generate(
     from rich.table import Table
 
     from personalign.integrations.generate import LocalGenerator, best_of_n
+    from personalign.render import progress_bar
 
     if n < 1:
         raise ConfigError(f"-n must be >= 1, got {n}")
     _, reward = _load(model, policy)
     gen = LocalGenerator(max_new_tokens=max_new_tokens, seed=seed)
-    with console.status(f"sampling {n} answers with SmolLM2-135M-Instruct ..."):
-        cands = gen.generate(prompt, n=n) + list(candidate)
+    # on stderr, so that --json output stays one document; a bar for the model load, then one for the samples
+    with progress_bar(err_console) as bar:
+        gen.load(progress=bar)
+    with progress_bar(err_console) as bar:
+        cands = gen.generate(prompt, n=n, progress=bar) + list(candidate)
     results = [best_of_n(reward, u, prompt, cands) for u in user]
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=1))

@@ -176,6 +176,7 @@ class PreferenceData:
         return [c for c in self.users.columns if c != "user_id" and c not in hidden]
 
     def counts(self) -> dict[str, int]:
+        """The number of rows of each judgment table, by kind."""
         return {k: len(getattr(self, k)) for k in KINDS}
 
     def __len__(self) -> int:
@@ -305,6 +306,7 @@ class PreferenceData:
 
     # --------------------------------------------------------------- summary
     def judgments_per_user(self) -> pd.Series:
+        """How many judgments each person made (all kinds together, population rows left out), most first."""
         counts = pd.concat(
             [getattr(self, k)["user_id"] for k in KINDS if len(getattr(self, k))], ignore_index=True
         )

@@ -3,7 +3,7 @@
 ``read_data(path, format=None)`` reads any format of :func:`personalign.data.adapters.available_formats` (one table
 of formats: the generic ones of :mod:`personalign.data.tables` and the public ones of the adapters);
 ``format=None`` detects it from the file or folder. A spec such as ``synthetic:persons=500,alpha=0.1,seed=0``
-generates a synthetic population in memory (:func:`personalign.data.synthetic.population_from_spec`).
+generates a synthetic population in memory (:func:`personalign.data.adapters.synthetic.population_from_spec`).
 ``write_data(data, path)`` writes by extension. The readers and writers of generic tables are importable from
 here as well (see :mod:`personalign.data.tables`).
 

@@ -11,6 +11,7 @@ import hashlib
 import pandas as pd
 
 POPULATION_USER = "__population__"
+"""The user id of judgments that belong to nobody in particular (population-level data such as HH-RLHF)."""
 
 COMPARISON_COLUMNS = [
     "user_id",
@@ -28,6 +29,7 @@ RANKING_COLUMNS = ["user_id", "prompt", "responses", "weight", "timestamp"]
 VOTE_COLUMNS = ["user_id", "prompt", "response", "item_id", "vote", "weight", "timestamp"]
 ITEM_COLUMNS = ["item_id", "prompt", "text"]
 KINDS = ("comparisons", "ratings", "rankings", "votes")
+"""The four kinds of judgment, one table each."""
 # one row per rating or vote; ``kind`` says which, ``rating`` holds the value (a vote as -1 / 0 / +1)
 POINTWISE_COLUMNS = [*RATING_COLUMNS, "kind"]
 VOTE_SCALE = (-1.0, 1.0)  # disagree, pass, agree: votes are ratings on this 3-point scale

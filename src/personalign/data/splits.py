@@ -28,6 +28,7 @@ class Split:
     seed: int
 
     def cells(self) -> dict[str, PreferenceData]:
+        """The training data and the three held-out cells, by name."""
         return {
             "train": self.train,
             "seen_users_unseen_items": self.seen_users_unseen_items,

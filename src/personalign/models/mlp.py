@@ -3,7 +3,7 @@
 Model: ``[s(phi), g(phi)] = [mu, B]^T phi + W_2 act(W_1 phi + b_1)`` (a linear path plus a one-hidden-layer
 residual), ``r_u = s(phi) + g(phi)^T w_u``, ``w_u ~ N(m, Sigma)``; trained like :class:`LowRankBT` (MAP by
 L-BFGS, early stopping, then empirical Bayes for the prior). The personal part stays linear in ``w_u``, so
-``adapt``/``update``/``suggest_query`` keep their K-dimensional Laplace algebra; only :meth:`project` changes.
+``adapt``/``update``/``suggest_query`` keep their K-dimensional Laplace algebra; only :meth:`MLPLowRankBT.project` changes.
 The linear path is stored as ``mu_``/``B_`` (so code that reads them sees the linear part of the model) and the
 residual MLP's weights beside them. ``l2_mlp`` is the weight decay of the residual (large = the linear model).
 """

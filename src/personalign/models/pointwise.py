@@ -376,6 +376,7 @@ class OrdinalLowRank(PersonalModel):
         return self._proba_arrays(self._features(t), self._params_for(users))
 
     def expected_rating(self, table: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
+        """The expected level of each row under its person's predicted distribution."""
         return self.predict_proba(table, strict=strict) @ np.asarray(self.levels_)
 
     def predict(self, table: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
@@ -494,6 +495,7 @@ class CrowdOffsetReference:
         self.shrink = shrink
 
     def fit(self, data: PreferenceData | pd.DataFrame) -> CrowdOffsetReference:
+        """Learn each item's crowd sums and each person's shrunken mean offset from the crowd."""
         t = pointwise_table(data)
         t["key"] = item_keys(t["prompt"], t["response"])
         y = t["rating"].astype(float)
@@ -514,6 +516,8 @@ class CrowdOffsetReference:
         return np.where(c > 0, s / np.maximum(c, 1), self.mean_)
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
+        """The leave-one-out crowd mean of each row's item plus the person's offset, clipped to the observed
+        range."""
         t = pointwise_table(table.assign(rating=0.0) if "rating" not in table.columns else table)
         keys = item_keys(t["prompt"], t["response"])
         users = t["user_id"].to_numpy()
@@ -521,6 +525,7 @@ class CrowdOffsetReference:
         return np.clip(pred, self.lo_, self.hi_)
 
     def mae(self, table: pd.DataFrame, by_person: bool = False) -> float | pd.Series:
+        """Mean absolute error of :meth:`predict` (per person with ``by_person``)."""
         t = pointwise_table(table)
         err = np.abs(self.predict(t) - t["rating"].astype(float).to_numpy())
         return pd.Series(err).groupby(t["user_id"].to_numpy()).mean() if by_person else float(err.mean())

@@ -40,10 +40,12 @@ class Posterior:
         return 4 * (k + k * (k + 1) // 2) + 4
 
     def to_dict(self) -> dict[str, Any]:
+        """Mean, covariance and count as JSON-safe lists."""
         return {"mean": self.mean.tolist(), "cov": self.cov.tolist(), "n": self.n}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Posterior:
+        """The posterior :meth:`to_dict` wrote."""
         return cls(np.asarray(d["mean"], float), np.asarray(d["cov"], float), int(d.get("n", 0)))
 
     def entropy(self) -> float:

@@ -27,6 +27,7 @@ class PreferenceSamples(PreferenceData):
 
     @classmethod
     def of(cls, data: PreferenceData) -> PreferenceSamples:
+        """The same data, indexable by judgment (for scikit-learn's model selection)."""
         return cls(**{f.name: getattr(data, f.name) for f in dataclasses.fields(data)})
 
     @property
@@ -62,11 +63,13 @@ class JudgmentKFold:
         self.random_state = random_state
 
     def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        """The number of folds."""
         return self.n_splits
 
     def split(
         self, X: PreferenceSamples, y: Any = None, groups: Any = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(train, test) judgment positions for each fold; every person's judgments are dealt over the folds."""
         users = pd.Series(X.sample_users())
         rng = np.random.default_rng(self.random_state)
         order = pd.Series(rng.random(len(users))).groupby(users).rank(method="first").to_numpy()

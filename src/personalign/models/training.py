@@ -113,6 +113,7 @@ class TrainingConfig:
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
         return tuple(f.name for f in dataclasses.fields(cls))
 
 
