@@ -45,7 +45,7 @@ def test_shorten_cuts_at_a_word_and_marks_the_cut():
 def test_verdict_word_follows_the_interval():
     assert verdict_word(0.01, 0.05) == "helps"
     assert verdict_word(-0.05, -0.01) == "hurts"
-    assert verdict_word(-0.01, 0.02) == "does not help"
+    assert verdict_word(-0.01, 0.02) == "does not clearly help"
 
 
 def test_kshot_axis_ticks_are_the_k_values():
@@ -250,7 +250,10 @@ def test_majority_graph_has_a_legend_and_item_text_labels(tmp_path):
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.texts if ". " in t.get_text()]
     assert labels and all("Statement" in t for t in labels)
-    assert [t.get_text() for t in ax.get_legend().get_texts()][0].startswith("item on the majority cycle")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "top item of the aggregated reward" in legend
+    has_cycle = bool(res["social_choice"]["main"]["_cycle_idx"])
+    assert ("item on the majority cycle drawn" in legend) == has_cycle
     rp.pyplot().close(fig)
 
 
@@ -302,3 +305,10 @@ def test_bounds_check_report_has_a_verdict_an_interval_and_a_glossary(tmp_path):
     before = (tmp_path / "report.json").read_bytes()
     files = rerender_check(tmp_path)
     assert set(files) == {"md", "html"} and (tmp_path / "report.json").read_bytes() == before
+
+
+def test_texts_a_plot_font_cannot_draw_are_detected(monkeypatch):
+    monkeypatch.setattr(rp, "installed_fallbacks", lambda: ())
+    assert rp.drawable("Uber should be legal") and not rp.drawable("優步應該合法")
+    monkeypatch.setattr(rp, "installed_fallbacks", lambda: ("Noto Sans CJK TC",))
+    assert rp.drawable("優步應該合法")

@@ -355,7 +355,10 @@ def divergence_figure(res: dict[str, Any]) -> Any:
         g = res["groups"][c]
         m = np.array(g["jsd_between"], float)
         im = ax.imshow(m, cmap="viridis", vmin=0)
-        names = [_node_label(s, s, 22, lines=1) for s in g["names"]]
+        names = [
+            _node_label(s, s, 22, lines=1) if rp.drawable(s) else f"group {i + 1}"
+            for i, s in enumerate(g["names"])
+        ]
         ax.set_xticks(range(len(names)), names, rotation=55, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.grid(False)
@@ -408,7 +411,9 @@ def majority_graph_figure(res: dict[str, Any], item_text: dict[str, str]) -> Any
         cx, cy = xy[p]
         ha = "left" if cx > 0.2 else "right" if cx < -0.2 else "center"
         va = "bottom" if cy > 0.2 else "top" if cy < -0.2 else "center"
-        text = f"{p + 1}. " + _node_label(item_text.get(sc["items"][a], ""), sc["items"][a], 24)
+        full = item_text.get(sc["items"][a], "")
+        # without a font for its script, the item's id stands in for its text
+        text = f"{p + 1}. " + _node_label(full if rp.drawable(full) else "", sc["items"][a], 24)
         ax.text(*(xy[p] * 1.12), text, ha=ha, va=va, fontsize=8.5, linespacing=1.15)
     ax.set_xlim(-2.0, 2.0)
     ax.set_ylim(-1.4, 1.4)
@@ -416,13 +421,20 @@ def majority_graph_figure(res: dict[str, Any], item_text: dict[str, str]) -> Any
     ax.axis("off")
     ax.set_title(f"Majority graph: {k} of the {sc['n_items']} items of the social-choice profile", loc="left")
     handles = [
-        Line2D([], [], marker="o", ls="", color="crimson", ms=10, label="item on the majority cycle drawn"),
         Line2D(
             [], [], marker="o", ls="", color="steelblue", ms=10, label="top item of the aggregated reward"
         ),
-        Line2D([], [], color="crimson", lw=2.2, label="cycle edge: a majority prefers the arrow's head"),
-        Line2D([], [], color="0.6", lw=0.8, label="other majority preference (tail -> head)"),
+        Line2D([], [], color="0.6", lw=0.8, label="majority preference (tail -> head)"),
     ]
+    if cyc_idx:  # the cycle's entries only where one is drawn
+        handles[:0] = [
+            Line2D(
+                [], [], marker="o", ls="", color="crimson", ms=10, label="item on the majority cycle drawn"
+            ),
+            Line2D([], [], color="crimson", lw=2.2, label="cycle edge: a majority prefers the arrow's head"),
+        ]
+    else:
+        ax.text(0, -1.38, "no majority cycle among these items", ha="center", fontsize=9, color="0.35")
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.01), ncol=2, frameon=False)
     return fig
 

@@ -3,7 +3,9 @@ plotted, legends outside the data, a k-shot axis whose ticks are the k values, o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,33 @@ from personalign.data.files import atomic_write
 # one colour per model name across every plot of a report (tab10, in a fixed order)
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 MODEL_ORDER = ("lowrank", "bt", "group", "independent", "mixture", "majority", "choix", "crowd", "oracle")
+# fonts tried after DejaVu Sans for glyphs it lacks (item texts in Chinese, Japanese, Korean), when installed
+FALLBACK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Arial Unicode MS",
+)
+_WIDE = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+@lru_cache(maxsize=1)
+def installed_fallbacks() -> tuple[str, ...]:
+    """The :data:`FALLBACK_FONTS` matplotlib can find on this machine."""
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    return tuple(f for f in FALLBACK_FONTS if f in have)
+
+
+def drawable(text: str) -> bool:
+    """Whether the plot fonts can draw ``text`` (CJK characters need an installed fallback font)."""
+    return not _WIDE.search(text or "") or bool(installed_fallbacks())
 
 
 def pyplot() -> Any:
@@ -34,6 +63,8 @@ def pyplot() -> Any:
             "xtick.labelsize": 9,
             "ytick.labelsize": 9,
             "legend.fontsize": 9,
+            # a list of families: matplotlib takes a glyph missing from the first from the next
+            "font.family": ["DejaVu Sans", *installed_fallbacks()],
         }
     )
     return plt

@@ -77,7 +77,7 @@ def interval_text(
 
 
 def verdict_word(lo: float | None, hi: float | None, mean: float | None = None) -> str:
-    """'helps' (interval above 0), 'hurts' (below 0) or 'does not help' (it holds 0) for a difference."""
+    """'helps' (interval above 0), 'hurts' (below 0) or 'does not clearly help' (it holds 0) for a difference."""
     if lo is None or hi is None:
         if mean is None:
             return "cannot be judged"
@@ -86,7 +86,7 @@ def verdict_word(lo: float | None, hi: float | None, mean: float | None = None) 
         return "helps"
     if hi < 0:
         return "hurts"
-    return "does not help"
+    return "does not clearly help"
 
 
 def glossary_markdown(glossary: Mapping[str, str], title: str = "Glossary", level: int = 2) -> str:
