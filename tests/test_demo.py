@@ -12,7 +12,17 @@ from rich.console import Console
 import personalign
 from personalign import demo
 
-LIBRARY_LAYERS = ("data", "features", "models", "bounds", "audit", "evaluate", "serve", "integrations")
+LIBRARY_LAYERS = (
+    "data",
+    "features",
+    "models",
+    "bounds",
+    "audit",
+    "evaluate",
+    "serve",
+    "integrations",
+    "reports",
+)
 ABOVE_THE_LIBRARY = ("personalign.demo", "personalign.experiments", "personalign.render", "personalign.cli")
 TITLES = [
     "Synthetic pluralistic population",

@@ -125,12 +125,12 @@ def audit_table(res: dict[str, Any]) -> Table:
     ]
     if h.get("personalized_share_below_60") is not None:
         rows.append(("... with the personalized model", f(h["personalized_share_below_60"], True)))
-    rows.append(
-        (
-            "worst-fit group",
-            f"{h['worst_group']} ({f(h['worst_group_fit'], True)})" if h["worst_group"] else "n/a",
-        )
-    )
+    gap = (res.get("worst_group") or {}).get("gap_vs_rest")
+    worst = f"{h['worst_group']} ({f(h['worst_group_fit'], True)})" if h["worst_group"] else "n/a"
+    if gap:  # the difference to everyone else, with its bootstrap interval over persons
+        lo, hi = gap["ci95"]
+        worst += f"; {100 * gap['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] points vs the rest"
+    rows.append(("worst-fit group", worst))
     if h.get("structure_verdict"):
         rows.append(
             (

@@ -199,3 +199,62 @@ def worst_group(groups: dict[str, Any]) -> dict[str, Any] | None:
                     "share_below_60": rec.get("aggregate_fit_share_below_60"),
                 }
     return best
+
+
+def fit_gap_interval(
+    acc: np.ndarray,
+    n: np.ndarray,
+    member: np.ndarray,
+    *,
+    min_pairs: int = 5,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any] | None:
+    """Mean per-person fit of a group minus that of everyone else, with a percentile bootstrap interval over
+    persons (resampled within the group and within the rest); None when either side has fewer than 2 persons.
+
+    ``acc``/``n``: each person's accuracy and pair count; ``member``: who belongs to the group. Persons with fewer
+    than ``min_pairs`` pairs are left out, as in :func:`group_analysis`.
+    """
+    ok = (np.asarray(n) >= min_pairs) & ~np.isnan(acc)
+    member = np.asarray(member, bool)
+    a, b = np.asarray(acc, float)[ok & member], np.asarray(acc, float)[ok & ~member]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for s in range(0, n_boot, 250):  # in chunks: the index matrices stay small for large populations
+        k = min(250, n_boot - s)
+        boots[s : s + k] = a[rng.integers(0, len(a), (k, len(a)))].mean(1) - b[
+            rng.integers(0, len(b), (k, len(b)))
+        ].mean(1)
+    q = (1 - level) / 2
+    return {
+        "mean": float(a.mean() - b.mean()),
+        "ci95": [float(np.quantile(boots, q)), float(np.quantile(boots, 1 - q))],
+        "group_mean": float(a.mean()),
+        "rest_mean": float(b.mean()),
+        "persons": int(len(a)),
+        "rest_persons": int(len(b)),
+        "n_boot": n_boot,
+    }
+
+
+def attach_fit_gaps(
+    groups: dict[str, Any],
+    worst: dict[str, Any] | None,
+    labels: dict[str, np.ndarray],
+    acc: np.ndarray,
+    n: np.ndarray,
+    seed: int = 0,
+) -> None:
+    """Add each group's :func:`fit_gap_interval` (``aggregate_fit_gap_vs_rest``) to ``groups`` and the worst
+    group's (``gap_vs_rest``) to ``worst``, so every claimed difference in fit carries its interval."""
+    for col, res in groups.items():
+        for g, rec in res.get("groups", {}).items():
+            if col in labels and rec.get("aggregate_fit_mean") is not None:
+                rec["aggregate_fit_gap_vs_rest"] = fit_gap_interval(acc, n, labels[col] == g, seed=seed)
+    if worst is not None:
+        rec = groups.get(worst["column"], {}).get("groups", {}).get(worst["group"], {})
+        worst["gap_vs_rest"] = rec.get("aggregate_fit_gap_vs_rest")

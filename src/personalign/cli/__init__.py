@@ -22,7 +22,7 @@ def _register() -> None:
     from personalign.cli import data as _data  # noqa: F401
     from personalign.cli import demo as _demo  # noqa: F401
 
-    for name in ("models", "evaluate", "audit", "bounds", "serve", "integrations"):
+    for name in ("models", "evaluate", "audit", "bounds", "serve", "integrations", "report"):
         try:
             __import__(f"personalign.cli.{name}")
         except ModuleNotFoundError as exc:  # a capability not built yet

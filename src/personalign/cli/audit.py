@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -47,6 +49,7 @@ def audit(
             seed=seed,
             progress=lambda m: status.update(f"auditing: {m} ..."),
         )
-    write_audit(res, out)
+    # the command line as typed: printed in report.html so the folder can be reproduced
+    write_audit(res, out, command="personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console.print(audit_table(res))
     console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")

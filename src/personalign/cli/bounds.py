@@ -48,11 +48,10 @@ def check(
     max_persons: int = typer.Option(None, help="Check at most this many persons."),
 ) -> None:
     """Check a model against a policy on DATA: constraint pass rates, per-person violation rates without and with
-    the policy, trust-region distances. Writes OUT/report.json and OUT/report.md."""
+    the policy, trust-region distances. Writes OUT/report.json, OUT/report.md and OUT/report.html."""
     from personalign.bounds.bounded import BoundedPolicy
-    from personalign.bounds.check import check_markdown, check_report
+    from personalign.bounds.check import check_markdown, check_report, write_check
     from personalign.bounds.policy import load_policy
-    from personalign.data.files import dumps_json, write_text_atomic
     from personalign.data.io import read_data
     from personalign.models import load_model
 
@@ -62,10 +61,9 @@ def check(
     rep = check_report(bp, d, max_persons=max_persons)
     rep["command"] = _cmdline()
     md = check_markdown(rep)
-    write_text_atomic(out / "report.json", dumps_json(rep, indent=1))
-    write_text_atomic(out / "report.md", md)
-    console.print(md, markup=False, highlight=False)
-    console.print(f"written {out / 'report.json'} and {out / 'report.md'}")
+    write_check(rep, out)
+    console.print(md.split("\n## Glossary")[0], markup=False, highlight=False)  # the glossary: in the files
+    console.print(f"written {out / 'report.json'}, {out / 'report.md'} and {out / 'report.html'}")
 
 
 @bounds_app.command("train-scorers")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from personalign.audit import run_audit, write_audit
 from personalign.data.synthetic import generate_population
 from personalign.demo.context import DemoContext
+from personalign.demo.evaluate import synthetic_spec
 from personalign.render import audit_table
 
 
@@ -15,14 +17,17 @@ def audit_step(ctx: DemoContext) -> None:
     data = ctx.state.get("population")
     if data is None:
         data = generate_population(persons=300, seed=ctx.seed)
+    permutations = 19 if ctx.quick else 99
     res = run_audit(
         data,
-        n_permutations=19 if ctx.quick else 99,
+        n_permutations=permutations,
         seed=ctx.seed,
         progress=lambda m: ctx.console.print(f"[dim]  {m}[/]"),
     )
     out = Path(ctx.out) / "audit"
-    write_audit(res, out)
+    args = ["personalign", "audit", synthetic_spec(data.meta["config"]), "--permutations", str(permutations)]
+    args += ["--seed", str(ctx.seed), "--out", str(out)]
+    write_audit(res, out, command=" ".join(shlex.quote(a) for a in args))
     ctx.console.print(audit_table(res))
     ctx.console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")
     ctx.state["audit"] = res["headline"]

@@ -1,7 +1,9 @@
 """Results of an evaluation as files people read: results.json, results.md (tables), PNG plots, one HTML page.
 
 Every table carries the collapsed control (every person at the population prior mean) and the seed-paired
-personal gain (personalized - collapsed) with its 95% interval.
+personal gain (personalized - collapsed) with its 95% interval. The report opens with one verdict line per cell
+and the command that reproduces the folder, keeps its default tables short (the other columns in an expandable
+section) and ends with a glossary of every column. :func:`rerender` redraws a folder from its results.json.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from personalign.data.files import atomic_write, write_text_atomic
+from personalign.data.files import write_text_atomic
+from personalign.reports import glossary_markdown, markdown_to_html, md_table, render_page, verdict_word
+from personalign.reports import plots as rp
+from personalign.reports.text import counts_text
 
 CELL_TITLES = {
     "collaborative": "Seen persons, items others judged (collaborative cell)",
     "unseen_items": "Seen persons, unseen items",
+}
+CELL_SHORT = {
+    "collaborative": "Seen persons, items others judged",
+    "unseen_items": "Seen persons, unseen items",
+    "kshot": "New persons",
 }
 LABELS = {
     "majority": "per-item majority",
@@ -29,6 +39,51 @@ LABELS = {
     "lowrank": "low-rank BT",
     "mixture": "mixture BT",
     "oracle": "true reward (oracle)",
+}
+# the personalized model a verdict speaks for, in order of preference (the project's model first)
+VERDICT_MODELS = ("lowrank", "mixture", "independent", "group")
+PERSONAL_MODELS = ("lowrank", "mixture", "independent", "group")
+
+GLOSSARY = {
+    "per-person acc": "Mean over persons of the share of their test pairs the model orders as they did "
+    "(points; mean ± std over seeds). Chance is 50.",
+    "collapsed": "The same model with every person at the population prior mean: no personal part. "
+    "The control that isolates what personalization adds.",
+    "personal gain [95% CI]": "Personalized minus collapsed accuracy, paired by seed, in points, with its "
+    "95% interval over seeds; * marks an interval that excludes 0.",
+    "vs aggregated BT": "This model minus the aggregated Bradley-Terry reward (one reward for everybody), paired "
+    "by seed, with its 95% interval; * marks an interval that excludes 0.",
+    "worst 10% persons": "Mean accuracy of the tenth of persons the model serves worst.",
+    "worst group": "Accuracy of the demographic group the model serves worst (the group named is the one most "
+    "often worst over seeds).",
+    "group gap": "Best-served minus worst-served group accuracy.",
+    "contested": "Accuracy on contested pairs (people disagree about them).",
+    "consensus": "Accuracy on consensus pairs (nearly everybody agrees).",
+    "consensus tax": "Collapsed minus personalized accuracy on consensus pairs: above 0, the personal part costs "
+    "accuracy where people agree.",
+    "log-loss": "Mean negative log-likelihood of the person's choices (lower is better; 0.693 is a coin flip).",
+    "ECE": "Expected calibration error of P(chosen > rejected) (lower is better).",
+    "Brier": "Mean squared error of P(chosen > rejected) (lower is better; 0.25 is a coin flip).",
+    "pairs / persons": "Test pairs and persons in the cell (mean over seeds).",
+    "mode": "How the k judgments of a new person were picked: random, or active (each chosen by the model's "
+    "suggest_query).",
+    "k": "Judgments of a new person (not seen in training) used to adapt the model before testing on unseen "
+    "items.",
+    "gain at k": "Personal gain (adapted minus collapsed) at the largest k, with its 95% interval.",
+    "collaborative cell": "Seen persons, test pairs of items other people judged in training.",
+    "unseen items": "Seen persons, test pairs of items nobody judged in training: only the text informs.",
+    "aggregated BT": "One Bradley-Terry reward trained on everybody's pooled comparisons (what RLHF does).",
+    "low-rank BT": "Population reward plus a low-rank personal part, r_u = (mu + B w_u)^T phi, with a learned prior "
+    "over w_u.",
+    "group BT": "One Bradley-Terry reward per demographic group.",
+    "independent BT": "One Bradley-Terry reward per person, nothing shared.",
+    "mixture BT": "A mixture of a few latent reward types (EM).",
+    "per-item majority / choix item BT": "Item-level baselines: they know nothing about an unseen item and answer "
+    "1/2 there.",
+    "crowd LOO (oracle)": "Other people's judgments of the same test items (leave one out): an oracle bound.",
+    "true reward (oracle)": "Synthetic data only: each person's true reward.",
+    "mae": "Mean absolute error of a predicted rating (lower is better).",
+    "label_accuracy": "Share of exact label predictions (pointwise data).",
 }
 
 
@@ -50,7 +105,7 @@ def fmt_gain(iv: dict[str, Any] | None) -> str:
     """A paired difference in points with its interval, starred when the interval excludes 0."""
     if not iv or iv.get("mean") is None:
         return "-"
-    lo, hi = iv["ci95"]
+    lo, hi = (list(iv.get("ci95") or []) + [None, None])[:2]
     star = "*" if iv.get("significant") else ""
     if lo is None:
         return f"{100 * iv['mean']:+.1f}"
@@ -61,47 +116,88 @@ def label(m: str) -> str:
     return LABELS.get(m, m)
 
 
-def cell_table(res: dict[str, Any], cell: str) -> str:
-    rows = res["cells"].get(cell, {})
+def _worst_group_name(r: dict[str, Any]) -> str:
+    names = [n for n in r.get("worst_group_names", []) if n]
+    # the group most often worst over seeds; ties go to the first in name order (not to set order)
+    return min(sorted(set(names)), key=lambda n: -names.count(n)) if names else ""
+
+
+COMPACT_HEADER = (
+    "model",
+    "per-person acc",
+    "personal gain [95% CI]",
+    "vs aggregated BT",
+    "worst 10% persons",
+    "worst group",
+)
+FULL_HEADER = (
+    "model",
+    "per-person acc",
+    "collapsed",
+    "personal gain [95% CI]",
+    "vs aggregated BT",
+    "worst 10% persons",
+    "worst group",
+    "group gap",
+    "contested",
+    "consensus",
+    "consensus tax",
+    "log-loss",
+    "ECE",
+    "Brier",
+    "pairs / persons",
+)
+
+
+def _full_row(m: str, r: dict[str, Any]) -> list[str]:
+    wname = _worst_group_name(r)
+    n_pairs = int((r.get("n_pairs") or {}).get("mean") or 0)
+    n_persons = int((r.get("n_persons") or {}).get("mean") or 0)
+    return [
+        label(m),
+        fmt(r.get("accuracy")),
+        fmt(r.get("collapsed_accuracy")),
+        fmt_gain(r.get("personal_gain")),
+        fmt_gain(r.get("gain_vs_bt")),
+        fmt(r.get("worst_decile")),
+        f"{fmt(r.get('worst_group'))} {wname}".strip(),
+        fmt(r.get("group_gap")),
+        fmt(r.get("contested_accuracy")),
+        fmt(r.get("consensus_accuracy")),
+        fmt_gain(r.get("tax_consensus")),
+        fmt(r.get("log_loss"), 1, 3),
+        fmt(r.get("ece"), 1, 3),
+        fmt(r.get("brier"), 1, 3),
+        f"{n_pairs} / {n_persons}",
+    ]
+
+
+def cell_table(res: dict[str, Any], cell: str, columns: str = "full") -> str:
+    """One cell's models as a Markdown table: every column (``full``) or the six read first (``compact``)."""
+    rows = res.get("cells", {}).get(cell, {})
     if not rows:
         return "_no test pairs in this cell_\n"
-    head = (
-        "| model | per-person acc | collapsed | personal gain [95% CI] | vs aggregated BT | worst 10% persons "
-        "| worst group | group gap | contested | consensus | consensus tax | log-loss | ECE | Brier | pairs / persons |"
-    )
-    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
-    for m, r in rows.items():
-        names = [n for n in r.get("worst_group_names", []) if n]
-        # the group most often worst over seeds; ties go to the first in name order (not to set order)
-        wname = min(sorted(set(names)), key=lambda n: -names.count(n)) if names else ""
-        lines.append(
-            f"| {label(m)} | {fmt(r['accuracy'])} | {fmt(r['collapsed_accuracy'])} | {fmt_gain(r['personal_gain'])} "
-            f"| {fmt_gain(r.get('gain_vs_bt'))} | {fmt(r['worst_decile'])} | {fmt(r['worst_group'])} {wname} "
-            f"| {fmt(r['group_gap'])} | {fmt(r['contested_accuracy'])} | {fmt(r['consensus_accuracy'])} "
-            f"| {fmt_gain(r.get('tax_consensus'))} | {fmt(r['log_loss'], 1, 3)} | {fmt(r['ece'], 1, 3)} "
-            f"| {fmt(r['brier'], 1, 3)} | {int(r['n_pairs']['mean'] or 0)} / {int(r['n_persons']['mean'] or 0)} |"
-        )
-    return "\n".join(lines) + "\n"
+    full = [_full_row(m, r) for m, r in rows.items()]
+    if columns == "full":
+        return md_table(FULL_HEADER, full)
+    keep = [FULL_HEADER.index(h) for h in COMPACT_HEADER]
+    return md_table(COMPACT_HEADER, [[row[i] for i in keep] for row in full])
 
 
 def kshot_table(res: dict[str, Any]) -> str:
-    ks = sorted({int(k) for e in res["kshot"].values() for k in e.get("random", {})})
+    ks = sorted({int(k) for e in res.get("kshot", {}).values() for k in e.get("random", {})})
     if not ks:
         return "_no unseen persons with test pairs_\n"
-    head = "| model | mode | collapsed | " + " | ".join(f"k={k}" for k in ks) + f" | gain at k={ks[-1]} |"
-    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    header = ["model", "mode", "collapsed", *[f"k={k}" for k in ks], f"gain at k={ks[-1]}"]
+    rows = []
     for m, e in res["kshot"].items():
         for mode in ("random", "active"):
-            if mode not in e:
+            if mode not in e or not e[mode]:
                 continue
-            vals = [fmt(e[mode].get(str(k))) for k in ks]
             last = e[mode].get(str(max(int(k) for k in e[mode])), {})
-            lines.append(
-                f"| {label(m)} | {mode} | {fmt(e.get('collapsed'))} | "
-                + " | ".join(vals)
-                + f" | {fmt_gain(last.get('personal_gain'))} |"
-            )
-    return "\n".join(lines) + "\n"
+            vals = [fmt(e[mode].get(str(k))) for k in ks]
+            rows.append([label(m), mode, fmt(e.get("collapsed")), *vals, fmt_gain(last.get("personal_gain"))])
+    return md_table(header, rows)
 
 
 def pointwise_table(res: dict[str, Any]) -> str:
@@ -114,39 +210,35 @@ def pointwise_table(res: dict[str, Any]) -> str:
             for k in ("label_accuracy", "contested_label_accuracy", "consensus_label_accuracy", "mae")
             if any(k in v for p, v in preds.items() if p != "offset_gain")
         ]
-        head = f"| {cell}: predictor | " + " | ".join(keys) + " |"
-        lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
-        for p, v in preds.items():
-            if p == "offset_gain":
-                continue
-            lines.append(
-                f"| {p} | "
-                + " | ".join(fmt(v.get(k), 1 if k == "mae" else 100, 3 if k == "mae" else 1) for k in keys)
-                + " |"
-            )
+        rows = [
+            [p, *[fmt(v.get(k), 1 if k == "mae" else 100, 3 if k == "mae" else 1) for k in keys]]
+            for p, v in preds.items()
+            if p != "offset_gain"
+        ]
+        table = md_table([f"{CELL_SHORT.get(cell, cell)}: predictor", *keys], rows)
         g = preds.get("offset_gain")
         if g:
             ((k, iv),) = g.items()
             sc = 1 if k == "mae" else 100
-            lines.append(
-                f"\ncrowd + offset minus crowd ({k}, seed-paired): {iv['mean'] * sc:+.3g} "
-                f"[{(iv['ci95'][0] or 0) * sc:+.3g}, {(iv['ci95'][1] or 0) * sc:+.3g}]"
+            lo, hi = (list(iv.get("ci95") or []) + [None, None])[:2]
+            table += (
+                f"\nCrowd + personal offset minus crowd ({k}, seed-paired): {iv['mean'] * sc:+.3g} "
+                f"[{(lo or 0) * sc:+.3g}, {(hi or 0) * sc:+.3g}]\n"
             )
-        out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
+        out.append(table)
+    return "\n".join(out)
 
 
 def harmless_table(res: dict[str, Any]) -> str:
     h = res.get("harmless") or {}
     if not h:
         return ""
-    lines = [
-        "| model | hh-rlhf harmless acc (personal weights) | collapsed | tax (collapsed - personal) |",
-        "|---|---|---|---|",
+    header = ["model", "hh-rlhf harmless acc (personal weights)", "collapsed", "tax (collapsed - personal)"]
+    rows = [
+        [label(m), fmt(v.get("accuracy")), fmt(v.get("collapsed")), fmt_gain(v.get("tax"))]
+        for m, v in h.items()
     ]
-    for m, v in h.items():
-        lines.append(f"| {label(m)} | {fmt(v['accuracy'])} | {fmt(v['collapsed'])} | {fmt_gain(v['tax'])} |")
-    return "\n".join(lines) + "\n"
+    return md_table(header, rows)
 
 
 def comparison_rows(res: dict[str, Any], cell: str = "unseen_items") -> list[list[str]]:
@@ -166,246 +258,341 @@ def comparison_rows(res: dict[str, Any], cell: str = "unseen_items") -> list[lis
     return out
 
 
-def markdown(res: dict[str, Any], command: str | None = None) -> str:
-    cfg = res["config"]
-    s = res["summary"]
-    parts = [f"# Evaluation: {res['dataset']}\n"]
-    if command:
-        parts.append(f"Command:\n\n```\n{command}\n```\n")
-    parts.append(
-        f"{s.get('persons')} persons, {s.get('items')} items, judgments {s.get('judgments')}. Seeds {res['seeds']}; "
-        f"unseen persons {cfg['unseen_user_frac']:.0%}, unseen items {cfg['unseen_item_frac']:.0%}, collaborative "
-        f"hold-out {cfg['collab_frac']:.0%} of each person's items (its test pairs hold two held-out items); at most {cfg['max_train_pairs']} training and "
-        f"{cfg['max_test_pairs']} test pairs per person and cell"
-        + (f"; {cfg['max_persons']} persons sampled" if cfg.get("max_persons") else "")
-        + f". Encoder: {res['timing'].get('encoder')}"
-        + (
-            f", pair features {res['timing']['pair_mode']}"
-            if res["timing"].get("pair_mode") not in (None, "auto")
-            else ""
-        )
-        + f". Run time {res['timing']['total_s']:.0f} s "
-        f"(features {res['timing']['features_s']:.0f} s).\n"
-    )
-    parts.append(
-        "Numbers are per-person pairwise accuracy in points (mean ± std over seeds); the personal gain is "
-        "personalized - collapsed (every person at the population prior mean), paired by seed, with its "
-        "95% interval (* = excludes 0). Consensus tax = collapsed - personalized on consensus pairs "
-        "(> 0: the personal part costs accuracy where people agree). Item-level baselines (majority, choix) "
-        "know nothing about unseen items (they answer 1/2 there); crowd LOO is an oracle that sees other "
-        "people's judgments of the test items.\n"
-    )
-    chosen = res.get("chosen_hyperparameters", {})
-    if chosen.get("lowrank"):
-        vals = [c.get("l2_basis") for c in chosen["lowrank"] if c]
-        parts.append(
-            f"Low-rank's personal-basis penalty l2_basis was chosen per seed by log-loss on training items "
-            f"held out from the fit (grid {cfg.get('tune_l2_basis')}): {vals}.\n"
-        )
-    for cell in ("collaborative", "unseen_items"):
-        parts.append(f"## {CELL_TITLES[cell]}\n\n{cell_table(res, cell)}")
-    parts.append("## Unseen persons: k-shot adaptation, tested on unseen items\n\n" + kshot_table(res))
-    pw = pointwise_table(res)
-    if pw:
-        parts.append("## Pointwise labels / ratings: crowd references\n\n" + pw)
-    hm = harmless_table(res)
-    if hm:
-        parts.append("## Personalization tax on population-wide harmlessness pairs (hh-rlhf)\n\n" + hm)
-    parts.append("## Worst and best groups (unseen items)\n\n" + groups_table(res))
-    parts.append(
-        "Plots: `kshot.png`, `groups.png`, `per_person.png`; everything in `index.html`, numbers in "
-        "`results.json`.\n"
-    )
-    return "\n".join(parts)
-
-
 def groups_table(res: dict[str, Any], cell: str = "unseen_items") -> str:
     g = res.get("groups", {}).get(cell, {})
     if not g:
         return "_no demographic groups with enough persons_\n"
     models = list(g)
     cols = sorted({c for m in models for c in g[m]})
-    lines = [
-        "| column | group | " + " | ".join(label(m) for m in models) + " |",
-        "|" + "|".join(["---"] * (len(models) + 2)) + "|",
-    ]
+    rows = []
     for c in cols:
-        vals = sorted({v for m in models for v in g[m].get(c, {})})
-        for v in vals:
-            lines.append(f"| {c} | {v} | " + " | ".join(fmt(g[m].get(c, {}).get(v)) for m in models) + " |")
-    return "\n".join(lines) + "\n"
+        for v in sorted({v for m in models for v in g[m].get(c, {})}):
+            rows.append([c, v, *[fmt(g[m].get(c, {}).get(v)) for m in models]])
+    return md_table(["column", "group", *[label(m) for m in models]], rows)
+
+
+# ------------------------------------------------------------------------------------------- verdicts
+def _ci(iv: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    lo, hi = (list((iv or {}).get("ci95") or []) + [None, None])[:2]
+    return lo, hi
+
+
+def verdict_line(res: dict[str, Any], cell: str) -> str | None:
+    """'<cell>: personalization (<model>) helps / does not help / hurts here, by X [CI] points over its collapsed
+    control' for the first personalized model of :data:`VERDICT_MODELS` in ``cell`` ('kshot': new persons at the
+    largest k); None when the cell holds none."""
+    if cell == "kshot":
+        entries = res.get("kshot", {})
+        m = next((m for m in VERDICT_MODELS if entries.get(m, {}).get("random")), None)
+        if m is None:
+            return None
+        rnd = entries[m]["random"]
+        kmax = max(int(k) for k in rnd)
+        gain, vs_bt, where = rnd[str(kmax)].get("personal_gain"), None, f"{CELL_SHORT[cell]} after k={kmax}"
+    else:
+        rows = res.get("cells", {}).get(cell, {})
+        m = next((m for m in VERDICT_MODELS if m in rows), None)
+        if m is None:
+            return None
+        gain, vs_bt, where = rows[m].get("personal_gain"), rows[m].get("gain_vs_bt"), CELL_SHORT[cell]
+    if not gain or gain.get("mean") is None:
+        return f"**{where}**: no personal gain was measured for {label(m)}."
+    lo, hi = _ci(gain)
+    word = verdict_word(lo, hi, gain["mean"])
+    if lo is not None and max(abs(lo), abs(hi), abs(gain["mean"])) < 5e-4:
+        # a zero-width interval at 0: the personal part was shrunk away (e.g. by the tuned penalty)
+        word, joint = "adds nothing", " (its personal part is shrunk to zero):"
+    else:
+        joint = ", by" if word in ("helps", "hurts") else ":"
+    line = (
+        f"**{where}**: personalization ({label(m)}) **{word}** here{joint} {fmt_gain(gain)} points over its "
+    )
+    line += "collapsed control"
+    if vs_bt and vs_bt.get("mean") is not None and m != "bt":
+        line += f"; against one aggregated reward (aggregated BT) {fmt_gain(vs_bt)}"
+    return line + "."
+
+
+def verdict(res: dict[str, Any]) -> list[str]:
+    """One verdict line per cell (seen persons on judged items, on unseen items; new persons)."""
+    lines = [verdict_line(res, c) for c in ("collaborative", "unseen_items", "kshot")]
+    return [x for x in lines if x]
+
+
+# ------------------------------------------------------------------------------------------- markdown
+def _setup_paragraph(res: dict[str, Any]) -> str:
+    cfg, s, t = res.get("config", {}), res.get("summary", {}), res.get("timing", {})
+    jp = s.get("judgments_per_person") or {}
+    per = f" ({jp['min']}–{jp['max']} per person)" if jp.get("min") is not None else ""
+    demo = s.get("demographic_columns")
+    text = (
+        f"**Data.** {s.get('persons', '?'):,} persons, {s.get('items', '?'):,} items, "
+        f"{counts_text(s.get('judgments'))}{per}."
+        + (f" Demographic columns: {', '.join(demo)}." if demo else "")
+        + f" **Protocol.** {len(res.get('seeds', []))} seeds ({', '.join(map(str, res.get('seeds', [])))}). "
+        f"Held out: {cfg.get('unseen_user_frac', 0):.0%} of persons (new persons), "
+        f"{cfg.get('unseen_item_frac', 0):.0%} of items (unseen items) and {cfg.get('collab_frac', 0):.0%} of "
+        "each seen person's items (collaborative cell; a test pair holds two held-out items). At most "
+        f"{cfg.get('max_train_pairs')} training and {cfg.get('max_test_pairs')} test pairs per person and cell"
+        + (f"; {cfg['max_persons']:,} persons sampled" if cfg.get("max_persons") else "")
+        + f". Encoder: {t.get('encoder')}"
+        + (f", pair features {t['pair_mode']}" if t.get("pair_mode") not in (None, "auto") else "")
+    )
+    if t.get("total_s") is not None:
+        text += f". Run time {t['total_s']:.0f} s (features {t.get('features_s') or 0:.0f} s)"
+    return text + ".\n"
+
+
+HOW_TO_READ = (
+    "**How to read.** Numbers are per-person pairwise accuracy in points (mean ± std over seeds; chance is 50). "
+    "The personal gain is personalized minus collapsed (every person at the population prior mean), paired by "
+    "seed, with its 95% interval (* = excludes 0). Item-level baselines (majority, choix) know nothing about "
+    "unseen items (they answer 1/2 there); crowd LOO is an oracle that sees other people's judgments of the "
+    "test items. Hover a column name for its meaning; the glossary is at the end.\n"
+)
+
+
+def _details(summary: str, body: str) -> str:
+    # raw HTML that GitHub and markdown-it both render; blank lines keep the Markdown inside it parsed
+    return f"<details><summary>{summary}</summary>\n\n{body}\n</details>\n"
+
+
+def _figure(plots: list[str] | None, name: str, caption: str) -> str:
+    return f"![{caption}]({name})\n\n_{caption}_\n" if plots and name in plots else ""
+
+
+def markdown(res: dict[str, Any], command: str | None = None, plots: list[str] | None = None) -> str:
+    """results.md: verdicts, the command, the setup, compact tables (all columns folded), plots, glossary."""
+    command = command or res.get("command")
+    parts = [f"# Evaluation: {res.get('dataset', '')}\n"]
+    lines = verdict(res)
+    if lines:
+        parts.append("> **Verdict**\n>\n" + "\n".join(f"> - {x}" for x in lines) + "\n")
+    if command:
+        parts.append(f"Reproduce this folder:\n\n```\n{command}\n```\n")
+    else:
+        parts.append("_No command was recorded (written from the library, not the command line)._\n")
+    parts.append(_setup_paragraph(res))
+    parts.append(HOW_TO_READ)
+    chosen = res.get("chosen_hyperparameters", {})
+    if chosen.get("lowrank"):
+        vals = [c.get("l2_basis") for c in chosen["lowrank"] if c]
+        parts.append(
+            f"Low-rank's personal-basis penalty l2_basis was chosen per seed by log-loss on training items "
+            f"held out from the fit (grid {res.get('config', {}).get('tune_l2_basis')}): {vals}.\n"
+        )
+    for cell in ("collaborative", "unseen_items"):
+        parts.append(f"## {CELL_TITLES[cell]}\n\n{cell_table(res, cell, 'compact')}")
+        if res.get("cells", {}).get(cell):
+            parts.append(
+                _details(
+                    "All columns (collapsed control, group gap, contested and consensus pairs, calibration, sizes)",
+                    cell_table(res, cell, "full"),
+                )
+            )
+    parts.append(_figure(plots, "per_person.png", "How accuracy spreads over persons (first seed)"))
+    parts.append("## New persons: k-shot adaptation, tested on unseen items\n\n" + kshot_table(res))
+    parts.append(
+        _figure(plots, "kshot.png", "New persons: accuracy after k judgments (95% bands over seeds)")
+    )
+    pw = pointwise_table(res)
+    if pw:
+        parts.append("## Pointwise labels and ratings: crowd references\n\n" + pw)
+    hm = harmless_table(res)
+    if hm:
+        parts.append("## Personalization tax on population-wide harmlessness pairs (hh-rlhf)\n\n" + hm)
+    parts.append("## Groups (seen persons, unseen items)\n")
+    parts.append(_figure(plots, "groups.png", "Accuracy by demographic group (± std over seeds)"))
+    parts.append(_details("Every group and model", groups_table(res)))
+    parts.append(glossary_markdown(GLOSSARY))
+    parts.append("Numbers: `results.json`; this page: `results.md` and `index.html`.\n")
+    return "\n".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------------------- plots
-def plots(res: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
+def _bounds(points: dict[str, Any], ks: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def at(k: int, i: int | None) -> float:
+        p = points[str(k)]
+        v = p.get("mean") if i is None else _ci(p)[i]
+        return np.nan if v is None else 100 * v
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return tuple(np.array([at(k, i) for k in ks], float) for i in (None, 0, 1))  # type: ignore[return-value]
 
-    made = []
-    # k-shot curves with bands (95% interval over seeds)
-    if res["kshot"]:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for m, e in res["kshot"].items():
-            for mode, ls in (("random", "-"), ("active", "--")):
-                if mode not in e:
-                    continue
-                ks = sorted(int(k) for k in e[mode])
-                mu = np.array([e[mode][str(k)]["mean"] for k in ks], float)
-                lo = np.array(
-                    [
-                        e[mode][str(k)]["ci95"][0] if e[mode][str(k)]["ci95"][0] is not None else np.nan
-                        for k in ks
-                    ],
-                    float,
-                )
-                hi = np.array(
-                    [
-                        e[mode][str(k)]["ci95"][1] if e[mode][str(k)]["ci95"][1] is not None else np.nan
-                        for k in ks
-                    ],
-                    float,
-                )
-                xs = np.array(ks, float) + 0.5  # log axis with k = 0
-                (line,) = ax.plot(xs, 100 * mu, ls, marker="o", ms=3, label=f"{label(m)} ({mode})")
-                ax.fill_between(xs, 100 * lo, 100 * hi, color=line.get_color(), alpha=0.15)
-        ax.set_xscale("log")
-        ax.set_xlabel("k examples of the new person (+0.5, log scale)")
-        ax.set_ylabel("per-person accuracy on unseen items (%)")
-        ax.set_title(f"{res['dataset']}: new persons adapted from k examples (95% bands over seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        with atomic_write(out / "kshot.png") as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        made.append("kshot.png")
-    # per-group bars
-    g = res.get("groups", {}).get("unseen_items", {})
-    models = [m for m in g if m in ("bt", "lowrank", "group", "independent", "mixture")] or list(g)[:3]
-    if g and any(g[m] for m in models):
-        col = max({c for m in models for c in g[m]}, key=lambda c: len(next(iter(g.values())).get(c, {})))
-        vals = sorted({v for m in models for v in g[m].get(col, {})})
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(vals) * max(1, len(models)) / 2), 4))
-        w = 0.8 / max(1, len(models))
+
+def kshot_figure(res: dict[str, Any]) -> Any:
+    """New persons' accuracy against k (ticks at the k values), 95% bands for the personalized models, a chance
+    line, the legend beside the plot; None without k-shot results."""
+    entries = {m: e for m, e in res.get("kshot", {}).items() if e.get("random")}
+    if not entries:
+        return None
+    plt = rp.pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    all_ks: set[int] = set()
+    for m, e in entries.items():
+        personal = m in PERSONAL_MODELS
+        for mode, ls in (("random", "-"), ("active", "--")):
+            if not e.get(mode):
+                continue
+            ks = sorted(int(k) for k in e[mode])
+            all_ks |= set(ks)
+            mu, lo, hi = _bounds(e[mode], ks)
+            name = label(m) + (", active" if mode == "active" else "")
+            kw = dict(color=rp.model_color(m), lw=2.0 if personal else 1.1, alpha=1.0 if personal else 0.75)
+            ax.plot(ks, mu, ls, marker="o", ms=3.5 if personal else 2.5, label=name, **kw)
+            if personal and mode == "random":
+                ax.fill_between(ks, lo, hi, color=kw["color"], alpha=0.13, lw=0)
+    rp.chance_line(ax)
+    rp.kshot_axis(ax, sorted(all_ks))
+    rp.style(
+        ax,
+        f"{res.get('dataset', '')}: new persons adapted from k judgments",
+        "k: judgments of the new person used to adapt (log(1 + k) spacing)",
+        "per-person accuracy on unseen items (%)",
+    )
+    rp.legend_outside(ax, title="model")
+    return fig
+
+
+def _group_columns(g: dict[str, Any], models: list[str], limit: int = 6) -> list[str]:
+    cols = sorted(
+        {c for m in models for c in g[m] if len({v for mm in models for v in g[mm].get(c, {})}) >= 2}
+    )
+    return cols[:limit]
+
+
+def groups_figure(res: dict[str, Any], cell: str = "unseen_items") -> Any:
+    """Per demographic column, each group's accuracy (a point per model, ± std over seeds) with a chance line;
+    None without groups."""
+    g = res.get("groups", {}).get(cell, {})
+    models = [m for m in ("bt", "lowrank", "group", "independent", "mixture") if m in g] or list(g)[:3]
+    cols = _group_columns(g, models) if g else []
+    if not cols:
+        return None
+    plt = rp.pyplot()
+    sizes = [len({v for m in models for v in g[m].get(c, {})}) for c in cols]
+    fig, axes = plt.subplots(
+        len(cols),
+        1,
+        figsize=(8.4, 1.0 + 0.34 * sum(sizes) + 0.55 * len(cols)),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": sizes},
+    )
+    dy = 0.7 / max(1, len(models))
+    for ax, c in zip(axes[:, 0], cols, strict=True):
+        vals = sorted({v for m in models for v in g[m].get(c, {})})
         for i, m in enumerate(models):
-            ys = [g[m].get(col, {}).get(v, {}).get("mean") or np.nan for v in vals]
-            es = [g[m].get(col, {}).get(v, {}).get("std") or 0 for v in vals]
-            ax.bar(
-                np.arange(len(vals)) + i * w,
-                100 * np.array(ys, float),
-                w,
-                yerr=100 * np.array(es, float),
-                label=label(m),
-                capsize=2,
-            )
-        ax.set_xticks(np.arange(len(vals)) + 0.4 - w / 2)
-        ax.set_xticklabels(vals, rotation=30, ha="right", fontsize=7)
-        lo = np.nanmin(
-            [100 * (g[m].get(col, {}).get(v, {}).get("mean") or np.nan) for m in models for v in vals]
-        )
-        ax.set_ylim(max(0, lo - 10), 100)
-        ax.set_ylabel("per-person accuracy (%)")
-        ax.set_title(f"{res['dataset']}: accuracy by {col} (unseen items, ± std over seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        with atomic_write(out / "groups.png") as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        made.append("groups.png")
-    # per-person accuracy distributions, aggregated vs personalized
+            rec = [g[m].get(c, {}).get(v) or {} for v in vals]
+            xs = np.array([np.nan if r.get("mean") is None else 100 * r["mean"] for r in rec], float)
+            es = np.array([100 * (r.get("std") or 0) for r in rec], float)
+            ys = np.arange(len(vals)) - 0.35 + dy * (i + 0.5)
+            ax.errorbar(xs, ys, xerr=es, fmt="o", ms=4, capsize=2, color=rp.model_color(m), label=label(m))
+        ax.set_yticks(np.arange(len(vals)), [str(v) for v in vals])
+        ax.invert_yaxis()
+        rp.chance_line(ax, axis="x")
+        ax.set_ylabel(c)
+        ax.tick_params(labelbottom=True)
+        ax.grid(axis="y", alpha=0)
+    axes[0, 0].set_title(
+        f"{res.get('dataset', '')}: accuracy by group ({CELL_SHORT.get(cell, cell).lower()}, ± std over seeds)",
+        loc="left",
+    )
+    axes[-1, 0].set_xlabel("per-person accuracy (%)")
+    rp.legend_outside(axes[0, 0], title="model")
+    fig.tight_layout()
+    return fig
+
+
+def per_person_figure(res: dict[str, Any]) -> Any:
+    """How accuracy spreads over persons (first seed), one panel per cell, with a chance line; None without
+    data."""
     pp = res.get("per_person", {})
-    cells = [c for c in ("collaborative", "unseen_items") if c in pp]
-    if cells:
-        fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 4), squeeze=False)
-        for ax, c in zip(axes[0], cells):
-            for m in [
-                m for m in ("bt", "lowrank", "independent", "group", "mixture", "oracle") if m in pp[c]
-            ]:
-                ax.hist(
-                    100 * np.array(pp[c][m]), bins=20, range=(0, 100), histtype="step", lw=1.5, label=label(m)
-                )
-            ax.set_title(f"{CELL_TITLES[c]} (seed {res['seeds'][0]})", fontsize=8)
-            ax.set_xlabel("per-person accuracy (%)")
-            ax.set_ylabel("persons")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        with atomic_write(out / "per_person.png") as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        made.append("per_person.png")
+    cells = [c for c in ("collaborative", "unseen_items") if pp.get(c)]
+    if not cells:
+        return None
+    plt = rp.pyplot()
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 3.8), squeeze=False, sharey=True)
+    for ax, c in zip(axes[0], cells, strict=True):
+        for m in [m for m in ("bt", "lowrank", "independent", "group", "mixture", "oracle") if m in pp[c]]:
+            v = 100 * np.asarray(pp[c][m], float)
+            ax.hist(
+                v, bins=20, range=(0, 100), histtype="step", lw=1.6, color=rp.model_color(m), label=label(m)
+            )
+        rp.chance_line(ax, axis="x")
+        seed = (res.get("seeds") or ["?"])[0]
+        rp.style(
+            ax,
+            f"{CELL_SHORT[c]} (seed {seed})",
+            "per-person accuracy (%)",
+            "persons" if ax is axes[0, 0] else None,
+        )
+    rp.legend_outside(axes[0, -1], title="model")
+    fig.tight_layout()
+    return fig
+
+
+def plots(res: dict[str, Any], out: Path) -> list[str]:
+    """Draw kshot.png, groups.png and per_person.png (those the results allow) into ``out``; their names."""
+    made = []
+    for name, draw in (
+        ("kshot.png", kshot_figure),
+        ("groups.png", groups_figure),
+        ("per_person.png", per_person_figure),
+    ):
+        fig = draw(res)
+        if fig is not None:
+            rp.save(fig, Path(out) / name)
+            made.append(name)
     return made
 
 
-HTML = """<!doctype html><html><head><meta charset="utf-8"><title>personalign evaluation: {{ name }}</title>
-<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}
-table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}pre{background:#f6f6f6;padding:.6em}
-</style></head><body>
-{{ body }}
-{% for p in plots %}<h3>{{ p }}</h3><img src="{{ p }}" alt="{{ p }}">{% endfor %}
-<p><a href="results.json">results.json</a> · <a href="results.md">results.md</a></p>
-</body></html>"""
+# --------------------------------------------------------------------------------------------- output
+def html(md: str, dataset: str) -> str:
+    """index.html: results.md as a page (the title from its first heading, column tooltips from the glossary)."""
+    title, _, body = md.partition("\n") if md.startswith("# ") else (f"# Evaluation: {dataset}", "", md)
+    return render_page(title[2:].strip(), markdown_to_html(body, GLOSSARY))
 
 
-def _md_to_html(md: str) -> str:
-    """The small markdown subset results.md uses (headings, pipe tables, code blocks, paragraphs)."""
-    from html import escape
-
-    out, table, code = [], [], False
-    for line in md.splitlines() + [""]:
-        if line.startswith("```"):
-            out.append("</pre>" if code else "<pre>")
-            code = not code
-            continue
-        if code:
-            out.append(escape(line))
-            continue
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            out.append(
-                "<table>"
-                + "".join(
-                    "<tr>"
-                    + "".join(
-                        f"<{'th' if i == 0 else 'td'}>{escape(c)}</{'th' if i == 0 else 'td'}>" for c in r
-                    )
-                    + "</tr>"
-                    for i, r in enumerate(table)
-                )
-                + "</table>"
-            )
-            table = []
-        if line.startswith("#"):
-            n = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{n}>{escape(line[n:].strip())}</h{n}>")
-        elif line.strip():
-            out.append(f"<p>{escape(line)}</p>")
-    return "\n".join(out)
+def render_report(res: dict[str, Any], out: str | os.PathLike) -> dict[str, Path]:
+    """Write results.md, the PNG plots and index.html for ``res`` into ``out`` (results.json left as it is)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    made = plots(res, out)
+    md = markdown(res, res.get("command"), plots=made)
+    files = {"md": write_text_atomic(out / "results.md", md)}
+    files["html"] = write_text_atomic(out / "index.html", html(md, res.get("dataset", "")))
+    files.update({p: out / p for p in made})
+    return files
 
 
 def write_report(res: dict[str, Any], out: str | os.PathLike, command: str | None = None) -> dict[str, Path]:
     """Write results.json, results.md, the PNG plots and index.html into ``out`` (each file atomically)."""
-    import jinja2
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if command:
         res = {**res, "command": command}
-    write_text_atomic(out / "results.json", json.dumps(res, indent=1, allow_nan=False))
-    md = markdown(res, command)
-    write_text_atomic(out / "results.md", md)
-    made = plots(res, out)
-    html = (
-        jinja2.Environment(autoescape=False)
-        .from_string(HTML)
-        .render(name=res["dataset"], body=_md_to_html(md), plots=made)
-    )
-    write_text_atomic(out / "index.html", html)
-    files = {"json": out / "results.json", "md": out / "results.md", "html": out / "index.html"}
-    files.update({p: out / p for p in made})
+    files = {"json": write_text_atomic(out / "results.json", json.dumps(res, indent=1, allow_nan=False))}
+    files.update(render_report(res, out))
     return files
+
+
+def rerender(path: str | os.PathLike) -> dict[str, Path]:
+    """Redraw results.md, the plots and index.html of a results folder (or its results.json) from the numbers in
+    results.json, which is read and never written: a new report look without rerunning anything."""
+    p = Path(path)
+    src = p / "results.json" if p.is_dir() else p
+    from personalign.errors import DataError
+
+    try:
+        res = json.loads(src.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(
+            "no results.json here", file=str(src), expected="a folder written by personalign eval"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not JSON: {exc.msg}", file=str(src), line=exc.lineno) from exc
+    if not isinstance(res, dict) or "cells" not in res:
+        raise DataError(
+            "not an evaluation's results", file=str(src), field="cells", expected="personalign eval results"
+        )
+    return render_report(res, src.parent)
