@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from personalign.audit._table import Judgments, judgments_from_data
+from personalign.audit.table import Judgments, judgments_from_data
 from personalign.audit.structure import permute_within_items, split_half_reliability, structure_test
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personalign.audit._table import judgments_from_data, pairs_from_judgments
+from personalign.audit.table import judgments_from_data, pairs_from_judgments
 from personalign.audit.heterogeneity import contested_items as audit_contested
 from personalign.audit.representation import person_fit
 from personalign.data import PreferenceData

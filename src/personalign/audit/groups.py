@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from personalign.audit._table import Judgments
+from personalign.audit.table import Judgments
 
 
 def group_labels(

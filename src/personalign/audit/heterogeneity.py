@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsqr
 
-from personalign.audit._table import Judgments
+from personalign.audit.table import Judgments
 from personalign.data.pointwise import item_agreement
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from personalign.audit._table import (
+from personalign.audit.table import (
     judgments_from_data,
     pairs_from_comparisons,
     pairs_from_judgments,

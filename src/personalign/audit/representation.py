@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from personalign.audit._table import Judgments, Pairs
+from personalign.audit.table import Judgments, Pairs
 from personalign.audit.social_choice import fit_bt
 from personalign.data.pairs import per_person_accuracy
 

@@ -20,7 +20,7 @@ from pref_voting.profiles_with_ties import ProfileWithTies
 from pref_voting.weighted_majority_graphs import MarginGraph
 from scipy.stats import binom, kendalltau
 
-from personalign.audit._table import Judgments, Pairs
+from personalign.audit.table import Judgments, Pairs
 
 
 def support_matrix(pairs: Pairs) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from personalign.audit._table import Judgments
+from personalign.audit.table import Judgments
 
 
 class PersonEffectModel:
