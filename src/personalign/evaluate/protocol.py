@@ -416,4 +416,8 @@ def evaluate(
         out["mode"] = "transfer"
         out["test_dataset"] = test_data.name
         out["test_summary"] = to_jsonable(test_data.summary())
+        for c in CELLS:
+            out["cell_notes"].setdefault(
+                c, "a transfer test has no within-dataset cells (eval without --test has them)"
+            )
     return out

@@ -64,7 +64,7 @@ def label(m: str) -> str:
 def cell_table(res: dict[str, Any], cell: str) -> str:
     rows = res["cells"].get(cell, {})
     if not rows:
-        return "_no test pairs in this cell_\n"
+        return f"_no test pairs in this cell: {res.get('cell_notes', {}).get(cell, 'see the protocol')}_\n"
     head = (
         "| model | per-person acc | collapsed | personal gain [95% CI] | vs aggregated BT | worst 10% persons "
         "| worst group | group gap | contested | consensus | consensus tax | log-loss | ECE | Brier | pairs / persons |"
