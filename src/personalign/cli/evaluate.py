@@ -62,6 +62,49 @@ def harmless_for(d: Any, harmless: str, n_pairs: int) -> tuple[Any, str]:
     ), f"harmlessness tax: on (the data is about harm; {n_pairs} pairs)"
 
 
+def eval_config(
+    models: str,
+    seeds: int,
+    first_seed: int,
+    k: str,
+    unseen_user_frac: float,
+    unseen_item_frac: float,
+    collab_frac: float,
+    max_train_pairs: int,
+    max_test_pairs: int,
+    max_persons: int | None,
+    active_max_k: int,
+    group_col: str | None,
+    rank: int,
+    harmless_pairs: int,
+) -> Any:
+    """The EvalConfig of ``eval``'s options, checked (a bad knob fails before any data is read or encoded)."""
+    from personalign.evaluate.config import EvalConfig, default_models
+
+    names = (
+        default_models()
+        if models.strip() == "default"
+        else tuple(m.strip() for m in models.split(",") if m.strip())
+    )
+    return EvalConfig(
+        models=names,
+        seeds=seeds,
+        first_seed=first_seed,
+        ks=tuple(_ints(k, "k")),
+        unseen_user_frac=unseen_user_frac,
+        unseen_item_frac=unseen_item_frac,
+        collab_frac=collab_frac,
+        max_train_pairs=max_train_pairs,
+        max_test_pairs=max_test_pairs,
+        max_persons=max_persons,
+        active=active_max_k > 0,
+        active_max_k=active_max_k,
+        group_col=group_col,
+        rank=rank,
+        harmless_pairs=harmless_pairs,
+    ).check()
+
+
 @app.command("eval")
 def eval_command(
     data: str = typer.Argument(..., help="Data file/folder, or synthetic:alpha=0.1,persons=600 (generated)."),
@@ -112,7 +155,6 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
-    from personalign.evaluate.config import EvalConfig, default_models
     from personalign.evaluate.protocol import evaluate, merge_prompts
     from personalign.evaluate.report import comparison_rows, write_report
     from personalign.render import comparison_table, progress_bar
@@ -120,28 +162,22 @@ def eval_command(
     command = (
         "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
     )
-    names = (
-        default_models()
-        if models.strip() == "default"
-        else tuple(m.strip() for m in models.split(",") if m.strip())
+    cfg = eval_config(
+        models,
+        seeds,
+        first_seed,
+        k,
+        unseen_user_frac,
+        unseen_item_frac,
+        collab_frac,
+        max_train_pairs,
+        max_test_pairs,
+        max_persons,
+        active_max_k,
+        group_col,
+        rank,
+        harmless_pairs,
     )
-    cfg = EvalConfig(
-        models=names,
-        seeds=seeds,
-        first_seed=first_seed,
-        ks=tuple(_ints(k, "k")),
-        unseen_user_frac=unseen_user_frac,
-        unseen_item_frac=unseen_item_frac,
-        collab_frac=collab_frac,
-        max_train_pairs=max_train_pairs,
-        max_test_pairs=max_test_pairs,
-        max_persons=max_persons,
-        active=active_max_k > 0,
-        active_max_k=active_max_k,
-        group_col=group_col,
-        rank=rank,
-        harmless_pairs=harmless_pairs,
-    ).check()  # a bad knob fails here, before any data is read or encoded
     if pair_mode not in ("auto", "response", "sentences"):
         raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
     enc = encoder if encoder == "attributes" else build_encoder(encoder, device)
