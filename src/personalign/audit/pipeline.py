@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from personalign.audit.groups import group_analysis, group_labels, worst_group
 from personalign.audit.heterogeneity import heterogeneity
+from personalign.audit.options import check_options
 from personalign.audit.representation import representation
 from personalign.audit.social_choice import social_choice
 from personalign.audit.structure import SPEARMAN_BROWN_RULE, structure_test
@@ -33,7 +32,7 @@ from personalign.audit.table import (
     restrict_comparisons,
 )
 from personalign.data.core import PreferenceData
-from personalign.errors import ConfigError, DataError
+from personalign.errors import DataError
 
 GLOSSARY_COMMON = {
     "aggregate fit": "Share of a person's own pairs that one item-level Bradley-Terry reward, fitted on everybody's "
@@ -86,24 +85,6 @@ class AuditTables:
     scale: list[float] | None
     selection: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-
-
-def check_options(
-    polarity: str, n_permutations: int, sc_items: int, max_items: int | None, min_judgments: int
-) -> None:
-    """ConfigError for an option out of range (before any work)."""
-    if polarity not in ("higher", "lower"):
-        raise ConfigError(f"polarity must be 'higher' or 'lower', got {polarity!r}")
-    checks = {
-        "permutations": (n_permutations, 0),
-        "sc_items": (sc_items, 2),
-        "min_judgments": (min_judgments, 1),
-    }
-    if max_items is not None:
-        checks["max_items"] = (max_items, 2)
-    for name, (v, lo) in checks.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
 
 
 def pointwise_tables(

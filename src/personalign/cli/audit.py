@@ -33,12 +33,14 @@ def audit(
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
 ) -> None:
     """Audit what one aggregated reward hides: disagreement, social choice, groups, who loses, personal structure."""
-    from personalign.audit.pipeline import check_options, run_audit
+    from personalign.audit.options import check_options
+
+    check_options(polarity, permutations, sc_items, max_items, min_judgments)  # before reading anything
+    from personalign.audit.pipeline import run_audit
     from personalign.audit.report import write_audit
     from personalign.data.io import read_data
     from personalign.render import audit_table
 
-    check_options(polarity, permutations, sc_items, max_items, min_judgments)  # before reading anything
     d = read_data(data, format=format)
     with console.status("auditing ...") as status:
         res = run_audit(

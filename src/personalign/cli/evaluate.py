@@ -81,13 +81,9 @@ def eval_config(
     """The EvalConfig of ``eval``'s options, checked (a bad knob fails before any data is read or encoded)."""
     from personalign.evaluate.config import EvalConfig, default_models
 
-    names = (
-        default_models()
-        if models.strip() == "default"
-        else tuple(m.strip() for m in models.split(",") if m.strip())
-    )
-    return EvalConfig(
-        models=names,
+    default = models.strip() == "default"
+    cfg = EvalConfig(
+        models=("default",) if default else tuple(m.strip() for m in models.split(",") if m.strip()),
         seeds=seeds,
         first_seed=first_seed,
         ks=tuple(_ints(k, "k")),
@@ -103,6 +99,9 @@ def eval_config(
         rank=rank,
         harmless_pairs=harmless_pairs,
     ).check()
+    if default:  # resolved after the check: the default list imports the models (torch)
+        cfg.models = default_models()
+    return cfg
 
 
 @app.command("eval")
