@@ -41,6 +41,8 @@ def tuning_split(
         # no prompts to speak of: blank them so that split_by_items holds out items
         table = table.assign(prompt="")
     tr, va = split_by_items(table, frac, seed=seed)
+    # a person whose every pair touches a held-out item is unknown to the inner fit: nothing personal to validate
+    va = va[va["user_id"].isin(set(tr["user_id"]))]
     if not len(tr) or not len(va):
         return None
     if by_prompt:
