@@ -39,6 +39,22 @@ def ratings_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def comparisons_file(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("comparisons")
+    rows = [
+        {"user_id": f"u{u}", "prompt": "", "chosen": f"t{i}", "rejected": f"t{i + 1}"}
+        for u in range(6)
+        for i in range(5)
+    ]
+    path = d / "comparisons.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    bad = d / "model"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    return path
+
+
 EVAL = ["--encoder", "hashing", "--harmless", "none"]
 # the cases, through the real entry point (a fresh interpreter per case)
 ENTRY_POINT = {
@@ -64,11 +80,16 @@ IN_PROCESS = {
     "missing test data": ["eval", "synthetic:persons=20", "--test", "nothere.csv", *EVAL],
     "max items 1": ["audit", "{ratings}", "--max-items", "1"],
     "min judgments 0": ["audit", "{ratings}", "--min-judgments", "0"],
+    # comparison data used to ignore --model: a corrupt one is now read, and refused
+    "corrupt model on comparisons": ["audit", "{comparisons}", "--model", "{model}", "--permutations", "0"],
 }
 
 
-def args_for(case: dict, name: str, ratings: Path, out: Path) -> list[str]:
-    return [a.replace("{ratings}", str(ratings)) for a in case[name]] + ["--out", str(out)]
+def args_for(case: dict, name: str, ratings: Path, out: Path, comparisons: Path | None = None) -> list[str]:
+    subs = {"{ratings}": str(ratings)}
+    if comparisons is not None:
+        subs.update({"{comparisons}": str(comparisons), "{model}": str(comparisons.parent / "model")})
+    return [subs.get(a, a) for a in case[name]] + ["--out", str(out)]
 
 
 @pytest.mark.parametrize("case", sorted(ENTRY_POINT))
@@ -83,13 +104,15 @@ def test_bad_input_is_one_error_line_with_exit_2(case, ratings_file, tmp_path):
 
 
 @pytest.mark.parametrize("case", sorted(IN_PROCESS))
-def test_bad_option_exits_2_before_any_output(case, ratings_file, tmp_path, capsys, monkeypatch):
+def test_bad_option_exits_2_before_any_output(
+    case, ratings_file, comparisons_file, tmp_path, capsys, monkeypatch
+):
     from personalign.cli import app
     from personalign.cli._common import run_guarded
 
     out = tmp_path / "out"
     monkeypatch.chdir(tmp_path)
-    assert run_guarded(app, args_for(IN_PROCESS, case, ratings_file, out)) == 2
+    assert run_guarded(app, args_for(IN_PROCESS, case, ratings_file, out, comparisons_file)) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1
     assert not out.exists()
