@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalign.audit._table import judgments_from_data, pairs_from_judgments
 from personalign.audit.groups import group_analysis, group_labels
 from personalign.audit.heterogeneity import heterogeneity, variance_decomposition
 from personalign.audit.report import run_audit
 from personalign.audit.social_choice import analyze_profile, social_choice
+from personalign.audit.table import judgments_from_data, pairs_from_judgments
 from personalign.data.core import PreferenceData
 
 

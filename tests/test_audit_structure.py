@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from personalign.audit._table import Judgments, judgments_from_data
 from personalign.audit.structure import permute_within_items, split_half_reliability, structure_test
+from personalign.audit.table import Judgments, judgments_from_data
 
 
 def synthetic_design(n_users: int = 300, n_items: int = 120, per_user: int = 24, seed: int = 0) -> Judgments:

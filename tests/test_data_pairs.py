@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personalign.audit._table import judgments_from_data, pairs_from_judgments
 from personalign.audit.heterogeneity import contested_items as audit_contested
 from personalign.audit.representation import person_fit
+from personalign.audit.table import judgments_from_data, pairs_from_judgments
 from personalign.data import PreferenceData
 from personalign.data.pairs import per_person_accuracy, pointwise_pairs
 from personalign.evaluate import metrics as M

@@ -373,3 +373,33 @@ def test_mixture_in_the_protocol_finds_two_opposed_camps():
     assert u["accuracy"] > r.cells["unseen_items"]["bt"]["accuracy"] + 0.03  # measured 0.059
     k = r.kshot["mixture"]["random"]
     assert k[10]["accuracy"] > k[0]["accuracy"] + 0.03  # measured 0.085
+
+
+def camps_ratings(n_persons: int = 80, n_items: int = 30, per: int = 20, seed: int = 0) -> PreferenceData:
+    """Two camps rating the same items in opposite directions (1-5), each person a random share of the items."""
+    rng = np.random.default_rng(seed)
+    taste = rng.normal(size=n_items)
+    rows = []
+    for u in range(n_persons):
+        sign = 1.0 if u % 2 else -1.0
+        for i in rng.choice(n_items, per, replace=False):
+            r = np.clip(np.round(3 + 1.5 * sign * taste[i] + rng.normal(0, 0.5)), 1, 5)
+            rows.append((f"u{u:02d}", f"item {i}", float(r)))
+    return _ratings(rows).copy()
+
+
+def test_svd_learns_camps_from_other_peoples_ratings_and_is_skipped_on_comparisons():
+    pytest.importorskip("surprise")
+    data = camps_ratings()
+    data.rating_scale = (1.0, 5.0)
+    cfg = _cfg(models=("svd", "majority"), ks=(0,), collab_frac=0.3, active=False)
+    r = run_seed(data, 0, cfg, featurizer=None)
+    svd = r.cells["collaborative"]["svd"]
+    # the item biases alone (collapsed) know the average, which the camps split; the factors know the camp
+    assert svd["accuracy"] > svd["collapsed"]["accuracy"] + 0.2
+    assert svd["accuracy"] > r.cells["collaborative"]["majority"]["accuracy"] + 0.2
+    from personalign.evaluate.candidates import available_models
+
+    comps = data.as_comparison_data()
+    models, skipped = available_models(_cfg(models=("svd", "bt")), comps)
+    assert models == ("bt",) and "no ratings" in skipped["svd"]

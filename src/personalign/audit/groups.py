@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from personalign.audit._table import Judgments
+from personalign.audit.table import Judgments
 
 
 def group_labels(
@@ -64,6 +64,97 @@ def _wasserstein_rep(p: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.nda
     return 1.0 - w / span if span > 0 else np.ones(len(p))
 
 
+def group_record(
+    j: Judgments,
+    members: np.ndarray,
+    dist: np.ndarray,
+    n: np.ndarray,
+    everyone: dict[str, np.ndarray],
+    min_judges: int,
+    n_examples: int,
+    item_text: dict[str, str],
+) -> dict[str, Any]:
+    """One group's figures: divergence from everyone, opposite majorities (with the strongest examples) and
+    representativeness. ``members`` marks each judgment made by the group; ``dist`` / ``n`` are its per-item answer
+    distributions and counts; ``everyone`` holds ``p`` (everyone's distributions), ``pos``/``neg`` (sides),
+    ``maj`` (everyone's majority side), ``point`` (the majority label as a distribution) and ``levels``."""
+    side, levels = j.side(), everyone["levels"]
+    ok = n >= min_judges
+    pos = np.bincount(j.i[members & (side > 0)], minlength=len(j.items))
+    neg = np.bincount(j.i[members & (side < 0)], minlength=len(j.items))
+    maj = np.sign(pos - neg)
+    both = ok & (maj != 0) & (everyone["maj"] != 0)
+    opposite = both & (maj != everyone["maj"])
+    # examples: the opposite items where the group's own majority is strongest
+    strength = np.abs(pos - neg) / np.maximum(pos + neg, 1)
+    ex = np.flatnonzero(opposite)[np.argsort(-strength[opposite])][:n_examples]
+    pos_all, neg_all = everyone["pos"], everyone["neg"]
+    return {
+        "persons": 0,  # filled by the caller (persons, not judgments)
+        "judgments": int(members.sum()),
+        "items_with_enough_judges": int(ok.sum()),
+        "jsd_vs_everyone": float(_jsd(dist[ok], everyone["p"][ok]).mean()) if ok.any() else None,
+        "opposite_majority_items": int(opposite.sum()),
+        "opposite_majority_share": float(opposite.sum() / both.sum()) if both.any() else None,
+        "opposite_examples": [
+            {
+                "item": j.items[e],
+                "text": item_text.get(j.items[e], "")[:160],
+                "group_positive_share": float(pos[e] / max(pos[e] + neg[e], 1)),
+                "everyone_positive_share": float(pos_all[e] / max(pos_all[e] + neg_all[e], 1)),
+            }
+            for e in ex
+        ],
+        "representativeness_pooled": float(_wasserstein_rep(everyone["p"][ok], dist[ok], levels).mean())
+        if ok.any()
+        else None,
+        "representativeness_majority_label": float(
+            _wasserstein_rep(everyone["point"][ok], dist[ok], levels).mean()
+        )
+        if ok.any()
+        else None,
+    }
+
+
+def add_fit(rec: dict[str, Any], members: np.ndarray, person_acc: np.ndarray, person_n: np.ndarray) -> None:
+    """The aggregated model's fit of a group's persons (``members``: a mask over persons), into ``rec``."""
+    members = members & (person_n >= 5) & ~np.isnan(person_acc)
+    if members.any():
+        rec["aggregate_fit_mean"] = float(person_acc[members].mean())
+        rec["aggregate_fit_share_below_60"] = float((person_acc[members] < 0.6).mean())
+        rec["aggregate_fit_pooled"] = float(
+            np.nansum(person_acc[members] * person_n[members]) / person_n[members].sum()
+        )
+
+
+def divergent_items(
+    j: Judgments,
+    names: list[str],
+    dists: dict[str, np.ndarray],
+    ns: dict[str, np.ndarray],
+    all_p: np.ndarray,
+    min_judges: int,
+    item_text: dict[str, str],
+    top_n: int = 10,
+) -> list[dict[str, Any]]:
+    """The items where a column's groups differ most from everyone (their answer distributions)."""
+    ok_all = np.all([ns[g] >= min_judges for g in names], axis=0)
+    spread = np.zeros(len(j.items))
+    for g in names:
+        spread = np.fmax(spread, np.nan_to_num(_jsd(dists[g], all_p)))
+    top = np.flatnonzero(ok_all)[np.argsort(-spread[ok_all])][:top_n]
+    return [
+        {
+            "item": j.items[t],
+            "text": item_text.get(j.items[t], "")[:160],
+            "levels": j.levels.tolist(),
+            "everyone": all_p[t].round(4).tolist(),
+            **{g: dists[g][t].round(4).tolist() for g in names},
+        }
+        for t in top
+    ]
+
+
 def group_analysis(
     j: Judgments,
     labels: dict[str, np.ndarray],
@@ -82,9 +173,15 @@ def group_analysis(
     side = j.side()
     pos_all = np.bincount(j.i[side > 0], minlength=len(j.items))
     neg_all = np.bincount(j.i[side < 0], minlength=len(j.items))
-    maj_all = np.sign(pos_all - neg_all)
     mode_level = levels[np.argmax(all_c, 1)]
-    point = (levels[None, :] == mode_level[:, None]).astype(float)
+    everyone = {
+        "p": all_p,
+        "pos": pos_all,
+        "neg": neg_all,
+        "maj": np.sign(pos_all - neg_all),
+        "point": (levels[None, :] == mode_level[:, None]).astype(float),
+        "levels": levels,
+    }
     item_text = item_text or {}
     out: dict[str, Any] = {}
     for col, lab in labels.items():
@@ -107,79 +204,22 @@ def group_analysis(
                 elif ok.any():
                     jsd[x, y] = float(_jsd(dists[names[x]][ok], dists[names[y]][ok]).mean())
         groups: dict[str, Any] = {}
-        worst_fit = None
         for g in names:
-            ok = ns[g] >= min_judges
-            pos = np.bincount(j.i[(pl == g) & (side > 0)], minlength=len(j.items))
-            neg = np.bincount(j.i[(pl == g) & (side < 0)], minlength=len(j.items))
-            maj = np.sign(pos - neg)
-            both = ok & (maj != 0) & (maj_all != 0)
-            opposite = both & (maj != maj_all)
-            # examples: the opposite items where the group's own majority is strongest
-            strength = np.abs(pos - neg) / np.maximum(pos + neg, 1)
-            ex = np.flatnonzero(opposite)[np.argsort(-strength[opposite])][:n_examples]
-            rec: dict[str, Any] = {
-                "persons": int((lab == g).sum()),
-                "judgments": int((pl == g).sum()),
-                "items_with_enough_judges": int(ok.sum()),
-                "jsd_vs_everyone": float(_jsd(dists[g][ok], all_p[ok]).mean()) if ok.any() else None,
-                "opposite_majority_items": int(opposite.sum()),
-                "opposite_majority_share": float(opposite.sum() / both.sum()) if both.any() else None,
-                "opposite_examples": [
-                    {
-                        "item": j.items[e],
-                        "text": item_text.get(j.items[e], "")[:160],
-                        "group_positive_share": float(pos[e] / max(pos[e] + neg[e], 1)),
-                        "everyone_positive_share": float(pos_all[e] / max(pos_all[e] + neg_all[e], 1)),
-                    }
-                    for e in ex
-                ],
-                "representativeness_pooled": float(_wasserstein_rep(all_p[ok], dists[g][ok], levels).mean())
-                if ok.any()
-                else None,
-                "representativeness_majority_label": float(
-                    _wasserstein_rep(point[ok], dists[g][ok], levels).mean()
-                )
-                if ok.any()
-                else None,
-            }
+            rec = group_record(j, pl == g, dists[g], ns[g], everyone, min_judges, n_examples, item_text)
+            rec["persons"] = int((lab == g).sum())
             if person_acc is not None:
-                members = (lab == g) & (person_n >= 5) & ~np.isnan(person_acc)
-                if members.any():
-                    rec["aggregate_fit_mean"] = float(person_acc[members].mean())
-                    rec["aggregate_fit_share_below_60"] = float((person_acc[members] < 0.6).mean())
-                    rec["aggregate_fit_pooled"] = float(
-                        np.nansum(person_acc[members] * person_n[members]) / person_n[members].sum()
-                    )
-                    if (
-                        worst_fit is None
-                        or rec["aggregate_fit_mean"] < groups[worst_fit]["aggregate_fit_mean"]
-                    ):
-                        worst_fit = g
+                add_fit(rec, lab == g, person_acc, person_n)
             groups[g] = rec
-        # the items where this column's groups differ most (their distributions, for the report)
-        ok_all = np.all([ns[g] >= min_judges for g in names], axis=0)
-        spread = np.zeros(len(j.items))
-        for g in names:
-            spread = np.fmax(spread, np.nan_to_num(_jsd(dists[g], all_p)))
-        top = np.flatnonzero(ok_all)[np.argsort(-spread[ok_all])][:10]
+        fits = {g: r["aggregate_fit_mean"] for g, r in groups.items() if "aggregate_fit_mean" in r}
+        off = jsd[~np.eye(k, dtype=bool)]
         out[col] = {
             "groups": groups,
             "names": names,
             "jsd_between": jsd.tolist(),
-            "mean_jsd_between": float(np.nanmean(jsd[~np.eye(k, dtype=bool)])) if k > 1 else None,
+            "mean_jsd_between": float(np.nanmean(off)) if np.isfinite(off).any() else None,
             "least_represented_pooled": min(names, key=lambda g: groups[g]["representativeness_pooled"] or 1),
-            "worst_fit_group": worst_fit,
-            "most_divergent_items": [
-                {
-                    "item": j.items[t],
-                    "text": item_text.get(j.items[t], "")[:160],
-                    "levels": levels.tolist(),
-                    "everyone": all_p[t].round(4).tolist(),
-                    **{g: dists[g][t].round(4).tolist() for g in names},
-                }
-                for t in top
-            ],
+            "worst_fit_group": min(fits, key=fits.get) if fits else None,
+            "most_divergent_items": divergent_items(j, names, dists, ns, all_p, min_judges, item_text),
         }
     return out
 

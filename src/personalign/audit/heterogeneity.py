@@ -10,22 +10,31 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsqr
 
-from personalign.audit._table import Judgments
+from personalign.audit.table import Judgments
 from personalign.data.pointwise import item_agreement
 
 
 def krippendorff_alpha(j: Judgments) -> dict[str, Any]:
-    """Alpha over the persons x items matrix: ordinal for ratings, nominal for votes (passes count as missing)."""
+    """Alpha over the persons x units matrix: ordinal for ratings, nominal for votes (passes count as missing) and
+    for item pairs (which side of the pair a person took; ties count as missing)."""
     m = j.matrix()
     level = "ordinal" if j.kind == "ratings" else "nominal"
     note = None
     if j.kind == "votes":
         m = np.where(m == 0, np.nan, m)
         note = "passes treated as missing (abstentions), agree/disagree nominal"
+    elif j.kind == "pairs":
+        m = np.where(m == 0, np.nan, np.sign(m))
+        # which item of a pair is "+1" is a naming choice: every pair enters in both namings, so the agreement
+        # expected by chance is a coin's and the observed disagreement is unchanged
+        m = np.hstack([m, -m])
+        note = "unit: the item pair, the side a person took (nominal, each pair in both orientations); ties missing"
     pairable = (np.sum(~np.isnan(m), axis=0) >= 2).sum()
     if pairable == 0 or len(np.unique(m[~np.isnan(m)])) < 2:
         return {"alpha": None, "level": level, "note": "fewer than two answers per item or one answer only"}
     a = float(krippendorff.alpha(reliability_data=m, level_of_measurement=level))
+    if j.kind == "pairs":
+        pairable //= 2  # each pair entered twice
     return {"alpha": a, "level": level, "items_pairable": int(pairable), "note": note}
 
 
@@ -72,9 +81,13 @@ def variance_decomposition(j: Judgments) -> dict[str, Any]:
     (SS_person - df_person * MSE_resid), so that a person column of pure noise gets ~0; ``*_raw`` are the
     uncorrected shares. ``explained_variance_ratio`` is the distributional-preference-learning r^2:
     Var_i(E[y|i]) / (Var_i(E[y|i]) + E_i[Var(y|i)]) - how much of the spread the item alone explains.
+    Item pairs (``kind == "pairs"``): the same model without ``mu``, sums of squares about 0 (see below).
     """
     y = j.y
-    ss_tot = float(((y - y.mean()) ** 2).sum())
+    # an item pair's outcome has a natural zero (no preference; flipping the pair flips the sign), so its sums of
+    # squares are taken about 0 and the pair's mean uses one more degree of freedom (no grand mean to fit)
+    centered = j.kind != "pairs"
+    ss_tot = float(((y - (y.mean() if centered else 0.0)) ** 2).sum())
     if ss_tot == 0:
         return {"note": "every judgment is the same value"}
     rss_item = _lsq_resid(j, False)
@@ -84,17 +97,26 @@ def variance_decomposition(j: Judgments) -> dict[str, Any]:
     mse = rss_add / df_res
     ss_item = ss_tot - rss_item
     ss_person = max(rss_item - rss_add, 0.0)
-    item_adj = max(ss_item - (n_i - 1) * mse, 0.0) / ss_tot
+    item_adj = max(ss_item - (n_i - (1 if centered else 0)) * mse, 0.0) / ss_tot
     person_adj = max(ss_person - (n_u - 1) * mse, 0.0) / ss_tot
     counts = np.bincount(j.i, minlength=n_i)
     means = np.bincount(j.i, weights=y, minlength=n_i) / np.maximum(counts, 1)
     sq = np.bincount(j.i, weights=y**2, minlength=n_i) / np.maximum(counts, 1)
     ok = counts >= 2
     within = (sq - means**2)[ok] * counts[ok] / (counts[ok] - 1)  # unbiased within-item variance
-    between = float(np.var(means[ok])) if ok.sum() > 1 else 0.0
+    if centered:
+        between = float(np.var(means[ok])) if ok.sum() > 1 else 0.0
+    else:
+        between = float(np.mean(means[ok] ** 2)) if ok.any() else 0.0
     ev = between / (between + float(within.mean())) if ok.any() and between + within.mean() > 0 else None
+    model = (
+        "y_ui = mu + a_i + b_u + e_ui (least squares; items entered first)"
+        if centered
+        else "y_up = a_p + b_u + e_up over item pairs p, y = +1 with the pair's majority, -1 against, sums of "
+        "squares about 0 (least squares; pairs entered first; b_u: how often a person sides against majorities)"
+    )
     return {
-        "model": "y_ui = mu + a_i + b_u + e_ui (least squares; items entered first)",
+        "model": model,
         "item_share": item_adj,
         "person_share": person_adj,
         "residual_share": max(1.0 - item_adj - person_adj, 0.0),

@@ -1,203 +1,21 @@
-"""The aggregation audit end to end: run every section, write audit.json, PNG plots and report.html, summarize."""
+"""The aggregation audit's output: audit.json, PNG plots and report.html (the analysis: :mod:`.pipeline`)."""
 
 from __future__ import annotations
 
 import base64
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from personalign.audit._table import (
-    judgments_from_data,
-    pairs_from_comparisons,
-    pairs_from_judgments,
-    restrict,
-)
-from personalign.audit.groups import attach_fit_gaps, group_analysis, group_labels, worst_group
-from personalign.audit.heterogeneity import heterogeneity
-from personalign.audit.representation import representation
-from personalign.audit.social_choice import social_choice
-from personalign.audit.structure import structure_test
-from personalign.data.core import PreferenceData
+# the analysis lives in personalign.audit.pipeline; run_audit and headline stay importable from here
+from personalign.audit.pipeline import headline, run_audit
 from personalign.data.files import dumps_json, to_jsonable, write_bytes_atomic, write_text_atomic
-from personalign.errors import ConfigError, DataError
 from personalign.reports import environment
 from personalign.reports import plots as rp
 
-
-def run_audit(
-    data: PreferenceData,
-    *,
-    group_by: list[str] | None = None,
-    model_dir: str | Path | None = None,
-    max_items: int | None = None,
-    min_judgments: int = 1,
-    sc_items: int = 40,
-    polarity: str = "higher",
-    n_permutations: int = 99,
-    max_pairs_per_person: int | None = 2000,
-    seed: int = 0,
-    progress: Any = None,
-) -> dict[str, Any]:
-    """Audit what one aggregated reward would hide in ``data``; returns every figure (private arrays under '_').
-
-    ``max_items`` keeps the most-judged items (then persons with >= ``min_judgments`` of them) for every section;
-    ``sc_items`` caps the items of the social-choice profile; ``polarity`` 'lower' means a lower rating or vote is
-    preferred (e.g. offensiveness) for social choice and welfare.
-    """
-    if polarity not in ("higher", "lower"):
-        raise ConfigError(f"polarity must be 'higher' or 'lower', got {polarity!r}")
-    sign = 1.0 if polarity == "higher" else -1.0
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str) -> None:
-        nonlocal t0
-        timings[name] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-
-    def step(msg: str) -> None:
-        if progress is not None:
-            progress(msg)
-
-    item_text = dict(zip(data.items["item_id"].astype(str), data.items["text"].astype(str), strict=False))
-    res: dict[str, Any] = {"dataset": data.name, "summary_counts": data.counts(), "notes": []}
-    j = judgments_from_data(data)
-    if j is not None:
-        n0 = (len(j.users), len(j.items), j.n)
-        j = restrict(j, max_items, min_judgments)
-        res["selection"] = {
-            "max_items": max_items,
-            "min_judgments": min_judgments,
-            "before": {"persons": n0[0], "items": n0[1], "judgments": n0[2]},
-            "after": {"persons": len(j.users), "items": len(j.items), "judgments": j.n},
-        }
-        res["kind"] = j.kind
-        res["scale"] = list(j.scale)
-        res["notes"] += j.notes
-        pairs = pairs_from_judgments(j, max_pairs_per_person=max_pairs_per_person, seed=seed)
-        persons, items, prompts = j.users, j.items, j.prompts
-    else:
-        if not len(data.comparisons):
-            raise DataError(f"{data.name}: no judgments to audit", expected="ratings, votes or comparisons")
-        pairs, persons, items = pairs_from_comparisons(data)
-        if len(pairs) == 0:
-            raise DataError(
-                f"{data.name}: no per-person comparisons (population-level data has no persons to audit)",
-                field="user_id",
-                expected="comparisons with person ids",
-            )
-        prompt_of = dict(
-            zip(data.items["item_id"].astype(str), data.items["prompt"].astype(str), strict=False)
-        )
-        prompts = [prompt_of.get(i, "") for i in items]
-        res["kind"] = "comparisons"
-        res["notes"].append(
-            "comparison data: alpha, variance decomposition, group distributions and the structure "
-            "test need pointwise judgments and are left out"
-        )
-    res["persons"], res["items"], res["pairs"] = len(persons), len(items), int(len(pairs))
-    if max_pairs_per_person is not None:
-        res["notes"].append(f"at most {max_pairs_per_person} derived pairs per person (sampled, seed {seed})")
-    lap("load")
-
-    labels, gnotes = group_labels(data.users, persons, group_by)
-    res["notes"] += gnotes
-    res["group_columns"] = list(labels)
-
-    if j is not None:
-        step("heterogeneity")
-        res["heterogeneity"] = heterogeneity(j)
-        lap("heterogeneity")
-    step("who the average represents")
-    res["representation"] = representation(j, pairs, model_dir=model_dir, item_text=item_text)
-    lap("representation")
-    if j is not None and labels:
-        step("groups")
-        res["groups"] = group_analysis(
-            j,
-            labels,
-            person_acc=res["representation"]["_acc"],
-            person_n=res["representation"]["_n"],
-            item_text=item_text,
-        )
-        res["worst_group"] = worst_group(res["groups"])
-    elif labels:
-        res["groups"] = _comparison_groups(labels, res["representation"])
-        res["worst_group"] = worst_group(res["groups"])
-    if labels:
-        rep = res["representation"]
-        attach_fit_gaps(res["groups"], res["worst_group"], labels, rep["_acc"], rep["_n"], seed=seed)
-    lap("groups")
-    step("social choice")
-    res["social_choice"] = social_choice(
-        j, pairs, item_ids=items, item_prompts=prompts, max_items=sc_items, sign=sign, groups=labels or None
-    )
-    res["social_choice"]["polarity"] = polarity
-    lap("social_choice")
-    if j is not None:
-        step(f"structure test ({n_permutations} permutations)")
-        res["structure"] = structure_test(j, n_permutations=n_permutations, seed=seed)
-        lap("structure")
-    res["item_text"] = {k: v[:200] for k, v in item_text.items()}
-    res["timings_s"] = timings
-    res["headline"] = headline(res)
-    return res
-
-
-def _comparison_groups(labels: dict[str, np.ndarray], rep: dict[str, Any]) -> dict[str, Any]:
-    """Groups of comparison data: only how well the aggregated model fits each."""
-    acc, n = rep["_acc"], rep["_n"]
-    out: dict[str, Any] = {}
-    for col, lab in labels.items():
-        groups = {}
-        for g in sorted(set(lab) - {""}):
-            m = (lab == g) & (n >= 5) & ~np.isnan(acc)
-            if m.sum() >= 5:
-                groups[g] = {
-                    "persons": int(m.sum()),
-                    "aggregate_fit_mean": float(acc[m].mean()),
-                    "aggregate_fit_share_below_60": float((acc[m] < 0.6).mean()),
-                }
-        out[col] = {
-            "groups": groups,
-            "names": list(groups),
-            "worst_fit_group": min(groups, key=lambda g: groups[g]["aggregate_fit_mean"]) if groups else None,
-        }
-    return out
-
-
-def headline(res: dict[str, Any]) -> dict[str, Any]:
-    """The figures an auditor reads first."""
-    h = res.get("heterogeneity", {})
-    sc = (res.get("social_choice") or {}).get("main") or {}
-    rep = res.get("representation", {})
-    st = res.get("structure", {})
-    wg = res.get("worst_group")
-    return {
-        "persons": res["persons"],
-        "items": res["items"],
-        "alpha": (h.get("krippendorff") or {}).get("alpha"),
-        "contested_share": (h.get("contested") or {}).get("contested_share"),
-        "person_share_of_variance": (h.get("variance") or {}).get("person_share"),
-        "explained_variance_ratio": (h.get("variance") or {}).get("explained_variance_ratio"),
-        "condorcet_winner_exists": None if not sc else sc.get("condorcet_winner") is not None,
-        "three_cycles": (sc.get("cycles") or {}).get("three_cycles"),
-        "three_cycles_significant": (sc.get("cycles") or {}).get("three_cycles_all_edges_significant"),
-        "smith_set_size": sc.get("smith_set_size"),
-        "rules_disagree": sc.get("any_disagreement"),
-        "aggregate_fit_mean": rep.get("aggregated", {}).get("mean"),
-        "share_below_60": rep.get("aggregated", {}).get("share_below_60"),
-        "personalized_share_below_60": (rep.get("personalized") or {}).get("share_below_60"),
-        "worst_group": None if not wg else f"{wg['column']}={wg['group']}",
-        "worst_group_fit": None if not wg else wg["aggregate_fit_mean"],
-        "structure_verdict": st.get("verdict"),
-        "structure_p": st.get("p_value"),
-        "structure_effect": st.get("effect_size"),
-    }
+__all__ = ["headline", "public", "render_html", "run_audit", "write_audit"]
 
 
 # ------------------------------------------------------------------------------------------------- output

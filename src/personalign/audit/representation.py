@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from personalign.audit._table import Judgments, Pairs
 from personalign.audit.social_choice import fit_bt
+from personalign.audit.table import Pairs
 from personalign.data.pairs import per_person_accuracy
 
 
@@ -52,8 +52,16 @@ def _dist(acc: np.ndarray, n: np.ndarray, min_pairs: int) -> dict[str, Any]:
     }
 
 
-def model_pair_scores(model_dir: str | Path, j: Judgments, pairs: Pairs, item_text: dict[str, str]) -> tuple:
-    """Scores of a saved personalign model for each person's own pairs (``models.load_model``; r_u(x, y))."""
+def model_pair_scores(
+    model_dir: str | Path,
+    persons: list[str],
+    items: list[str],
+    prompts: list[str],
+    pairs: Pairs,
+    item_text: dict[str, str],
+) -> tuple:
+    """Scores of a saved personalign model for each person's own pairs (``models.load_model``; r_u(x, y)):
+    ``persons``, ``items`` and ``prompts`` name the pairs' person and item codes."""
     from personalign.models import load_model
 
     model = load_model(model_dir)
@@ -62,7 +70,7 @@ def model_pair_scores(model_dir: str | Path, j: Judgments, pairs: Pairs, item_te
     uu, ii = key // pairs.n_items, key % pairs.n_items
     scores = np.asarray(
         model.score(
-            [j.users[k] for k in uu], [j.prompts[k] for k in ii], [item_text.get(j.items[k], "") for k in ii]
+            [persons[k] for k in uu], [prompts[k] for k in ii], [item_text.get(items[k], "") for k in ii]
         ),
         float,
     )
@@ -73,16 +81,19 @@ def model_pair_scores(model_dir: str | Path, j: Judgments, pairs: Pairs, item_te
 
 
 def representation(
-    j: Judgments | None,
     pairs: Pairs,
     *,
+    persons: list[str],
+    items: list[str],
+    prompts: list[str],
     model_dir: str | Path | None = None,
     item_text: dict[str, str] | None = None,
     min_pairs: int = 5,
     bt_alpha: float = 0.01,
 ) -> dict[str, Any]:
     """Per-person pairwise accuracy of the aggregated item-level BT (fit on everyone's pairs, in-sample) and,
-    when ``model_dir`` is given, of the personalized model on the same pairs."""
+    when ``model_dir`` is given, of the personalized model on the same pairs (any kind of data: ``persons``,
+    ``items`` and ``prompts`` name the codes of ``pairs``)."""
     theta = fit_bt(pairs, alpha=bt_alpha)
     acc, n = person_fit(pairs, item_scores=theta)
     out: dict[str, Any] = {
@@ -94,8 +105,8 @@ def representation(
         "_n": n,
         "_theta": theta,
     }
-    if model_dir is not None and j is not None:
-        ps, name = model_pair_scores(model_dir, j, pairs, item_text or {})
+    if model_dir is not None:
+        ps, name = model_pair_scores(model_dir, persons, items, prompts, pairs, item_text or {})
         macc, _ = person_fit(pairs, pair_scores=ps)
         ok = (n >= min_pairs) & ~np.isnan(acc) & ~np.isnan(macc)
         d = macc[ok] - acc[ok]

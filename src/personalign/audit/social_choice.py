@@ -20,7 +20,7 @@ from pref_voting.profiles_with_ties import ProfileWithTies
 from pref_voting.weighted_majority_graphs import MarginGraph
 from scipy.stats import binom, kendalltau
 
-from personalign.audit._table import Judgments, Pairs
+from personalign.audit.table import Judgments, Pairs
 
 
 def support_matrix(pairs: Pairs) -> np.ndarray:
@@ -231,9 +231,20 @@ def analyze_profile(
         "_cycle_idx": cycle,
         "_smith_idx": smith,
     }
-    if j is None:
-        return res
-    # welfare: utilitarian vs egalitarian choices against the aggregate (BT) choice
+    if j is not None:
+        res["welfare"] = welfare_choices(j, idx, labels, theta, sign, groups)
+    return res
+
+
+def welfare_choices(
+    j: Judgments,
+    idx: np.ndarray,
+    labels: list[str],
+    theta: np.ndarray,
+    sign: float,
+    groups: dict[str, np.ndarray] | None,
+) -> dict[str, Any]:
+    """Utilitarian and egalitarian choices among the items ``idx`` against the aggregate (BT) choice."""
     w = welfare(j, idx, sign, groups)
     mean_u = np.array(w["mean"])
     g_min = np.array([np.nan if v is None else v for v in w["worst_group_mean"]])
@@ -258,7 +269,7 @@ def analyze_profile(
             "worst_group_mean_utility": w["worst_group_mean"][c],
         }
 
-    res["welfare"] = {
+    return {
         "aggregate_bt_choice": choice(bt_choice),
         "utilitarian_choice": choice(util_choice),
         "egalitarian_person_choice": choice(egal_person),
@@ -266,7 +277,6 @@ def analyze_profile(
         "egalitarian_person_rule": "max of the bottom-decile utility, then the mean",
         "egalitarian_group_rule": "max of the worst group's mean utility",
     }
-    return res
 
 
 def social_choice(

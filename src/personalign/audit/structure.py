@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from personalign.audit._table import Judgments
+from personalign.audit.table import Judgments
 
 
 class PersonEffectModel:
@@ -95,11 +95,22 @@ def permute_within_items(j: Judgments, y: np.ndarray, rng: np.random.Generator) 
     return out
 
 
+SPEARMAN_BROWN_RULE = (
+    "2r / (1 + r) for a split-half correlation r > 0; 0 when r <= 0 (no reliable person effect: the formula "
+    "leaves [0, 1] there); split_half_r is the raw correlation"
+)
+
+
+def spearman_brown(r: float) -> float:
+    """The full-length reliability of a split-half correlation ``r``, in [0, 1] (see :data:`SPEARMAN_BROWN_RULE`)."""
+    return float(2 * r / (1 + r)) if r > 0 else 0.0
+
+
 def split_half_reliability(
     j: Judgments, y: np.ndarray, n_splits: int = 20, min_judgments: int = 4, seed: int = 0
 ) -> dict[str, Any]:
     """Correlation across persons of their offsets (mean residual from the item mean) in two random halves of
-    their judgments, Spearman-Brown corrected to the full length: rho = 2r / (1 + r)."""
+    their judgments, Spearman-Brown corrected to the full length (:func:`spearman_brown`, clipped at 0)."""
     rng = np.random.default_rng(seed)
     n_i, n_u = len(j.items), len(j.users)
     mean_i = np.bincount(j.i, weights=y, minlength=n_i) / np.maximum(np.bincount(j.i, minlength=n_i), 1)
@@ -124,8 +135,13 @@ def split_half_reliability(
         if m0[ok].std() > 0 and m1[ok].std() > 0:
             rs.append(float(np.corrcoef(m0[ok], m1[ok])[0, 1]))
     r = float(np.mean(rs)) if rs else 0.0
-    sb = 2 * r / (1 + r) if r > -1 else None
-    return {"persons": int(ok.sum()), "splits": len(rs), "split_half_r": r, "spearman_brown": sb}
+    return {
+        "persons": int(ok.sum()),
+        "splits": len(rs),
+        "split_half_r": r,
+        "spearman_brown": spearman_brown(r),
+        "spearman_brown_rule": SPEARMAN_BROWN_RULE,
+    }
 
 
 def structure_test(

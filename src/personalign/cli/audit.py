@@ -19,19 +19,27 @@ def audit(
     group_by: list[str] = typer.Option(
         None, "--group-by", help="demographic column(s); default: every usable one"
     ),
-    model: Path = typer.Option(None, "--model", help="a saved personalign model to compare with"),
+    model: Path = typer.Option(
+        None, "--model", help="a saved personalign model whose per-person fit is set beside the aggregate's"
+    ),
     max_items: int = typer.Option(None, "--max-items", help="keep only the N most-judged items"),
     min_judgments: int = typer.Option(
         1, "--min-judgments", help="keep persons with at least this many judgments"
     ),
     sc_items: int = typer.Option(40, "--sc-items", help="items in the social-choice profile"),
     polarity: str = typer.Option("higher", "--polarity", help="'higher' or 'lower' values preferred"),
-    permutations: int = typer.Option(99, "--permutations", help="permutations of the structure test"),
+    permutations: int = typer.Option(
+        99, "--permutations", help="permutations of the structure test (0: skip the test)"
+    ),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
 ) -> None:
     """Audit what one aggregated reward hides: disagreement, social choice, groups, who loses, personal structure."""
-    from personalign.audit.report import run_audit, write_audit
+    from personalign.audit.options import check_options
+
+    check_options(polarity, permutations, sc_items, max_items, min_judgments)  # before reading anything
+    from personalign.audit.pipeline import run_audit
+    from personalign.audit.report import write_audit
     from personalign.data.io import read_data
     from personalign.render import audit_table
 

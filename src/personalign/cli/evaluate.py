@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,6 +39,71 @@ def load_eval_data(data: str, format: str | None, max_persons: int | None = None
     return read_data(data, format=format)
 
 
+def harmless_for(d: Any, harmless: str, n_pairs: int) -> tuple[Any, str]:
+    """The harmlessness pairs of ``--harmless`` (None: no tax) and a line saying why: ``PATH`` always, ``none``
+    never, ``auto`` when the data is about harm (its name: ``personalign.evaluate.protocol.HARM_WORDS``) and the
+    default hh-rlhf file exists."""
+    from personalign.evaluate.protocol import harmless_pairs as read_harmless
+    from personalign.evaluate.protocol import is_about_harm
+
+    if harmless == "none" or n_pairs <= 0:
+        return None, "harmlessness tax: off"
+    if harmless != "auto":
+        path = Path(harmless)
+        if not path.is_file():
+            raise FileNotFoundError(f"--harmless {harmless}: no such file")
+        return read_harmless(path, n_pairs), f"harmlessness tax: {n_pairs} pairs of {path}"
+    if not is_about_harm(d):
+        return None, "harmlessness tax: off (the data is not about harm; --harmless PATH asks for it)"
+    if not DEFAULT_HARMLESS.exists():
+        return None, f"harmlessness tax: off (the data is about harm, but {DEFAULT_HARMLESS} is missing)"
+    return read_harmless(
+        DEFAULT_HARMLESS, n_pairs
+    ), f"harmlessness tax: on (the data is about harm; {n_pairs} pairs)"
+
+
+def eval_config(
+    models: str,
+    seeds: int,
+    first_seed: int,
+    k: str,
+    unseen_user_frac: float,
+    unseen_item_frac: float,
+    collab_frac: float,
+    max_train_pairs: int,
+    max_test_pairs: int,
+    max_persons: int | None,
+    active_max_k: int,
+    group_col: str | None,
+    rank: int,
+    harmless_pairs: int,
+) -> Any:
+    """The EvalConfig of ``eval``'s options, checked (a bad knob fails before any data is read or encoded)."""
+    from personalign.evaluate.config import EvalConfig, default_models
+
+    default = models.strip() == "default"
+    cfg = EvalConfig(
+        models=("default",) if default else tuple(m.strip() for m in models.split(",") if m.strip()),
+        seeds=seeds,
+        first_seed=first_seed,
+        ks=tuple(_ints(k, "k")),
+        unseen_user_frac=unseen_user_frac,
+        unseen_item_frac=unseen_item_frac,
+        collab_frac=collab_frac,
+        max_train_pairs=max_train_pairs,
+        max_test_pairs=max_test_pairs,
+        max_persons=max_persons,
+        active=active_max_k > 0,
+        active_max_k=active_max_k,
+        group_col=group_col,
+        rank=rank,
+        harmless_pairs=harmless_pairs,
+    ).check()
+    if default:  # resolved after the check: the default list imports the models (torch)
+        cfg.models = default_models()
+    return cfg
+
+
 @app.command("eval")
 def eval_command(
     data: str = typer.Argument(..., help="Data file/folder, or synthetic:alpha=0.1,persons=600 (generated)."),
@@ -45,10 +111,18 @@ def eval_command(
         None, "--format", "-f", help="Input format (popquorn, toxicity, lewidi, polis, ...)."
     ),  # noqa: A002
     models: str = typer.Option(
-        "majority,choix,crowd,bt,group,independent,lowrank,mixture", help="Comma-separated models."
+        "default",
+        help="Comma-separated models, or 'default': majority, choix, crowd, svd (with scikit-surprise), bt, group, "
+        "independent, lowrank, mixture and hybrid (where registered).",
     ),
-    seeds: int = typer.Option(5, help="Number of seeds (splits)."),
+    seeds: int = typer.Option(5, help="Number of seeds (splits), at least 1."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    test: str = typer.Option(
+        None,
+        "--test",
+        help="Transfer test: fit on DATA, test on this data (its persons new, or known by user_id).",
+    ),
+    test_format: str = typer.Option(None, "--test-format", help="Input format of --test."),
     k: str = typer.Option("0,1,2,5,10,20,50", "--k", help="k-shot sizes for unseen persons."),
     encoder: str = encoder_option(
         extra="'attributes' (synthetic data only) uses the items' true attributes."
@@ -64,9 +138,15 @@ def eval_command(
         0.2, help="Share of each seen person's items held out (collaborative cell)."
     ),
     group_col: str = typer.Option(None, help="Demographic column for GroupBT (default: the first usable)."),
-    rank: int = typer.Option(8, help="Rank of the low-rank model."),
+    rank: int = typer.Option(
+        8, help="Largest personal rank (tuned models also try 0 and 2 on an inner split)."
+    ),
     active_max_k: int = typer.Option(20, help="Largest k of the active (suggest_query) curve; 0 = off."),
-    harmless: str = typer.Option("auto", help="hh-rlhf harmless test file for the tax, 'auto' or 'none'."),
+    harmless: str = typer.Option(
+        "auto",
+        help="Personalization tax on hh-rlhf harmless pairs: a file (always), 'none', or 'auto' "
+        "(only for data about harm: toxicity, offensiveness, abuse, ...).",
+    ),
     harmless_pairs: int = typer.Option(300, help="hh-rlhf pairs sampled for the tax."),
     first_seed: int = typer.Option(0),
     merge_prompt: bool = typer.Option(
@@ -74,53 +154,51 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
-    from personalign.evaluate.protocol import EvalConfig, evaluate
-    from personalign.evaluate.protocol import harmless_pairs as read_harmless
+    from personalign.evaluate.protocol import evaluate, merge_prompts
     from personalign.evaluate.report import comparison_rows, write_report
     from personalign.render import comparison_table, progress_bar
 
     command = (
         "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
     )
-    d = load_eval_data(data, format)
-    if merge_prompt:
-        from personalign.evaluate.protocol import merge_prompts
-
-        d = merge_prompts(d)
-    cfg = EvalConfig(
-        models=tuple(m.strip() for m in models.split(",") if m.strip()),
-        seeds=seeds,
-        first_seed=first_seed,
-        ks=tuple(_ints(k, "k")),
-        unseen_user_frac=unseen_user_frac,
-        unseen_item_frac=unseen_item_frac,
-        collab_frac=collab_frac,
-        max_train_pairs=max_train_pairs,
-        max_test_pairs=max_test_pairs,
-        max_persons=max_persons,
-        active=active_max_k > 0,
-        active_max_k=active_max_k,
-        group_col=group_col,
-        rank=rank,
-        harmless_pairs=harmless_pairs,
+    cfg = eval_config(
+        models,
+        seeds,
+        first_seed,
+        k,
+        unseen_user_frac,
+        unseen_item_frac,
+        collab_frac,
+        max_train_pairs,
+        max_test_pairs,
+        max_persons,
+        active_max_k,
+        group_col,
+        rank,
+        harmless_pairs,
     )
-    hh = None
-    if harmless != "none" and harmless_pairs > 0:
-        path = DEFAULT_HARMLESS if harmless == "auto" else Path(harmless)
-        if path.exists():
-            hh = read_harmless(path, harmless_pairs)
-        elif harmless != "auto":
-            raise FileNotFoundError(f"no such file: {path}")
-    console.print(f"evaluating [bold]{d!r}[/]")
     if pair_mode not in ("auto", "response", "sentences"):
         raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
     enc = encoder if encoder == "attributes" else build_encoder(encoder, device)
+    d = load_eval_data(data, format)
+    t = load_eval_data(test, test_format) if test else None
+    if merge_prompt:
+        d = merge_prompts(d)
+        t = merge_prompts(t) if t is not None else None
+    hh, hh_note = harmless_for(d if t is None else t, harmless, harmless_pairs)
+    console.print(f"evaluating [bold]{d!r}[/]" + (f" -> tested on [bold]{t!r}[/]" if t is not None else ""))
+    console.print(hh_note)
     with progress_bar(console) as bar:
-        res = evaluate(d, cfg, encoder=enc, harmless=hh, progress=bar, pair_mode=pair_mode)
+        res = evaluate(d, cfg, encoder=enc, harmless=hh, progress=bar, pair_mode=pair_mode, test_data=t)
     files = write_report(res, out, command=command)
-    console.print(
-        comparison_table("Seen persons, unseen items (points, mean ± std over seeds)", comparison_rows(res))
-    )
+    if t is None:
+        console.print(
+            comparison_table(
+                "Seen persons, unseen items (points, mean ± std over seeds)", comparison_rows(res)
+            )
+        )
+    for name, why in res.get("skipped_models", {}).items():
+        console.print(f"{name}: {why}")
     console.print(
         f"{res['timing']['total_s']:.0f} s; wrote "
         + ", ".join(str(p.name) for p in files.values())

@@ -145,6 +145,54 @@ def ranking_pairs(rankings: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+def pairwise_judgments(comparisons: pd.DataFrame, rankings: pd.DataFrame) -> pd.DataFrame:
+    """Native comparisons and every pair of every ranking (:func:`ranking_pairs`) as one comparisons table."""
+    frames = [comparisons[COMPARISON_COLUMNS]] if len(comparisons) else []
+    if len(rankings):
+        frames.append(ranking_pairs(rankings))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_table(COMPARISON_COLUMNS)
+    out = pd.concat(frames, ignore_index=True)
+    out["tie"] = out["tie"].fillna(False).astype(bool)
+    return out
+
+
+def pair_key(a: Sequence[str] | np.ndarray, b: Sequence[str] | np.ndarray) -> np.ndarray:
+    """The unordered item pair of two item-id columns: ``"lo|hi"`` with the smaller id first."""
+    a = np.asarray(a, dtype=object).astype(str)
+    b = np.asarray(b, dtype=object).astype(str)
+    lo, hi = np.where(a < b, a, b), np.where(a < b, b, a)
+    return (pd.Series(lo, dtype=object) + "|" + pd.Series(hi, dtype=object)).to_numpy(object)
+
+
+def pair_outcomes(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Comparisons as pointwise judgments of item pairs: ``user_id, item_id, prompt, rating, first, second``.
+
+    The unit is the unordered pair (``item_id`` = :func:`pair_key`, ``first`` < ``second``); ``rating`` is +1 when
+    the person preferred ``first``, -1 when they preferred ``second`` and 0 for a tie (no side), so the agreement
+    rule of :mod:`personalign.data.pointwise` (neutral answer 0) applies to comparison data unchanged.
+    """
+    a = comparisons["chosen_id"].astype(str).to_numpy(object)
+    b = comparisons["rejected_id"].astype(str).to_numpy(object)
+    tie = (
+        comparisons["tie"].fillna(False).astype(bool).to_numpy()
+        if "tie" in comparisons
+        else np.zeros(len(a), bool)
+    )
+    y = np.where(tie, 0.0, np.where(a < b, 1.0, -1.0))
+    return pd.DataFrame(
+        {
+            "user_id": comparisons["user_id"].astype(str).to_numpy(object),
+            "item_id": pair_key(a, b),
+            "prompt": comparisons["prompt"].astype(str).to_numpy(object),
+            "rating": y,
+            "first": np.where(a < b, a, b),
+            "second": np.where(a < b, b, a),
+        }
+    )
+
+
 # ------------------------------------------------------------------------------------- scoring a person's pairs
 def pair_correct(p: np.ndarray | Sequence[float]) -> np.ndarray:
     """1 where p > 1/2, 0 where p < 1/2, 1/2 at exactly 1/2 (a coin flip in expectation)."""

@@ -1,16 +1,28 @@
-"""personalign.evaluate: the evaluation protocol, metrics, baselines and reports (personalized against aggregated)."""
+"""personalign.evaluate: the evaluation protocol, metrics, baselines and reports (personalized against aggregated).
 
-from personalign.evaluate.metrics import interval, pair_metrics, paired_difference, per_person_accuracy
-from personalign.evaluate.protocol import EvalConfig, evaluate, run_seed
-from personalign.evaluate.report import write_report
+The names below load on first use, so that a command line checks its options before the heavy imports.
+"""
 
-__all__ = [
-    "EvalConfig",
-    "evaluate",
-    "interval",
-    "pair_metrics",
-    "paired_difference",
-    "per_person_accuracy",
-    "run_seed",
-    "write_report",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_HOME = {
+    "EvalConfig": "personalign.evaluate.config",
+    "evaluate": "personalign.evaluate.protocol",
+    "run_seed": "personalign.evaluate.protocol",
+    "interval": "personalign.evaluate.metrics",
+    "pair_metrics": "personalign.evaluate.metrics",
+    "paired_difference": "personalign.evaluate.metrics",
+    "per_person_accuracy": "personalign.evaluate.metrics",
+    "write_report": "personalign.evaluate.report",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'personalign.evaluate' has no attribute {name!r}")

@@ -176,7 +176,7 @@ def cell_table(res: dict[str, Any], cell: str, columns: str = "full") -> str:
     """One cell's models as a Markdown table: every column (``full``) or the six read first (``compact``)."""
     rows = res.get("cells", {}).get(cell, {})
     if not rows:
-        return "_no test pairs in this cell_\n"
+        return f"_no test pairs in this cell: {res.get('cell_notes', {}).get(cell, 'see the protocol')}_\n"
     full = [_full_row(m, r) for m, r in rows.items()]
     if columns == "full":
         return md_table(FULL_HEADER, full)

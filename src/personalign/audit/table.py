@@ -1,10 +1,15 @@
-"""One long table of pointwise judgments (person, item, value) that every audit section reads.
+"""One long table of pointwise judgments (person, unit, value) that every audit section reads.
 
 The data's pointwise table (:meth:`personalign.data.PreferenceData.pointwise`): ratings are ordinal on
 ``rating_scale``; votes are -1 disagree / 0 pass / +1 agree, a pass the middle of each person's weak order. A person
 who judged an item twice counts once (the mean of the judgments). Pairs come from the data layer's one rule
-(:func:`personalign.data.pairs.pointwise_pairs`). Comparisons-only data has no pointwise table; the sections that
-need one say so in their output.
+(:func:`personalign.data.pairs.pointwise_pairs`).
+
+Comparison and ranking data (a ranking read as all its pairs) have no pointwise table over items; their unit is the
+*item pair* (:func:`judgments_from_pairs`): a person's outcome on the unordered pair {a, b} is +1 when they sided
+with the pair's majority, -1 against it, 0 for a tie (each pair oriented so that its majority is +1; the mean of
+repeated judgments). Agreement, the contested share, the variance decomposition and the structure test then read
+that table as they read ratings; social choice and the fit of one reward read the item-level pairs (:class:`Pairs`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from personalign.data.core import POPULATION_USER, PreferenceData
-from personalign.data.pairs import pointwise_pairs
+from personalign.data.pairs import pair_outcomes, pairwise_judgments, pointwise_pairs
 from personalign.errors import DataError
 
 
@@ -29,7 +34,7 @@ class Judgments:
     u: np.ndarray
     i: np.ndarray
     y: np.ndarray
-    kind: str  # "ratings" | "votes"
+    kind: str  # "ratings" | "votes" | "pairs" (item pairs of comparison data; see the module docstring)
     scale: tuple[float, float]
     notes: list[str] = field(default_factory=list)
     neutral: float | None = None  # the answer that takes no side (None: the scale's midpoint)
@@ -175,14 +180,89 @@ def pairs_from_judgments(j: Judgments, max_pairs_per_person: int | None = None, 
     return Pairs(*codes, len(j.users), len(j.items))
 
 
-def pairs_from_comparisons(data: PreferenceData) -> tuple[Pairs, list[str], list[str]]:
-    """Strict per-person comparisons of comparison data (ties dropped), with the person and item id lists."""
-    c = data.comparisons
-    c = c[(c["user_id"] != POPULATION_USER) & ~c["tie"].astype(bool)]
-    uc = pd.Categorical(c["user_id"].astype(str))
+def comparison_table(data: PreferenceData) -> pd.DataFrame:
+    """Every per-person comparison of ``data``: the native comparisons and all pairs of every ranking (no
+    population-level rows)."""
+    c = pairwise_judgments(data.comparisons, data.rankings)
+    return c[c["user_id"] != POPULATION_USER].reset_index(drop=True)
+
+
+def restrict_comparisons(c: pd.DataFrame, max_items: int | None, min_judgments: int = 1) -> pd.DataFrame:
+    """The comparisons among the ``max_items`` most-judged items (each item's count: the comparisons it is in),
+    then those of persons with at least ``min_judgments`` of them: :func:`restrict` for comparison data."""
+    keep = np.ones(len(c), bool)
+    if max_items is not None:
+        counts = pd.concat([c["chosen_id"], c["rejected_id"]]).astype(str).value_counts(sort=False)
+        # stable order: most judged first, ties by item id
+        top = set(counts.sort_index().sort_values(ascending=False, kind="stable").index[:max_items])
+        keep &= (c["chosen_id"].astype(str).isin(top) & c["rejected_id"].astype(str).isin(top)).to_numpy()
+    if min_judgments > 1:
+        per = c.loc[keep, "user_id"].value_counts()
+        keep &= c["user_id"].map(per).fillna(0).to_numpy() >= min_judgments
+    if not keep.any():
+        raise DataError(
+            f"no comparisons left after keeping the {max_items} most-judged items and persons with "
+            f">= {min_judgments} comparisons",
+            field="max_items",
+            expected="a looser restriction",
+        )
+    return c[keep].reset_index(drop=True)
+
+
+def pairs_from_comparisons(c: pd.DataFrame) -> tuple[Pairs, list[str], list[str]]:
+    """Strict per-person comparisons of a comparisons table (ties dropped), with the person and item id lists
+    (every person of ``c`` is listed, also one whose comparisons are all ties)."""
+    persons = sorted(c["user_id"].astype(str).unique())
+    c = c[~c["tie"].astype(bool)]
+    uc = pd.Categorical(c["user_id"].astype(str), categories=persons)
     ic = pd.Categorical(pd.concat([c["chosen_id"], c["rejected_id"]]).astype(str))
     cats = ic.categories
     a = pd.Categorical(c["chosen_id"].astype(str), categories=cats).codes.astype(np.int64)
     b = pd.Categorical(c["rejected_id"].astype(str), categories=cats).codes.astype(np.int64)
-    pairs = Pairs(uc.codes.astype(np.int64), a, b, len(uc.categories), len(cats))
-    return pairs, [str(x) for x in uc.categories], [str(x) for x in cats]
+    pairs = Pairs(uc.codes.astype(np.int64), a, b, len(persons), len(cats))
+    return pairs, persons, [str(x) for x in cats]
+
+
+def judgments_from_pairs(
+    c: pd.DataFrame, persons: list[str], item_text: dict[str, str] | None = None, width: int = 70
+) -> tuple[Judgments, dict[str, str]]:
+    """Comparisons as pointwise judgments of item pairs, each pair oriented to its majority (see the module
+    docstring); ``persons`` fixes the person order (the one of :func:`pairs_from_comparisons`). Also returns each
+    pair's text, "<the majority's choice> > <the other>" (item texts cut to ``width``)."""
+    t = pair_outcomes(c)
+    notes = []
+    g = t.groupby(["user_id", "item_id"], sort=False)
+    if g.ngroups < len(t):
+        notes.append(f"{len(t) - g.ngroups} repeated (person, item pair) comparisons averaged")
+        t = g.agg(
+            prompt=("prompt", "first"),
+            first=("first", "first"),
+            second=("second", "first"),
+            rating=("rating", "mean"),
+        ).reset_index()
+    # orientation: +1 = the side most of the pair's judges took (a pair without a majority keeps "first wins")
+    flip = t.groupby("item_id")["rating"].sum() < 0
+    t["rating"] = t["rating"] * np.where(t["item_id"].map(flip).to_numpy(bool), -1.0, 1.0)
+    uc = pd.Categorical(t["user_id"], categories=persons)
+    ic = pd.Categorical(t["item_id"])
+    first = t.groupby("item_id", observed=True)[["prompt", "first", "second"]].first()
+    units = [str(x) for x in ic.categories]
+    text = item_text or {}
+    labels = {}
+    for key in units:
+        a, b = first.at[key, "first"], first.at[key, "second"]
+        win, lose = (b, a) if flip.get(key, False) else (a, b)
+        labels[key] = f"{text.get(win, win)[:width]} > {text.get(lose, lose)[:width]}"
+    j = Judgments(
+        users=list(persons),
+        items=units,
+        prompts=[str(first.at[x, "prompt"]) for x in units],
+        u=uc.codes.astype(np.int64),
+        i=ic.codes.astype(np.int64),
+        y=t["rating"].to_numpy(float),
+        kind="pairs",
+        scale=(-1.0, 1.0),
+        notes=notes,
+        neutral=0.0,
+    )
+    return j, labels

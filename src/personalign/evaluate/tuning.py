@@ -1,0 +1,122 @@
+"""Choosing a model's personal part per seed on an inner split of the training pairs grouped by item.
+
+The inner split (:func:`tuning_split`) holds out every training pair that touches a random share of the prompts
+(with at least ``MIN_PROMPTS`` prompts) or, otherwise, of the items, through
+:func:`personalign.data.splits.split_by_items`; a single-prompt dataset is split by items, never by a random split
+of judgments, and the split is checked: no held-out item (prompt) appears in the inner training pairs. Selected on
+such a split, a personal part that only memorizes a person's training items cannot look useful.
+
+The grid (:func:`tune_personal`), coordinate-wise to bound the cost: the personal-basis penalty ``l2_basis`` over
+``cfg.tune_l2_basis`` at the full ``rank``, then the smaller ranks of ``cfg.rank_grid()`` (rank 0: no personal part
+at all) at the chosen penalty: ``len(l2 grid) + len(ranks) - 1`` inner fits and one refit on all training pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from personalign.data.core import PreferenceData
+from personalign.data.splits import split_by_items
+
+MIN_PROMPTS = (
+    20  # fewer prompts than this: the inner split holds out items, not prompts (as the outer split does)
+)
+INNER_FRAC = 0.2
+
+
+def tuning_split(
+    comps: pd.DataFrame, frac: float = INNER_FRAC, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+    """(inner training pairs, inner validation pairs, what the split was), grouped by prompt or item; None when no
+    such split exists (too few items, or every pair touches a held-out item)."""
+    prompts = comps["prompt"].fillna("").astype(str)
+    by_prompt = prompts[prompts != ""].nunique() >= MIN_PROMPTS
+    table = comps.assign(_row=np.arange(len(comps)))
+    if not by_prompt:
+        # no prompts to speak of: blank them so that split_by_items holds out items
+        table = table.assign(prompt="")
+    tr, va = split_by_items(table, frac, seed=seed)
+    # a person whose every pair touches a held-out item is unknown to the inner fit: nothing personal to validate
+    va = va[va["user_id"].isin(set(tr["user_id"]))]
+    if not len(tr) or not len(va):
+        return None
+    if by_prompt:
+        grouped = not set(tr["prompt"]) & set(va["prompt"])
+    else:
+        seen = set(tr["chosen_id"].astype(str)) | set(tr["rejected_id"].astype(str))
+        a, b = va["chosen_id"].astype(str), va["rejected_id"].astype(str)
+        grouped = bool((~a.isin(seen) | ~b.isin(seen)).all())
+    if not grouped:  # a split of judgments (some versions fall back to one): not a grouped split
+        return None
+    info = {"unit": "prompt" if by_prompt else "item", "train_pairs": int(len(tr)), "val_pairs": int(len(va))}
+    rows_tr, rows_va = tr["_row"].to_numpy(), va["_row"].to_numpy()
+    return comps.iloc[rows_tr].reset_index(drop=True), comps.iloc[rows_va].reset_index(drop=True), info
+
+
+def val_log_loss(model: Any, pairs: pd.DataFrame) -> float:
+    """Mean -log P(chosen > rejected) on validation pairs."""
+    p = np.clip(np.asarray(model.predict_proba(pairs), float), 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.log(p)))
+
+
+def grid_label(rank: int, l2: float | None) -> str:
+    return f"rank={rank}" if rank == 0 or l2 is None else f"rank={rank},l2_basis={l2:g}"
+
+
+def tune_personal(
+    make: Callable[..., Any],
+    train_data: PreferenceData,
+    rank: int,
+    ranks: list[int],
+    l2_grid: tuple[float, ...],
+    seed: int,
+    step: Callable[[str], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit ``make(**params)`` with the personal rank and penalty chosen on :func:`tuning_split` (see the module).
+
+    Returns the model refitted on all of ``train_data`` and what was chosen: ``rank``, ``l2_basis`` (None: the
+    model's default), ``inner_val_log_loss`` per grid point, ``inner_fits``, ``tuning_seconds``, ``inner_split``
+    (or ``note`` when no grouped split exists and the configured model is fitted as it is).
+    """
+    t0 = time.perf_counter()
+    split = tuning_split(train_data.comparisons, seed=seed)
+    if split is None or (len(ranks) <= 1 and not l2_grid):
+        model = make(rank=rank)
+        model.fit(train_data)
+        note = "no grouped inner split (too few items or prompts)" if split is None else "nothing to choose"
+        return model, {"rank": rank, "l2_basis": None, "note": note, "inner_fits": 0}
+    tr, va, info = split
+    inner = train_data.copy(comparisons=tr)
+    losses: dict[tuple[int, float | None], float] = {}
+    n_fits = max(len(l2_grid), 1) + sum(r != rank for r in ranks) if rank > 0 else 1
+
+    def trial(r: int, l2: float | None) -> None:
+        if step is not None:
+            step(f"tuning {grid_label(r, l2)} ({len(losses) + 1}/{n_fits})")
+        params: dict[str, Any] = {"rank": r} if l2 is None or r == 0 else {"rank": r, "l2_basis": l2}
+        losses[(r, None if r == 0 else l2)] = val_log_loss(make(**params).fit(inner), va)
+
+    for l2 in (l2_grid if rank > 0 else ()) or (None,):
+        trial(rank, l2)
+    best_l2 = min(losses, key=losses.get)[1]
+    for r in ranks:
+        if r != rank:
+            trial(r, best_l2)
+    best_rank, best_l2 = min(losses, key=losses.get)
+    params = {"rank": best_rank} if best_l2 is None else {"rank": best_rank, "l2_basis": best_l2}
+    if step is not None:
+        step(f"refit at {grid_label(best_rank, best_l2)}")
+    model = make(**params).fit(train_data)
+    return model, {
+        "rank": best_rank,
+        "l2_basis": best_l2,
+        "inner_val_log_loss": {grid_label(r, l2): v for (r, l2), v in losses.items()},
+        "inner_fits": len(losses),
+        "tuning_seconds": time.perf_counter() - t0,
+        "inner_split": info,
+    }

@@ -1,0 +1,185 @@
+"""An evaluation that cannot leak: the collaborative cell holds out items for rankings and comparisons too, the
+crowd oracle reads rankings, and the tuning split is grouped by item even with a single prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from personalign.data.core import PreferenceData
+from personalign.data.pairs import ranking_pairs
+from personalign.evaluate import baselines
+from personalign.evaluate import metrics as M
+from personalign.evaluate.config import EvalConfig
+from personalign.evaluate.holdout import collaborative_holdout, pairwise_table
+from personalign.evaluate.protocol import run_seed
+from personalign.evaluate.tuning import tuning_split
+
+
+class Memorizer:
+    """A per-person model of item ids that knows nothing but each person's own training order: the item's wins
+    minus losses in the person's training comparisons and rankings (for a full ranking, its Borda rank, so every
+    pair implied by transitivity is answered), 0 for an item the person did not judge in training."""
+
+    personal = True
+    name = "memorizer"
+
+    def fit(self, data: PreferenceData, pairs: pd.DataFrame) -> Memorizer:
+        pw = pairwise_table(data)
+        self.s: dict[tuple[str, str], float] = {}
+        for u, a, b in zip(pw["user_id"], pw["chosen_id"], pw["rejected_id"]):
+            self.s[(u, a)] = self.s.get((u, a), 0.0) + 1.0
+            self.s[(u, b)] = self.s.get((u, b), 0.0) - 1.0
+        return self
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        d = [
+            self.s.get((u, a), 0.0) - self.s.get((u, b), 0.0)
+            for u, a, b in zip(df["user_id"], df["chosen_id"], df["rejected_id"])
+        ]
+        return 1 / (1 + np.exp(-np.asarray(d, float)))
+
+    def collapsed(self) -> Memorizer:
+        return self
+
+
+@pytest.fixture
+def with_memorizer(monkeypatch):
+    monkeypatch.setitem(baselines.BASELINES, "memorizer", Memorizer)
+
+
+def rankings_data(
+    n_persons: int = 60, n_items: int = 14, per: int = 12, consensus: float = 0.0, seed: int = 0
+):
+    """One prompt; each person ranks ``per`` of ``n_items`` items, by a shared score (weight ``consensus``) plus
+    their own noise: with ``consensus`` 0 nothing about a person's order of unseen items can be predicted."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=n_items)
+    rows = []
+    for u in range(n_persons):
+        items = rng.choice(n_items, per, replace=False)
+        score = consensus * shared[items] + rng.normal(size=per)
+        rows.append(
+            {
+                "user_id": f"u{u:02d}",
+                "prompt": "",
+                "responses": [f"item {i}" for i in items[np.argsort(-score)]],
+            }
+        )
+    return PreferenceData(rankings=pd.DataFrame(rows), name="rankings")
+
+
+def cfg(**kw):
+    base = dict(
+        models=("memorizer", "crowd"),
+        seeds=1,
+        ks=(0,),
+        collab_frac=0.4,
+        unseen_item_frac=0.15,
+        max_train_pairs=500,
+        max_test_pairs=100,
+        active=False,
+    )
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+@pytest.mark.parametrize("written_as", ["rankings", "comparisons"])
+def test_memorizing_each_persons_training_order_stays_at_chance(with_memorizer, written_as):
+    data = rankings_data()
+    if (
+        written_as == "comparisons"
+    ):  # a ranking dataset written as all its pairwise comparisons (issue 15, 5a)
+        data = PreferenceData(comparisons=ranking_pairs(data.rankings), name="all pairs")
+    r = run_seed(data, 0, cfg(), featurizer=None)
+    coll = r.cells["collaborative"]["memorizer"]
+    assert coll["n_pairs"] >= 100 and coll["n_persons"] >= 40
+    # no test pair has an item of the person's training judgments: the memorizer says exactly 1/2 everywhere
+    assert coll["accuracy"] == pytest.approx(0.5, abs=1e-12)
+    # ... although it reproduces the person's training order, and a split of pairs would hand it the answers
+    rest, held, test = collaborative_holdout(data, 0.4, np.random.default_rng(0))
+    m = Memorizer().fit(rest, pairwise_table(rest))
+    own = pairwise_table(rest)
+    assert M.mean_person_accuracy(own["user_id"], m.predict_proba(own)) > 0.95
+    pw = pairwise_table(data)
+    pick = np.random.default_rng(1).random(len(pw)) < 0.2  # the old hold-out: a share of each person's pairs
+    leaky = Memorizer().fit(PreferenceData(comparisons=pw[~pick]), pw[~pick])
+    assert M.mean_person_accuracy(pw[pick]["user_id"], leaky.predict_proba(pw[pick])) > 0.8
+
+
+def test_held_out_items_never_touch_the_persons_training_judgments():
+    data = rankings_data(seed=3)
+    rest, held, test = collaborative_holdout(data, 0.3, np.random.default_rng(5))
+    assert len(test) and held
+    for u, a, b in zip(test["user_id"], test["chosen_id"], test["rejected_id"]):
+        assert (u, a) in held and (u, b) in held
+    train = pairwise_table(rest)
+    touched = {(u, i) for col in ("chosen_id", "rejected_id") for u, i in zip(train["user_id"], train[col])}
+    assert not touched & held
+    # every held-out item was judged by at least two other persons
+    judges = pairwise_table(data).melt(id_vars="user_id", value_vars=["chosen_id", "rejected_id"])
+    n = judges.drop_duplicates(["user_id", "value"]).groupby("value").size()
+    assert all(n[i] >= 3 for _, i in held)
+
+
+def test_rankings_fill_both_cells_and_the_crowd_reads_them(with_memorizer):
+    data = rankings_data(consensus=3.0, seed=2)
+    r = run_seed(data, 0, cfg(), featurizer=None)
+    for cell in ("collaborative", "unseen_items"):
+        assert r.cells[cell]["crowd"]["n_pairs"] > 20, cell
+    # a shared order: the leave-one-out crowd knows it (it used to answer 1/2 on rankings)
+    assert r.cells["collaborative"]["crowd"]["accuracy"] > 0.75
+    assert r.notes == {}
+
+
+def test_an_empty_cell_says_why(with_memorizer):
+    r = run_seed(rankings_data(), 0, cfg(collab_frac=0.0), featurizer=None)
+    assert "collaborative" not in r.cells
+    assert "collab_frac is 0" in r.notes["collaborative"]
+    sparse = rankings_data(n_persons=2, seed=1)  # two persons: nobody's item was judged by two others
+    r = run_seed(sparse, 0, cfg(unseen_user_frac=0.0), featurizer=None)
+    assert "judged by >= 2 other persons" in r.notes["collaborative"]
+
+
+def test_single_prompt_tuning_split_is_grouped_by_item():
+    # one prompt (the issue's case 5b): the inner split must hold out items, not a random share of judgments
+    data = PreferenceData(
+        comparisons=ranking_pairs(rankings_data(n_items=30, per=10).rankings.assign(prompt="q"))
+    )
+    comps = data.comparisons
+    assert comps["prompt"].nunique() == 1
+    tr, va, info = tuning_split(comps, 0.2, seed=0)
+    assert info["unit"] == "item" and len(tr) and len(va)
+    seen = set(tr["chosen_id"]) | set(tr["rejected_id"])
+    assert all(a not in seen or b not in seen for a, b in zip(va["chosen_id"], va["rejected_id"]))
+    assert set(tr["prompt"]) == {"q"}  # the rows come back as they were
+
+
+def test_personal_rank_is_chosen_on_the_grouped_split():
+    from personalign.data.synthetic import generate_population
+    from personalign.evaluate.featurize import all_texts, make_featurizer
+    from personalign.features import HashingEncoder
+
+    pop = generate_population(
+        persons=60, comparisons_per_person=20, alpha=0.1, heldout_prompt_frac=0.0, seed=1
+    )
+    feat = make_featurizer(HashingEncoder(dim=32), all_texts(pop), show_progress=False)
+    c = cfg(
+        models=("lowrank",), rank=4, tune_l2_basis=(30.0, 3000.0), model_params={"lowrank": {"max_iter": 30}}
+    )
+    r = run_seed(pop, 0, c, feat)
+    ch = r.chosen["lowrank"]
+    keys = set(ch["inner_val_log_loss"])
+    # the penalty over its grid at the full rank, then the smaller ranks at the chosen penalty
+    assert {"rank=4,l2_basis=30", "rank=4,l2_basis=3000", "rank=0"} <= keys and len(keys) == 4
+    assert any(k.startswith("rank=2,") for k in keys)
+    assert ch["inner_fits"] == 4 and ch["rank"] in (0, 2, 4)
+    best = min(ch["inner_val_log_loss"].values())
+    assert (
+        ch["inner_val_log_loss"][
+            f"rank={ch['rank']}" if ch["rank"] == 0 else f"rank={ch['rank']},l2_basis={ch['l2_basis']:g}"
+        ]
+        == best
+    )
+    assert ch["inner_split"]["unit"] == "prompt" and ch["tuning_seconds"] > 0
