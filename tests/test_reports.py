@@ -221,8 +221,12 @@ def test_audit_of_comparisons_numbers_its_sections_from_one(tmp_path):
     data = generate_population(persons=40, comparisons_per_person=12, seed=1)
     write_audit(run_audit(data, n_permutations=9), tmp_path)
     html = (tmp_path / "report.html").read_text()
-    assert "<h2>1. " in html and "Heterogeneity" not in html
-    assert "Personal structure was not tested here" in html and "<h2>Glossary</h2>" in html
+    numbers = [int(n) for n in __import__("re").findall(r"<h2>(\d+)\. ", html)]
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers
+    # comparison data is audited on item pairs: the structure test runs and its verdict leads the report
+    assert "Is there learnable personal structure?" in html and "<h2>Glossary</h2>" in html
+    write_audit(run_audit(data, n_permutations=0), tmp_path / "off")
+    assert "Personal structure was not tested here" in (tmp_path / "off" / "report.html").read_text()
 
 
 def test_fit_gap_interval_finds_a_worse_group_and_not_a_random_one():

@@ -106,7 +106,7 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 
 def audit_table(res: dict[str, Any]) -> Table:
-    """The headline figures of :func:`personalign.audit.run_audit`."""
+    """The headline figures of :func:`personalign.audit.pipeline.run_audit`."""
     h, f = res["headline"], _fmt
     rows = [
         ("persons / items / pairs", f"{res['persons']} / {res['items']} / {res['pairs']}"),

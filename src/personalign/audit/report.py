@@ -91,7 +91,7 @@ def audit_verdict(doc: dict[str, Any]) -> str:
             f"{_pct(h.get('structure_effect'))} of within-item variance)"
         )
     else:
-        parts.append("Personal structure was not tested here (it needs pointwise judgments)")
+        parts.append("Personal structure was not tested here (the permutation test was switched off)")
     if h.get("aggregate_fit_mean") is not None:
         parts.append(
             f"one aggregated reward fits the average person's own comparisons at {_pct(h['aggregate_fit_mean'])} "
