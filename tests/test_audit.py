@@ -186,7 +186,7 @@ def test_cli_writes_every_output(tmp_path):
 
 
 def test_cli_bad_option_exits_2(tmp_path):
-    from personalign.cli._common import run_guarded
+    from personalign.cli.common import run_guarded
     from personalign.data.io import write_data
 
     src = write_data(two_groups(), tmp_path / "camps.parquet")

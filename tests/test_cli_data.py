@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from personalign.cli import app
-from personalign.cli._common import run_guarded
+from personalign.cli.common import run_guarded
 from personalign.data import read_data
 
 

@@ -108,7 +108,7 @@ def test_bad_option_exits_2_before_any_output(
     case, ratings_file, comparisons_file, tmp_path, capsys, monkeypatch
 ):
     from personalign.cli import app
-    from personalign.cli._common import run_guarded
+    from personalign.cli.common import run_guarded
 
     out = tmp_path / "out"
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from personalign.cli import app
-from personalign.cli._common import run_guarded
+from personalign.cli.common import run_guarded
 from personalign.data.io import write_data
 from personalign.data.synthetic import generate_population, sample_ratings
 from personalign.models import load_model, model_names

@@ -76,7 +76,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 def _cli(args: list[str]) -> int:
     """The real command line (usage and personalign errors become exit 2)."""
     from personalign.cli import app
-    from personalign.cli._common import run_guarded
+    from personalign.cli.common import run_guarded
 
     return run_guarded(app, args)
 

@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import sys
+from importlib import import_module
 
-import typer
+from personalign.cli.app import app
+from personalign.cli.common import run_guarded
 
-from personalign.cli._common import run_guarded
+# Each capability owns its own command module; importing one registers its commands on `app`.
+COMMAND_MODULES = ("data", "demo", "models", "evaluate", "audit", "bounds", "serve", "integrations", "report")
 
-app = typer.Typer(
-    name="personalign",
-    help="Learn each person's preferences instead of one averaged reward, inside bounds nobody can cross.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+for _name in COMMAND_MODULES:
+    import_module(f"personalign.cli.{_name}")
 
-
-def _register() -> None:
-    # Each capability owns its own command module; importing registers its commands on `app`.
-    from personalign.cli import data as _data  # noqa: F401
-    from personalign.cli import demo as _demo  # noqa: F401
-
-    for name in ("models", "evaluate", "audit", "bounds", "serve", "integrations", "report"):
-        try:
-            __import__(f"personalign.cli.{name}")
-        except ModuleNotFoundError as exc:  # a capability not built yet
-            if exc.name != f"personalign.cli.{name}":
-                raise
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"personalign {version('personalign')}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Learn each person's preferences instead of one averaged reward, inside bounds nobody can cross."""
-
-
-_register()
+__all__ = ["app", "main"]
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from personalign.cli import app
-from personalign.cli._common import console
+from personalign.cli.app import app
+from personalign.cli.common import console
 
 bounds_app = typer.Typer(
     help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True

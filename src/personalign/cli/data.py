@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from personalign.cli import app
+from personalign.cli.app import app
 from personalign.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def inspect(
     """Persons, items, judgments per kind and per person, demographics, contested items, validation findings."""
     from rich.table import Table
 
-    from personalign.cli._common import console
+    from personalign.cli.common import console
     from personalign.data.files import write_text_atomic
 
     data = _read(path, fmt, user_col, mapping)
@@ -124,7 +124,7 @@ def convert(
     mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
 ) -> None:
     """Read any supported format and write personalign's canonical file (written to a temp file, then renamed)."""
-    from personalign.cli._common import console
+    from personalign.cli.common import console
     from personalign.data.io import write_data
 
     data = _read(path, fmt, user_col, mapping)
@@ -132,13 +132,12 @@ def convert(
     console.print(f"{data!r}\nwritten to [bold]{out}[/]")
 
 
-# ---------------------------------------------------------------- synth (owned by the synthetic-population work)
-from pathlib import Path as _SynthPath  # noqa: E402
+# ---------------------------------------------------------------- synth
 
 
 @data_app.command("synth")
 def synth(
-    out: _SynthPath = typer.Option(..., "--out", help="Folder to write the population into."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the population into."),
     persons: int = typer.Option(2000, "--persons", help="Number of persons."),
     comparisons: int = typer.Option(40, "--comparisons", help="Training comparisons per person."),
     alpha: float = typer.Option(0.1, "--alpha", help="Dirichlet concentration: small = people differ."),
@@ -154,7 +153,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same population)."),
 ) -> None:
     """Generate a synthetic pluralistic population with known true rewards (Parquet + truth JSON)."""
-    from personalign.cli._common import console
+    from personalign.cli.common import console
     from personalign.data.synthetic import (
         SyntheticConfig,
         generate_population,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from personalign.cli import app
+from personalign.cli.app import app
 
 
 @app.command()

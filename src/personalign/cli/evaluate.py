@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from personalign.cli import app
-from personalign.cli._common import (
+from personalign.cli.app import app
+from personalign.cli.common import (
     build_encoder,
     build_featurizer,
     console,

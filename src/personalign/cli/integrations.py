@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from personalign.cli import app
-from personalign.cli._common import console, encoder_option, err_console
+from personalign.cli.app import app
+from personalign.cli.common import console, encoder_option, err_console
 from personalign.errors import ConfigError
 
 POLICY_HELP = (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from personalign.cli import app
-from personalign.cli._common import build_featurizer, console, device_option, encoder_option, pair_mode_option
+from personalign.cli.app import app
+from personalign.cli.common import build_featurizer, console, device_option, encoder_option, pair_mode_option
 
 
 def _list_models(value: bool) -> None:

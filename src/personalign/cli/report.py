@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from personalign.cli import app
-from personalign.cli._common import console
+from personalign.cli.app import app
+from personalign.cli.common import console
 from personalign.errors import DataError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from personalign.cli import app
-from personalign.cli._common import console
+from personalign.cli.app import app
+from personalign.cli.common import console
 
 serve_app = typer.Typer(
     help="Run the personalization HTTP service (FastAPI + uvicorn), or manage its API keys.",
