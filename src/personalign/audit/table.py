@@ -136,14 +136,19 @@ def restrict(j: Judgments, max_items: int | None, min_judgments: int = 1) -> Jud
         keep &= per[j.u] >= min_judgments
     if keep.all():
         return j
+    require_left(keep, max_items, min_judgments, "judgments")
+    return j.subset(keep)
+
+
+def require_left(keep: np.ndarray, max_items: int | None, min_judgments: int, what: str) -> None:
+    """DataError when the audit's restriction (most-judged items, persons with enough judgments) keeps nothing."""
     if not keep.any():
         raise DataError(
-            f"no judgments left after keeping the {max_items} most-judged items and persons with "
-            f">= {min_judgments} judgments",
+            f"no {what} left after keeping the {max_items} most-judged items and persons with "
+            f">= {min_judgments} {what}",
             field="max_items",
             expected="a looser restriction",
         )
-    return j.subset(keep)
 
 
 @dataclass
@@ -199,13 +204,7 @@ def restrict_comparisons(c: pd.DataFrame, max_items: int | None, min_judgments: 
     if min_judgments > 1:
         per = c.loc[keep, "user_id"].value_counts()
         keep &= c["user_id"].map(per).fillna(0).to_numpy() >= min_judgments
-    if not keep.any():
-        raise DataError(
-            f"no comparisons left after keeping the {max_items} most-judged items and persons with "
-            f">= {min_judgments} comparisons",
-            field="max_items",
-            expected="a looser restriction",
-        )
+    require_left(keep, max_items, min_judgments, "comparisons")
     return c[keep].reset_index(drop=True)
 
 

@@ -97,6 +97,35 @@ def _atomic_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1))
 
 
+def _write_head(
+    directory: str | Path, scorer: Any, source: dict[str, Any], extra: Mapping[str, Any] | None
+) -> Path:
+    """Write a linear scorer's ``head.json``: its kind, where its features come from (``source``), its
+    parameters, threshold, metrics and weights."""
+    directory = Path(directory)
+    doc = {
+        "kind": type(scorer).__name__,
+        "format_version": 1,
+        **source,
+        "params": {"l2": scorer.l2, "test_size": scorer.test_size, "random_state": scorer.random_state},
+        "threshold": float(scorer.threshold_),
+        "metrics": scorer.metrics_,
+        "coef": [float(v) for v in scorer.coef_],
+        **(dict(extra) if extra else {}),
+    }
+    _atomic_json(directory / HEAD_FILE, doc)
+    return directory
+
+
+def _fitted_pairs(
+    scorer: Any, prompts: str | Sequence[str], responses: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The (prompt, response) lists a fitted linear scorer scores; NotFittedError before ``fit``."""
+    if not hasattr(scorer, "coef_"):
+        raise NotFittedError(f"{type(scorer).__name__} is not fitted")
+    return _broadcast(prompts, responses)
+
+
 def _youden(pos: np.ndarray, neg: np.ndarray) -> float:
     """Threshold t maximizing TPR - FPR for "pos >= t" (midpoint between neighbouring scores)."""
     s = np.unique(np.concatenate([pos, neg]))
@@ -195,30 +224,12 @@ class HarmlessnessHead:
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """The linear harmlessness score of each (prompt, response) pair (higher: more harmless)."""
-        if not hasattr(self, "coef_"):
-            raise NotFittedError("HarmlessnessHead is not fitted")
-        prompts, responses = _broadcast(prompts, responses)
-        if not responses:
-            return np.zeros(0)
-        return self._phi(prompts, responses) @ self.coef_
+        prompts, responses = _fitted_pairs(self, prompts, responses)
+        return self._phi(prompts, responses) @ self.coef_ if responses else np.zeros(0)
 
     def save(self, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``head.json`` (weights, threshold, featurizer config, metrics, how it was trained)."""
-        directory = Path(directory)
-        _atomic_json(
-            directory / HEAD_FILE,
-            {
-                "kind": "HarmlessnessHead",
-                "format_version": 1,
-                "featurizer": self.featurizer.config(),
-                "params": {"l2": self.l2, "test_size": self.test_size, "random_state": self.random_state},
-                "threshold": float(self.threshold_),
-                "metrics": self.metrics_,
-                "coef": [float(v) for v in self.coef_],
-                **(dict(extra) if extra else {}),
-            },
-        )
-        return directory
+        return _write_head(directory, self, {"featurizer": self.featurizer.config()}, extra)
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> HarmlessnessHead:
@@ -385,31 +396,14 @@ class ConsensusScorer:
 
     def score(self, prompts: str | Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """P(consensus-offensive) of each response, from its text embedding."""
-        if not hasattr(self, "coef_"):
-            raise NotFittedError("ConsensusScorer is not fitted")
-        _, responses = _broadcast(prompts, responses)
-        if not responses:
-            return np.zeros(0)
-        return 1 / (1 + np.exp(-(self._x(responses) @ self.coef_)))
+        _, responses = _fitted_pairs(self, prompts, responses)
+        return 1 / (1 + np.exp(-(self._x(responses) @ self.coef_))) if responses else np.zeros(0)
 
     def save(self, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``head.json`` (weights, threshold, encoder config, metrics) into ``directory``."""
-        directory = Path(directory)
         cfg = getattr(self.encoder, "config", None)
-        _atomic_json(
-            directory / HEAD_FILE,
-            {
-                "kind": "ConsensusScorer",
-                "format_version": 1,
-                "encoder": cfg() if callable(cfg) else {"name": self.encoder.name},
-                "params": {"l2": self.l2, "test_size": self.test_size, "random_state": self.random_state},
-                "threshold": float(self.threshold_),
-                "metrics": self.metrics_,
-                "coef": [float(v) for v in self.coef_],
-                **(dict(extra) if extra else {}),
-            },
-        )
-        return directory
+        source = {"encoder": cfg() if callable(cfg) else {"name": self.encoder.name}}
+        return _write_head(directory, self, source, extra)
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> ConsensusScorer:

@@ -388,18 +388,9 @@ def _from_long(
 
 
 # --------------------------------------------------------------------------------------------- readers
-def read_jsonl(
-    path: str | Path,
-    *,
-    user_col: str | None = None,
-    column_map: dict[str, str] | None = None,
-    kind: str | None = None,
-    rating_scale: tuple[float, float] | None = None,
-    user_columns: list[str] | None = None,
-    default_user: str | None = None,
-    name: str | None = None,
-) -> PreferenceData:
-    """A JSON-lines file (``.jsonl``, ``.jsonl.gz``): canonical long records or one judgment per line."""
+def read_jsonl(path: str | Path, **options: Any) -> PreferenceData:
+    """A JSON-lines file (``.jsonl``, ``.jsonl.gz``): canonical long records or one judgment per line
+    (``options``: as in :func:`read_csv`)."""
     records, lines = read_jsonl_records(path)
     if not records:
         raise DataError("no records", file=str(path), expected="at least one JSON object")
@@ -408,13 +399,7 @@ def read_jsonl(
         df,
         source=str(path),
         locate=line_locator(lines),
-        user_col=user_col,
-        column_map=column_map,
-        kind=kind,
-        rating_scale=rating_scale,
-        user_columns=user_columns,
-        default_user=default_user,
-        name=name,
+        **options,
     )
 
 
@@ -434,22 +419,16 @@ def read_json(path: str | Path, **kwargs: Any) -> PreferenceData:
     return frame_to_data(pd.DataFrame.from_records(obj), source=str(path), locate=row_locator(), **kwargs)
 
 
-def read_csv(
-    path: str | Path,
-    *,
-    user_col: str | None = None,
-    column_map: dict[str, str] | None = None,
-    kind: str | None = None,
-    rating_scale: tuple[float, float] | None = None,
-    user_columns: list[str] | None = None,
-    default_user: str | None = None,
-    name: str | None = None,
-    sep: str = ",",
-) -> PreferenceData:
-    """A CSV file (one judgment per record, or the canonical long table); errors name the 1-based line."""
-    extra = tuple(k for k, v in (column_map or {}).items() if v in (*ID_COLUMNS, *TEXT_COLUMNS))
-    if user_col:
-        extra += (user_col,)
+def read_csv(path: str | Path, *, sep: str = ",", **options: Any) -> PreferenceData:
+    """A CSV file (one judgment per record, or the canonical long table); errors name the 1-based line.
+
+    ``options`` are :func:`frame_to_data`'s table options (``user_col``, ``column_map``, ``kind``, ``rating_scale``,
+    ``user_columns``, ``default_user``, ``name``)."""
+    extra = tuple(
+        k for k, v in (options.get("column_map") or {}).items() if v in (*ID_COLUMNS, *TEXT_COLUMNS)
+    )
+    if options.get("user_col"):
+        extra += (options["user_col"],)
     df = read_csv_frame(path, text_columns=extra, sep=sep)
     if "kind" not in df.columns:
         for c in TEXT_COLUMNS:
@@ -461,29 +440,14 @@ def read_csv(
         df,
         source=str(path),
         locate=csv_line_locator(path, delimiter=sep),
-        user_col=user_col,
-        column_map=column_map,
-        kind=kind,
-        rating_scale=rating_scale,
-        user_columns=user_columns,
-        default_user=default_user,
-        name=name,
         fill_text=True,
+        **options,
     )
 
 
-def read_parquet(
-    path: str | Path,
-    *,
-    user_col: str | None = None,
-    column_map: dict[str, str] | None = None,
-    kind: str | None = None,
-    rating_scale: tuple[float, float] | None = None,
-    user_columns: list[str] | None = None,
-    default_user: str | None = None,
-    name: str | None = None,
-) -> PreferenceData:
-    """A Parquet file: the canonical whole-dataset file, or any table of one judgment kind."""
+def read_parquet(path: str | Path, **options: Any) -> PreferenceData:
+    """A Parquet file: the canonical whole-dataset file, or any table of one judgment kind (``options``: as in
+    :func:`read_csv`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -492,19 +456,13 @@ def read_parquet(
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"cannot read Parquet ({exc})", file=str(path), expected="a Parquet file") from None
     md = (table.schema.metadata or {}).get(PARQUET_META_KEY)
-    if md is not None and not (user_col or column_map or kind):
+    if md is not None and not any(options.get(k) for k in ("user_col", "column_map", "kind")):
         return _from_canonical_parquet(table, json.loads(md), str(path))
     return frame_to_data(
         table.to_pandas(),
         source=str(path),
         locate=row_locator(),
-        user_col=user_col,
-        column_map=column_map,
-        kind=kind,
-        rating_scale=rating_scale,
-        user_columns=user_columns,
-        default_user=default_user,
-        name=name,
+        **options,
     )
 
 
@@ -543,21 +501,12 @@ def read_hf_disk(path: str | Path, **kwargs: Any) -> PreferenceData:
 
 
 def from_hf_dataset(
-    ds: Any,
-    *,
-    user_col: str | None = None,
-    column_map: dict[str, str] | None = None,
-    kind: str | None = None,
-    rating_scale: tuple[float, float] | None = None,
-    user_columns: list[str] | None = None,
-    default_user: str | None = POPULATION_USER,
-    name: str | None = None,
-    source: str | None = None,
+    ds: Any, *, default_user: str | None = POPULATION_USER, source: str | None = None, **options: Any
 ) -> PreferenceData:
     """A Hugging Face ``datasets.Dataset`` (or ``DatasetDict``, its splits joined with a ``split`` column).
 
     TRL-style datasets without a person column belong to ``POPULATION_USER`` (``default_user=None`` makes a
-    missing person column an error). Rows in errors are 0-based dataset rows.
+    missing person column an error). Rows in errors are 0-based dataset rows. ``options``: as in :func:`read_csv`.
     """
     import datasets
 
@@ -571,13 +520,8 @@ def from_hf_dataset(
         df,
         source=source or "<datasets.Dataset>",
         locate=row_locator(),
-        user_col=user_col,
-        column_map=column_map,
-        kind=kind,
-        rating_scale=rating_scale,
-        user_columns=user_columns,
         default_user=default_user,
-        name=name or "hf-dataset",
+        **{**options, "name": options.get("name") or "hf-dataset"},
     )
 
 
