@@ -18,8 +18,14 @@ MAX_PAIRS = 256
 MAX_PERSON_ID_CHARS = 128
 MAX_BODY_BYTES = 512 * 1024
 
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
+# no NUL character in any stored or looked-up text: PostgreSQL cannot store one, and SQLite must refuse it alike
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=NO_NUL)]
+NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NO_NUL)]
+# an empty key would be one idempotency key shared by every client, so it is refused
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+# finite and a JSON number: NaN, Infinity and 1e400 (read as inf) are refused, and so is a boolean (strict)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 PERSON_ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
 PERSON_ID_PATTERN = re.compile(PERSON_ID_REGEX)
 
@@ -31,13 +37,13 @@ class _Body(BaseModel):
 class ComparisonFeedback(_Body):
     """The person preferred ``chosen`` over ``rejected`` for ``prompt`` (or found them equal with ``tie``)."""
 
-    kind: Literal["comparison"] = "comparison"
+    kind: Literal["comparison"] = Field(description="Selects the body type (required).")
     prompt: Text = Field("", description="The prompt both responses answer (may be empty).")
     chosen: NonEmptyText = Field(description="The preferred response.")
     rejected: NonEmptyText = Field(description="The other response.")
     tie: bool = Field(False, description="True when the person judged both equally good.")
-    weight: float = Field(1.0, gt=0, le=100, description="Importance weight of this judgment.")
-    request_id: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+    weight: FiniteFloat = Field(1.0, gt=0, le=100, description="Importance weight of this judgment.")
+    request_id: RequestId | None = Field(
         None, description="Client idempotency key: a retried request with the same id is stored once."
     )
 
@@ -46,14 +52,15 @@ class RatingFeedback(_Body):
     """The person rated ``response`` to ``prompt``. Ratings become comparisons with the person's earlier ratings
     of the same prompt (the higher rated is chosen), as in :meth:`PreferenceData.to_comparisons`."""
 
-    kind: Literal["rating"] = "rating"
+    kind: Literal["rating"] = Field(description="Selects the body type (required).")
     prompt: Text = Field("", description="The prompt (ratings of the same prompt are compared).")
     response: NonEmptyText = Field(description="The rated response.")
-    rating: float = Field(description="The rating (any scale; only the order within a prompt is used).")
-    weight: float = Field(1.0, gt=0, le=100)
-    request_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    rating: FiniteFloat = Field(description="The rating (any scale; only the order within a prompt is used).")
+    weight: FiniteFloat = Field(1.0, gt=0, le=100)
+    request_id: RequestId | None = None
 
 
+# ``kind`` is required in both bodies, so the OpenAPI discriminator says exactly what is accepted
 Feedback = Annotated[ComparisonFeedback | RatingFeedback, Field(discriminator="kind")]
 
 
@@ -174,7 +181,7 @@ class DeleteOut(BaseModel):
 
 
 class KeyIn(_Body):
-    label: Annotated[str, StringConstraints(max_length=200)] = ""
+    label: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] = ""
 
 
 class KeyOut(BaseModel):
@@ -185,10 +192,10 @@ class KeyOut(BaseModel):
 
 
 class ReloadIn(_Body):
-    model_dir: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+    model_dir: Annotated[str, StringConstraints(max_length=4096, pattern=NO_NUL)] | None = Field(
         None, description="New model directory (default: reload the current directory)."
     )
-    policy: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+    policy: Annotated[str, StringConstraints(max_length=4096, pattern=NO_NUL)] | None = Field(
         None, description="New policy file (default: keep the current one)."
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -223,11 +224,18 @@ def judgment_pairs(
     prompt = row.prompt or ""
     earlier = history.setdefault(prompt, [])
     pairs = pd.DataFrame(columns=PAIR_COLUMNS)
+    if not usable_rating(row.rating):  # NULL/NaN stored before ratings had to be finite: it ranks nothing
+        return pairs
     if earlier:
         new = _rating_rows(person_id, prompt, [(row.response, float(row.rating), float(row.weight))])
         pairs = pointwise_pairs(new, against=_rating_rows(person_id, prompt, earlier), columns=PAIR_COLUMNS)
     earlier.append((row.response, float(row.rating), float(row.weight)))
     return pairs
+
+
+def usable_rating(value: Any) -> bool:
+    """Whether a stored rating can be ordered (not NULL, not NaN or infinite)."""
+    return value is not None and math.isfinite(float(value))
 
 
 def _rating_rows(person_id: str, prompt: str, rows: list[tuple[str, float, float]]) -> dict[str, list]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import func, select
 from starlette.exceptions import HTTPException
 
@@ -13,6 +13,9 @@ from personalign.serve import auth, db, schemas
 from personalign.serve.deps import ERRORS, Context, Ctx, PersonPath
 
 router = APIRouter(tags=["admin"], responses=ERRORS)
+
+MAX_PAGE = 10_000  # persons in one page of GET /v1/persons
+MAX_OFFSET = 2**62  # fits the databases' 64-bit integers (a larger offset overflowed into a 500)
 
 
 @router.post(
@@ -31,7 +34,9 @@ def create_person_key(
 
 
 @router.delete("/v1/keys/{key_id}", summary="(admin) Revoke an API key.")
-def revoke_key(key_id: str = Path(..., max_length=32), ctx: Context = Ctx) -> dict[str, Any]:
+def revoke_key(
+    key_id: str = Path(..., max_length=32, pattern=schemas.NO_NUL), ctx: Context = Ctx
+) -> dict[str, Any]:
     with db.write_tx(ctx.svc.engine) as conn:
         ctx.authorize(conn)
         revoked = auth.revoke_key(conn, key_id)
@@ -41,8 +46,11 @@ def revoke_key(key_id: str = Path(..., max_length=32), ctx: Context = Ctx) -> di
 
 
 @router.get("/v1/persons", summary="(admin) Persons and their judgment counts.")
-def list_persons(limit: int = 1000, offset: int = 0, ctx: Context = Ctx) -> dict[str, Any]:
-    limit = max(1, min(limit, 10_000))
+def list_persons(
+    limit: int = Query(1000, ge=1, le=MAX_PAGE, description="Persons per page."),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Persons to skip (ordered by id)."),
+    ctx: Context = Ctx,
+) -> dict[str, Any]:
     p = db.persons
     with db.read_tx(ctx.svc.engine) as conn:
         ctx.authorize(conn)

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select, update
 
 from personalign.serve import db, schemas
 from personalign.serve.deps import ERRORS, Context, Ctx, PersonPath
-from personalign.serve.state import ModelState, judgment_pairs
+from personalign.serve.state import ModelState, judgment_pairs, usable_rating
 
 router = APIRouter(tags=["persons"], responses=ERRORS)
 
@@ -106,4 +106,8 @@ def _rating_history(conn: Connection, person_id: str, jid: int, body: Any) -> di
         .where(j.c.person_id == person_id, j.c.kind == "rating", j.c.prompt == body.prompt, j.c.id < jid)
         .order_by(j.c.id)
     ).all()
-    return {body.prompt: [(r.response, float(r.rating), float(r.weight)) for r in earlier]}
+    return {
+        body.prompt: [
+            (r.response, float(r.rating), float(r.weight)) for r in earlier if usable_rating(r.rating)
+        ]
+    }
