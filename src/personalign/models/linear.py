@@ -123,6 +123,9 @@ class LinearGaussianModel(PersonalModel):
         else:
             comps, val = hold_out(comps, self.training_config(), self.random_state)
         self.units_, self.user_units_ = self._units(data if isinstance(data, PreferenceData) else None, comps)
+        # per-person training comparisons, so the service can say how much a person's learned posterior rests on
+        counts = comps["user_id"].astype(str).value_counts()
+        self.train_counts_ = {str(u): int(n) for u, n in counts.items() if u in self.user_units_}
         train, va = self._train_arrays(comps, val)
         self.fit_arrays(train, va if len(va) else None)
         self.n_train_ = len(comps)
@@ -389,6 +392,11 @@ class LinearGaussianModel(PersonalModel):
             "added_users": list(self.added_),
             "added_n": [p.n for p in self.added_.values()],
             "history": {k: v for k, v in self.history_.items() if k != "train_loss"},
+            **(
+                {"train_counts": self.train_counts_}
+                if getattr(self, "train_counts_", None) is not None
+                else {}
+            ),
             **({self.rank_param: int(getattr(self, self.rank_param))} if self.rank_param else {}),
         }
 
@@ -417,6 +425,7 @@ class LinearGaussianModel(PersonalModel):
             ns = cfg.get("added_n", [0] * len(added))
             self.added_ = {u: Posterior(am[i], ac[i], ns[i]) for i, u in enumerate(added)}
         self.history_ = cfg.get("history", {})
+        self.train_counts_ = cfg.get("train_counts")  # None in artifacts saved before counts were kept
         self.fitted_ = True
 
 

@@ -93,7 +93,10 @@ class ScoreOut(BaseModel):
         description="Reward of the population (prior mean) per candidate."
     )
     model_version: str
-    personalized: bool = Field(description="False when the person has no judgments yet (prior = population).")
+    personalized: bool = Field(
+        description="False when the person is served the population prior: not in the model's training data "
+        "and no feedback stored yet. A trained person is personalized from the first request (learned posterior)."
+    )
     constraints: ConstraintReport | None = Field(None, description="Present when a bounds policy is loaded.")
     bounded_rewards: list[float] | None = Field(
         None,
@@ -162,8 +165,21 @@ class PosteriorSummary(BaseModel):
 
 class ProfileOut(BaseModel):
     person_id: str
-    exists: bool
-    n_judgments: int
+    exists: bool = Field(
+        description="Whether the service stores anything for the person (feedback or a key)."
+    )
+    source: Literal["prior", "trained", "feedback"] = Field(
+        description="Where the posterior comes from: 'prior' (unknown to the model, no feedback: the "
+        "population), 'trained' (the posterior the model learned for this person, no feedback yet), "
+        "'feedback' (stored feedback folded onto the starting belief: the learned posterior if trained, "
+        "else the prior)."
+    )
+    trained: bool = Field(description="Whether the model learned this person (their starting belief).")
+    n_training_judgments: int | None = Field(
+        description="Comparisons of this person the model was trained on (0 if not trained; null when the "
+        "model artifact does not record it)."
+    )
+    n_judgments: int = Field(description="Feedback judgments stored by the service for this person.")
     n_comparisons: int
     n_ratings: int
     posterior: PosteriorSummary
@@ -176,8 +192,12 @@ class ProfileOut(BaseModel):
 
 
 class DeleteOut(BaseModel):
+    """What a delete removed. Only what the service stores goes (feedback, its posterior, keys); a person the
+    model was trained on is part of the model, so afterwards they are served their learned posterior again
+    (profile ``source: "trained"``), as on their first request; anyone else goes back to the prior."""
+
     person_id: str
-    deleted: dict[str, int]
+    deleted: dict[str, int] = Field(description="Rows removed per table (judgments, keys, persons).")
 
 
 class KeyIn(_Body):

@@ -92,7 +92,7 @@ class Service:
     ) -> tuple[Any, bool]:
         """The person's posterior under model ``st`` and whether it had to be recomputed (model changed)."""
         if row is None or row.n_judgments == 0:
-            return st.prior(), False
+            return st.start(person_id), False
         post = st.posterior_from_json(row.posterior, row.model_version)
         if post is not None:
             return post, False

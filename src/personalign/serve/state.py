@@ -152,6 +152,26 @@ class ModelState:
     def prior(self) -> Any:
         return self.model.prior()
 
+    def is_trained(self, person_id: str) -> bool:
+        """Whether the model learned this person (trained on them, or added): they start from that posterior."""
+        m = self.model
+        return person_id in getattr(m, "user_units_", {}) or person_id in getattr(m, "added_", {})
+
+    def start(self, person_id: str) -> Any:
+        """Where a person's belief starts before any stored feedback: the learned posterior (mean and
+        covariance from the fit) for a person the model knows, the population prior for anyone else."""
+        return self.model.posterior(person_id) if self.is_trained(person_id) else self.prior()
+
+    def n_training_judgments(self, person_id: str) -> int | None:
+        """Comparisons the model was trained on for this person (0 when unknown; None when the model did not
+        record per-person counts, e.g. an artifact saved before it did)."""
+        if not self.is_trained(person_id):
+            return 0
+        counts = getattr(self.model, "train_counts_", None)
+        if counts is None:
+            return None
+        return int(counts.get(person_id, 0))  # 0: added after the fit (add_user), not trained on
+
     def posterior_from_json(self, blob: str | None, version: str | None) -> Any | None:
         """The stored posterior if it belongs to this model, else None (caller recomputes)."""
 
@@ -168,9 +188,10 @@ class ModelState:
         return self.model.update(posterior, pairs)
 
     def replay(self, person_id: str, rows: Iterable[Any]) -> tuple[Any, int]:
-        """The posterior from the prior and all of a person's judgments (in id order), as the online path would
-        have folded them; returns (posterior, number of judgments)."""
-        post = self.prior()
+        """The posterior from all of a person's judgments (in id order), as the online path would
+        have folded them onto the person's starting belief (:meth:`start`); returns (posterior, number of
+        judgments)."""
+        post = self.start(person_id)
         history: dict[str, list[tuple[str, float, float]]] = {}
         n = 0
         for r in rows:

@@ -34,10 +34,15 @@ def profile(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.ProfileO
         )
         # monitors look at the person's recent judgments (bounded, so a profile stays cheap)
         recent = judgment_rows(conn, person_id, limit=MONITOR_WINDOW)
+    n = row.n_judgments if row else 0
+    trained = st.is_trained(person_id)
     return schemas.ProfileOut(
         person_id=person_id,
         exists=row is not None,
-        n_judgments=row.n_judgments if row else 0,
+        source="feedback" if n else "trained" if trained else "prior",
+        trained=trained,
+        n_training_judgments=st.n_training_judgments(person_id),
+        n_judgments=n,
         n_comparisons=int(kinds.get("comparison", 0)),
         n_ratings=int(kinds.get("rating", 0)),
         posterior=schemas.PosteriorSummary(**summarize(post, st.prior())),
@@ -71,6 +76,9 @@ def suggest(body: schemas.SuggestIn, person_id: str = PersonPath, ctx: Context =
     response_model=schemas.DeleteOut,
     summary="Delete everything stored about the person: judgments, posterior and API keys (admin, or the "
     "person's own key).",
+    description="A person the model was trained on keeps the posterior the model learned for them (it is part "
+    "of the model, not of the stored data): after the delete they are served from it again, with no feedback "
+    "on top; anyone else is served the population prior.",
 )
 def delete_person(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.DeleteOut:
     with ctx.svc.person_lock(person_id), db.write_tx(ctx.svc.engine) as conn:

@@ -28,7 +28,7 @@ def score(body: schemas.ScoreIn, person_id: str = PersonPath, ctx: Context = Ctx
         rewards=d["personal"].tolist(),
         population_rewards=d["population"].tolist(),
         model_version=st.version,
-        personalized=bool(row is not None and row.n_judgments > 0),
+        personalized=bool((row is not None and row.n_judgments > 0) or st.is_trained(person_id)),
         constraints=constraint_report(d) if st.bounded.bounded else None,
         bounded_rewards=[float(x) for x in d["reward"]] if st.bounded.bounded else None,
     )
