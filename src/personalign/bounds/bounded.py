@@ -155,6 +155,7 @@ class BoundedPolicy:
             raise ConfigError("BoundedPolicy needs a model (and optionally a policy)")
         self.model = model
         self.policy: Policy | None = None if policy is None else load_policy(policy)
+        self._check_dims()
         self.scorers: dict[str, Any] = {}
         self.thresholds: dict[str, float] = {}
         for c in self.constraints:
@@ -164,6 +165,23 @@ class BoundedPolicy:
             self.agreement = agreement
         else:
             self.agreement = Agreement(agreement)
+
+    def _check_dims(self) -> None:
+        """Refuse policy dimension indices the model does not have (the projection would ignore them silently)."""
+        if self.policy is None:
+            return
+        pz = self.policy.personalize
+        given = (("dims", [] if pz.dims == "all" else pz.dims), ("fixed", pz.fixed))
+        if not any(idx for _, idx in given):
+            return
+        k = int(np.asarray(self._prior().mean).size)
+        for key, idx in given:
+            bad = [i for i in idx if i >= k]
+            if bad:
+                raise ConfigError(
+                    f"{self.policy.source}: field 'personalize.{key}': dimension(s) {bad} out of range "
+                    f"(the model has {k} personal dimensions, 0..{k - 1})"
+                )
 
     def _scorer(self, c: Any, given: Any, items: Any) -> Any:
         """The constraint's scorer: ``given``, or built from its spec (paths relative to the policy file)."""

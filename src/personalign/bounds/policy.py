@@ -25,6 +25,7 @@ Example (YAML, see ``personalign/bounds/policies/default.yaml``)::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,6 +92,14 @@ class ConstraintSpec(_Strict):
     severity: Literal["block", "warn"] = "block"
     meaning: str = ""
 
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, v: float | str) -> float | str:
+        # a NaN threshold compares false with every score: the constraint would silently never (or always) hold
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"must be a finite number or 'calibrated', got {v}")
+        return v
+
 
 class PersonalizeSpec(_Strict):
     """Which latent dimensions of w_u may move away from the population; the others stay at the prior mean."""
@@ -98,10 +107,10 @@ class PersonalizeSpec(_Strict):
     dims: Literal["all"] | list[int] = "all"
     fixed: list[int] = Field(default_factory=list)
 
-    @field_validator("fixed")
+    @field_validator("dims", "fixed")
     @classmethod
-    def _nonneg(cls, v: list[int]) -> list[int]:
-        if any(i < 0 for i in v):
+    def _nonneg(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(i < 0 for i in v):
             raise ValueError("dimension indices must be >= 0")
         return v
 
@@ -271,7 +280,10 @@ def load_policy(spec: str | Path | Policy | Mapping[str, Any]) -> Policy:
 
 
 def _read_policy_file(p: Path) -> Policy:
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (expected a UTF-8 .yaml/.toml policy)") from None
     try:
         if p.suffix.lower() == ".toml":
             raw = tomllib.loads(text)

@@ -254,6 +254,10 @@ def _read_artifact(directory: Path, kind: str) -> dict[str, Any]:
         cfg = json.loads(f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{f}: not valid JSON ({exc.msg})") from None
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{f}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{f}: expected a JSON object, got {type(cfg).__name__}")
     if cfg.get("kind") != kind:
         raise ConfigError(f"{f}: field 'kind': expected {kind!r}, got {cfg.get('kind')!r}")
     return cfg

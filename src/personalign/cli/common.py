@@ -63,6 +63,22 @@ def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
     return 0
 
 
+OVERWRITE_HELP = "Replace --out even when it holds something other than an earlier output of this command."
+
+
+def overwrite_option() -> Any:
+    """The ``--overwrite`` option of every command that replaces an --out folder."""
+    return typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
+
+
+def check_model_out(out: Any, overwrite: bool) -> None:
+    """Refuse (ConfigError) a model --out that exists and is not a saved model, unless ``--overwrite``."""
+    from personalign.data.files import check_replaceable
+    from personalign.models.artifacts import is_model_folder
+
+    check_replaceable(out, is_model_folder, "a personalign model folder", overwrite=overwrite)
+
+
 # ------------------------------------------------------------------------------------------ encoder options
 ENCODER_HELP = (
     "Text encoder: minilm (default), mpnet, e5, smollm2, hashing, a model folder (sentence-transformers, "

@@ -11,7 +11,13 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import console, encoder_option, err_console
+from personalign.cli.common import (
+    check_model_out,
+    console,
+    encoder_option,
+    err_console,
+    overwrite_option,
+)
 from personalign.errors import ConfigError
 
 POLICY_HELP = (
@@ -105,10 +111,15 @@ def export_dpo(
         False, "--conversational", help="Write chat messages instead of strings."
     ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Personalized DPO pairs in TRL's format, chosen by each person's bounded reward."""
-    from personalign.integrations.dpo import personalized_pairs, read_candidates, write_pairs
+    from personalign.data.files import check_replaceable
+    from personalign.integrations.dpo import is_pairs_folder, personalized_pairs, read_candidates, write_pairs
     from personalign.integrations.generate import LocalGenerator
+
+    if out.suffix.lower() not in (".jsonl", ".json", ".parquet"):  # a dataset folder replaces --out whole
+        check_replaceable(out, is_pairs_folder, "a dataset folder", overwrite=overwrite)
 
     m, reward = _load(model, policy)
     users = list(user) or list(getattr(m, "user_units_", {}))
@@ -149,10 +160,13 @@ def export_reward_cmd(
         None, "--group", help="A group (unit) of a group model instead of a person."
     ),
     policy: str | None = typer.Option(None, "--policy", help=POLICY_HELP),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Export a bounded reward as a standalone artifact (safetensors head + loader script + README)."""
-    from personalign.integrations.export import export_reward
+    from personalign.data.files import check_replaceable
+    from personalign.integrations.export import export_reward, is_reward_artifact
 
+    check_replaceable(out, is_reward_artifact, "an exported reward folder", overwrite=overwrite)
     m, reward = _load(model, policy)
     path = export_reward(m, out, user_id=user, policy=reward if reward.bounded else None, group=group)
     console.print(f"portable reward written to [bold]{path}[/] (see {path / 'README.md'})")
@@ -169,10 +183,12 @@ def train_ddp(
     max_iter: int = typer.Option(300, "--max-iter", help="Most L-BFGS iterations."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     backend: str | None = typer.Option(None, "--backend", help="gloo or nccl (default: nccl with CUDA)."),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Train under DistributedDataParallel on this machine (torchrun --standalone). For several machines run
     `torchrun --nnodes N --node_rank I --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m
     personalign.integrations.distributed DATA --out DIR` on every node."""
+    check_model_out(out, overwrite)  # before the workers start
     cmd = [
         sys.executable,
         "-m",

@@ -9,7 +9,15 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import build_featurizer, console, device_option, encoder_option, pair_mode_option
+from personalign.cli.common import (
+    build_featurizer,
+    check_model_out,
+    console,
+    device_option,
+    encoder_option,
+    overwrite_option,
+    pair_mode_option,
+)
 
 
 def _list_models(value: bool) -> None:
@@ -39,6 +47,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed (training is deterministic given it)."),
     max_iter: int = typer.Option(300, "--max-iter", help="Most L-BFGS iterations."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the model into."),
+    overwrite: bool = overwrite_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     list_models: bool = typer.Option(
         False, "--list-models", callback=_list_models, is_eager=True, help="List the models and exit."
@@ -48,6 +57,7 @@ def train(
     from personalign.data.io import read_data
     from personalign.models import make_model, registered
 
+    check_model_out(out, overwrite)  # before the (possibly long) training
     cls = registered(model)
     kw: dict = {"group_col": group_col} if cls is not None and "group_col" in cls.constructor_params() else {}
     m = make_model(

@@ -13,12 +13,14 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from personalign.errors import ConfigError
 
 FILE_MODE = 0o644  # outputs are ordinary files a teammate can read (mkstemp would leave 0600)
 DIR_MODE = 0o755
@@ -61,6 +63,8 @@ def dumps_json(obj: Any, indent: int | None = 2) -> str:
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the content is written, naming the temporary file
+        raise IsADirectoryError(f"{path}: is a folder; expected a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -99,6 +103,24 @@ def _make_readable(root: Path) -> None:
             os.chmod(os.path.join(dirpath, d), DIR_MODE)
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), FILE_MODE)
+
+
+def check_replaceable(
+    path: str | Path, ours: Callable[[Path], bool], what: str, *, overwrite: bool = False
+) -> None:
+    """ConfigError unless a new folder may take the place of ``path``: it is missing, an empty folder, one of
+    ours (``ours(path)``: e.g. an earlier model folder), or ``overwrite`` is set. Anything else holds the
+    user's own files, which :func:`atomic_dir` would delete."""
+    p = Path(path)
+    if overwrite or not (p.exists() or p.is_symlink()):
+        return
+    if p.is_dir():
+        if not any(p.iterdir()) or ours(p):
+            return
+        raise ConfigError(
+            f"{p}: exists and is not {what}; writing there would delete its files (pass --overwrite to replace it)"
+        )
+    raise ConfigError(f"{p}: exists and is a file, not {what} (pass --overwrite to replace it)")
 
 
 @contextlib.contextmanager

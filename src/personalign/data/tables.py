@@ -102,6 +102,10 @@ def read_jsonl_records(path: str | Path) -> tuple[list[dict[str, Any]], list[int
                     continue
                 try:
                     rec = json.loads(raw.strip())
+                except RecursionError:
+                    raise DataError(
+                        "JSON nested too deeply", file=str(path), line=n, expected="one JSON object per line"
+                    ) from None
                 except json.JSONDecodeError as exc:
                     raise DataError(
                         f"not valid JSON ({exc.msg} at column {exc.colno})",
@@ -408,6 +412,10 @@ def read_json(path: str | Path, **kwargs: Any) -> PreferenceData:
     try:
         with open_text(path) as fh:
             obj = json.load(fh)
+    except RecursionError:
+        raise DataError("JSON nested too deeply", file=str(path), expected="a JSON list of records") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot decode the file ({exc})", file=str(path), expected="UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"not valid JSON ({exc.msg})", file=str(path), line=exc.lineno, expected="a JSON list of records"
@@ -430,6 +438,10 @@ def read_csv(path: str | Path, *, sep: str = ",", **options: Any) -> PreferenceD
     if options.get("user_col"):
         extra += (options["user_col"],)
     df = read_csv_frame(path, text_columns=extra, sep=sep)
+    if df.empty:
+        raise DataError(
+            "no records (only a header line)", file=str(path), expected="a header line and records"
+        )
     if "kind" not in df.columns:
         for c in TEXT_COLUMNS:
             if (

@@ -194,6 +194,11 @@ def _system_fn(
     )
 
 
+def is_pairs_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is a Hugging Face dataset folder (``save_to_disk``), as ``write_pairs`` writes one."""
+    return all((Path(folder) / f).is_file() for f in ("dataset_info.json", "state.json"))
+
+
 def write_pairs(df: pd.DataFrame, path: str | Path, format: str | None = None) -> Path:
     """Write DPO pairs as JSONL, Parquet, or a Hugging Face dataset folder (``save_to_disk``), atomically.
 

@@ -216,6 +216,15 @@ def features_entry(feat: PairFeaturizer) -> dict[str, Any]:
     return entry
 
 
+def is_reward_artifact(folder: str | Path) -> bool:
+    """Whether ``folder`` holds an exported reward (its ``config.json`` names this format): safe to replace."""
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
+
+
 def write_artifact(out: str | Path, cfg: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:
     """The artifact's four files, written into a temporary folder that then takes the place of ``out``."""
     from safetensors.numpy import save_file

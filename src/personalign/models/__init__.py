@@ -49,6 +49,8 @@ def make_model(name: str, **kw: Any) -> PersonalModel:
         raise ConfigError(f"unknown model {name!r} (expected one of {sorted(model_names(aliases=False))})")
     if "rank" in kw:
         rank = kw.pop("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise ConfigError(f"rank must be an integer >= 0, got {rank!r}")
         if cls.rank_param is not None:
             kw.setdefault(cls.rank_param, rank)
     options = {k: kw.pop(k) for k in list(kw) if k in TrainingConfig.field_names()}

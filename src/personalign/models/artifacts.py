@@ -56,14 +56,27 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not f.is_file():
         raise ConfigError(f"{d}: not a saved model (no config.json)")
     try:
-        cfg = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{f}: invalid JSON: {exc}") from exc
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{f}: invalid JSON: {type(exc).__name__}: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{f}: expected a JSON object, got {type(cfg).__name__}")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ConfigError(
             f"{f}: format_version {cfg.get('format_version')!r}, this code reads {FORMAT_VERSION}"
         )
     return cfg
+
+
+def is_model_folder(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a saved personalign model (its ``config.json`` names a model class), i.e. a
+    folder that a new model may replace without losing anything else."""
+    f = Path(directory) / "config.json"
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(cfg, dict) and "format_version" in cfg and "model_class" in cfg
 
 
 def write_model_folder(directory: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict) -> Path:

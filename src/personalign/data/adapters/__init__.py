@@ -85,7 +85,7 @@ def _first_record(path: Path) -> dict | None:
                 if raw.strip():
                     rec = json.loads(raw)
                     return rec if isinstance(rec, dict) else None
-    except (ValueError, OSError, UnicodeDecodeError):
+    except (ValueError, OSError, UnicodeDecodeError, RecursionError):  # the reader reports it with the line
         return None
     return None
 

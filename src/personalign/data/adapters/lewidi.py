@@ -41,6 +41,10 @@ def _load_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"cannot read the JSON ({type(exc).__name__})", file=str(path), expected="a LeWiDi JSON object"
+        ) from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"not valid JSON ({exc.msg} at column {exc.colno})",
