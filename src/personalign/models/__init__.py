@@ -3,7 +3,7 @@
 Layout: :mod:`~personalign.models.estimator` (the contract every model keeps), :mod:`~.posterior` (a person's
 Gaussian belief, Laplace), :mod:`~.objectives` and :mod:`~.training` (objectives and the one L-BFGS loop, data
 parallel as an option), :mod:`~.artifacts` (model folders, the registry), :mod:`~.linear` (the linear-Gaussian
-layer), the models (:mod:`~.bt`, :mod:`~.lowrank`, :mod:`~.mlp`, :mod:`~.context`, :mod:`~.sideinfo`,
+layer), the models (:mod:`~.bt`, :mod:`~.lowrank`, :mod:`~.mlp`, :mod:`~.context`, :mod:`~.hybrid`, :mod:`~.sideinfo`,
 :mod:`~.mixture`, :mod:`~.pointwise`) and :mod:`~.selection` (scikit-learn model selection on PreferenceData).
 """
 
@@ -17,6 +17,7 @@ from personalign.models.artifacts import model_names, read_config, registered
 from personalign.models.bt import AggregatedBT, GroupBT, IndependentBT
 from personalign.models.context import ContextLowRankBT
 from personalign.models.estimator import PersonalModel
+from personalign.models.hybrid import HybridBT
 from personalign.models.linear import LinearGaussianModel
 from personalign.models.lowrank import LowRankBT
 from personalign.models.mixture import MixtureBT
@@ -73,6 +74,7 @@ __all__ = [
     "CrowdOffsetReference",
     "DataParallel",
     "GroupBT",
+    "HybridBT",
     "IndependentBT",
     "JudgmentKFold",
     "LinearGaussianModel",

@@ -192,8 +192,12 @@ class LinearGaussianModel(PersonalModel):
         self.added_: dict[str, Posterior] = {}
         with torch_threads():
             self._after_fit(train)
+            self._calibrate(train, val)
         self.fitted_ = True
         return self
+
+    def _calibrate(self, train: TrainArrays, val: TrainArrays | None) -> None:
+        """Hook after :meth:`_after_fit` that may rescale the person prior on held-out rows (default: none)."""
 
     def _make_basis_module(self, d: int, K: int, gen: torch.Generator) -> torch.nn.Module:
         return LinearBasis(d, K, self.identity_basis, gen)
@@ -283,10 +287,36 @@ class LinearGaussianModel(PersonalModel):
         texts = (c[col].astype(str).tolist() for col in ("chosen", "rejected"))
         return users, comparison_prompts(c), *texts
 
-    def predict_proba(self, comparisons: pd.DataFrame, *, strict: bool = False) -> np.ndarray:
-        """P(chosen > rejected) per row of a comparisons table (user_id, prompt, chosen, rejected)."""
+    def predict_proba(
+        self, comparisons: pd.DataFrame, *, strict: bool = False, predictive: bool = True
+    ) -> np.ndarray:
+        """P(chosen > rejected) per row of a comparisons table (user_id, prompt, chosen, rejected).
+
+        ``predictive`` (default): the posterior predictive under the person's Gaussian belief, by the probit
+        approximation ``P = sigmoid(z / sqrt(1 + pi v / 8))`` with ``z = a + d^T w_u``, ``v = d^T C_u d``: the less
+        is known about a person along ``d``, the nearer 0.5 (the winner, the sign of ``z``, is the same).
+        ``predictive=False``: the plug-in ``sigmoid(z)`` at the posterior mean.
+        """
         users, prompts, chosen, rejected = self._pair_rows(comparisons, strict)
-        return sigmoid(self._score(users, prompts, chosen) - self._score(users, prompts, rejected))
+        sc, gc = self.basis(prompts, chosen)
+        sr, gr = self.basis(prompts, rejected)
+        D = gc - gr
+        z = sc - sr
+        if self.K_ == 0:
+            return sigmoid(z)
+        z = z + (D * self._weights(users)).sum(1)
+        if not predictive:
+            return sigmoid(z)
+        return sigmoid(z / np.sqrt(1.0 + np.pi * self._pair_variance(users, D) / 8.0))
+
+    def _pair_variance(self, users: Sequence[str], D: np.ndarray) -> np.ndarray:
+        """``d_i^T C_u d_i`` per row, ``C_u`` the covariance of row i's person."""
+        var = np.zeros(len(users))
+        codes, uniq = pd.factorize(pd.Series(list(users), dtype=str))
+        for j, u in enumerate(uniq):
+            rows = codes == j
+            var[rows] = np.einsum("ij,jk,ik->i", D[rows], self.posterior(u).cov, D[rows])
+        return np.clip(var, 0.0, None)
 
     # ------------------------------------------------------------------ persons
     def _prior_mean(self, user_row: dict | None) -> np.ndarray:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
+from personalign.errors import ConfigError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models.linear import LinearGaussianModel
 from personalign.models.objectives import TrainArrays
-from personalign.models.posterior import well_conditioned_cov
+from personalign.models.posterior import BatchedLaplace, sigmoid, well_conditioned_cov
+
+# the scales of the EM prior's covariance that ``prior_scale="auto"`` compares on held-out rows
+PRIOR_SCALES = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
+MIN_SCALE = 1e-4  # what scale 0 is stored as (an invertible prior that is the population in effect)
+MIN_CALIBRATION_ROWS = 20
+SCALE_TIE = 1e-4  # nats per judgment: held-out losses closer than this count as equal
 
 
 class LowRankBT(LinearGaussianModel):
@@ -25,6 +33,14 @@ class LowRankBT(LinearGaussianModel):
        ``Sigma = mean_u [C_u + (w_u_hat - m)(w_u_hat - m)^T]`` (plus ``jitter * I``). The persons' stored
        posteriors are the final E-step's (EM stops early once Sigma moves by less than ``em_tol``, relative
        Frobenius norm), and ``adapt`` for a new person starts from the learned ``N(m, Sigma)``.
+    3. Calibration of the prior's scale (``prior_scale="auto"``): EM fits ``Sigma`` to the training judgments
+       that also fitted ``B``, so it overstates how far a person's personal part carries to judgments it has not
+       seen. With ``mu, B, m`` frozen, ``Sigma_c = c * Sigma`` for ``c`` in :data:`PRIOR_SCALES` is scored by the
+       held-out log loss of the posterior predictive (the training persons' posteriors under ``Sigma_c``, moderated
+       by their uncertainty) on the validation rows of ``training`` (``validation_split="items"``: judgments of
+       items not trained on); the smallest ``c`` within ``SCALE_TIE`` of the best is kept in ``prior_scale_``. ``c = 0`` is the
+       population for everybody (stored as ``1e-4 * Sigma``, which keeps the prior invertible). A number instead
+       of "auto" fixes ``c``.
     """
 
     name = "lowrank"
@@ -38,6 +54,7 @@ class LowRankBT(LinearGaussianModel):
         em_iters: int = 10,
         em_tol: float = 1e-3,
         jitter: float = 1e-4,
+        prior_scale: float | str = "auto",
         **kw: Any,
     ) -> None:
         super().__init__(featurizer, **kw)
@@ -45,6 +62,7 @@ class LowRankBT(LinearGaussianModel):
         self.em_iters = em_iters
         self.em_tol = em_tol
         self.jitter = jitter
+        self.prior_scale = prior_scale
 
     def _after_fit(self, train: TrainArrays) -> None:
         if self.K_ == 0 or not len(self.units_):
@@ -74,3 +92,80 @@ class LowRankBT(LinearGaussianModel):
         self.prior_cov_ = Sig.numpy().copy()
         self.unit_means_ = W.numpy().copy()
         self.unit_covs_ = C.numpy().copy()
+
+    def _calibrate(self, train: TrainArrays, val: TrainArrays | None) -> None:
+        """Choose and apply the prior's scale (see the class docstring, step 3)."""
+        self.prior_scale_losses_: dict[str, float] = {}
+        if self.prior_scale == "auto":
+            self.prior_scale_ = 1.0
+        else:
+            self.prior_scale_ = _checked_scale(self.prior_scale)
+        if self.K_ == 0 or not len(self.units_):
+            return
+        lap = self._unit_laplace(train)
+        if self.prior_scale == "auto":
+            rows = val.subset(val.unit >= 0) if val is not None else None
+            if rows is None or len(rows) < MIN_CALIBRATION_ROWS:
+                return  # nothing held out to calibrate on: the EM prior as it is
+            heldout = self._heldout_pairs(rows)
+            losses = {c: self._predictive_loss(lap, c, *heldout) for c in PRIOR_SCALES}
+            self.prior_scale_losses_ = {str(c): v for c, v in losses.items()}
+            best = min(losses.values())
+            # the smallest scale within a hair of the best: no personal spread the held-out rows do not pay for
+            self.prior_scale_ = min(c for c, v in losses.items() if v <= best + SCALE_TIE)
+        if self.prior_scale_ != 1.0:
+            W, C = self._scaled_posteriors(lap, self.prior_scale_)
+            self.prior_cov_ = self.prior_cov_ * max(self.prior_scale_, MIN_SCALE)
+            self.unit_means_, self.unit_covs_ = W.numpy().copy(), C.numpy().copy()
+
+    def _heldout_pairs(self, rows: TrainArrays) -> tuple[np.ndarray, ...]:
+        S, G = self.project(rows.X)
+        D = G[rows.ci] - G[rows.ri]
+        a = S[rows.ci] - S[rows.ri]
+        return D, a, rows.unit, rows.y.astype(np.float64), rows.wt.astype(np.float64)
+
+    def _scaled_posteriors(self, lap: BatchedLaplace, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every person's posterior under ``N(m, c * Sigma)`` (``c = 0``: the prior mean, no uncertainty)."""
+        m = torch.from_numpy(self.prior_mean_)
+        U, K = len(self.units_), self.K_
+        if c == 0:
+            eff = MIN_SCALE * torch.from_numpy(self.prior_cov_)
+            return m.expand(U, K).clone(), eff.expand(U, K, K).clone()
+        P = torch.linalg.inv(torch.from_numpy(self.prior_cov_ * c))
+        return lap.solve(m, P, w0=torch.from_numpy(self.unit_means_), iters=6)
+
+    def _predictive_loss(
+        self,
+        lap: BatchedLaplace,
+        c: float,
+        D: np.ndarray,
+        a: np.ndarray,
+        unit: np.ndarray,
+        y: np.ndarray,
+        wt: np.ndarray,
+    ) -> float:
+        """Weighted held-out log loss of the probit posterior predictive under ``N(m, c * Sigma)``."""
+        W, C = (t.numpy() for t in self._scaled_posteriors(lap, c))
+        z = a + np.einsum("ij,ij->i", D, W[unit])
+        v = np.einsum("ij,ijk,ik->i", D, C[unit], D)
+        p = np.clip(sigmoid(z / np.sqrt(1.0 + np.pi * np.clip(v, 0, None) / 8.0)), 1e-12, 1 - 1e-12)
+        ll = y * np.log(p) + (1 - y) * np.log1p(-p)
+        return float(-(wt * ll).sum() / max(wt.sum(), 1e-12))
+
+    def _artifact_config(self) -> dict[str, Any]:
+        extra = {"prior_scale_": getattr(self, "prior_scale_", None)}
+        return {**super()._artifact_config(), **extra}
+
+    def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Any) -> None:
+        super()._load_tensors(t, cfg, d)
+        self.prior_scale_ = cfg.get("prior_scale_")
+
+
+def _checked_scale(v: Any) -> float:
+    try:
+        c = float(v)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if not np.isfinite(c) or c < 0:
+        raise ConfigError(f"prior_scale must be 'auto' or a number >= 0, got {v!r}")
+    return c

@@ -173,6 +173,11 @@ class SideInfoLowRankBT(LowRankBT):
         self.prior_mean_ = m
         self.prior_cov_ = 0.5 * (Sig + Sig.T) + np.cov(M.T, bias=True).reshape(K, K)
 
+    def _calibrate(self, train: TrainArrays, val: TrainArrays | None) -> None:
+        # the demographic priors' EM above replaces the population prior, so rescaling only it would make the
+        # two disagree; the scale calibration of LowRankBT is not applied here (``prior_scale`` is ignored)
+        self.prior_scale_, self.prior_scale_losses_ = 1.0, {}
+
     # ------------------------------------------------------------------ persons
     def _prior_mean(self, user_row: dict | None) -> np.ndarray:
         if user_row is None:

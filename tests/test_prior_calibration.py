@@ -1,0 +1,102 @@
+"""The person prior's scale, chosen on held-out items, and the posterior predictive."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _planted import planted  # noqa: E402
+from personalign.errors import ConfigError  # noqa: E402
+from personalign.models import LowRankBT, TrainingConfig, load_model  # noqa: E402
+from personalign.models.lowrank import PRIOR_SCALES  # noqa: E402
+
+ITEMS = TrainingConfig(validation_split="items", validation_fraction=0.2)
+
+
+def fit(pop, **kw):
+    return LowRankBT(rank=2, featurizer=pop["featurizer"], random_state=0, training=ITEMS, **kw).fit(
+        pop["data"]
+    )
+
+
+@pytest.fixture(scope="module")
+def strong():
+    return planted(n_users=60, n_per_user=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def none():
+    # no personal structure at all: every person has the population's reward
+    return planted(n_users=60, n_per_user=60, seed=1, scale=0.0)
+
+
+def test_auto_scale_keeps_real_structure(strong):
+    m = fit(strong)
+    assert set(m.prior_scale_losses_) == {str(c) for c in PRIOR_SCALES}
+    assert m.prior_scale_ >= 0.25
+    # the chosen scale is within the tie margin of the best loss it recorded, and no smaller scale is
+    best = min(m.prior_scale_losses_.values())
+    assert m.prior_scale_losses_[str(m.prior_scale_)] <= best + 1e-4
+    assert all(v > best + 1e-4 for c, v in m.prior_scale_losses_.items() if float(c) < m.prior_scale_)
+
+
+def test_auto_scale_shrinks_without_structure(none, strong):
+    m = fit(none)
+    s = fit(strong)
+    assert m.prior_scale_ < s.prior_scale_
+    # shrunk: the prior's spread is far below what the structured population learns
+    assert np.trace(m.prior_cov_) < 0.5 * np.trace(s.prior_cov_)
+
+
+def test_kshot_does_not_hurt_without_structure(none):
+    """More judgments of a new person must not make predictions on new pairs worse when nothing is personal."""
+    m = fit(none)
+    test = none["test"]
+    rng = np.random.default_rng(0)
+    drops = []
+    for u in none["users"][:20]:
+        rows = test[test["user_id"] == u]
+        k_rows, eval_rows = rows.iloc[:20], rows.iloc[20:]
+        post = m.adapt(k_rows)
+        s0 = m.score_posterior(m.prior(), "", eval_rows["chosen"]) - m.score_posterior(
+            m.prior(), "", eval_rows["rejected"]
+        )
+        s1 = m.score_posterior(post, "", eval_rows["chosen"]) - m.score_posterior(
+            post, "", eval_rows["rejected"]
+        )
+        drops.append(np.mean(s0 > 0) - np.mean(s1 > 0))
+    assert rng is not None
+    assert np.mean(drops) < 0.02
+
+
+def test_fixed_scale_and_bad_scale(strong):
+    one = fit(strong, prior_scale=1.0)
+    half = fit(strong, prior_scale=0.5)
+    assert one.prior_scale_ == 1.0 and half.prior_scale_ == 0.5
+    np.testing.assert_allclose(half.prior_cov_, 0.5 * one.prior_cov_, rtol=1e-10)
+    with pytest.raises(ConfigError, match="prior_scale"):
+        fit(strong, prior_scale="big")
+    with pytest.raises(ConfigError, match="prior_scale"):
+        fit(strong, prior_scale=-1)
+
+
+def test_predictive_is_moderated_and_keeps_the_winner(strong, tmp_path):
+    m = fit(strong)
+    test = strong["test"]
+    plug = m.predict_proba(test, predictive=False)
+    pred = m.predict_proba(test)
+    np.testing.assert_array_equal(plug > 0.5, pred > 0.5)
+    assert np.all(np.abs(pred - 0.5) <= np.abs(plug - 0.5) + 1e-12)
+    # a person nobody knows carries the prior's full uncertainty: moderated more than a trained person
+    unknown = test.assign(user_id="nobody")
+    with pytest.warns(UserWarning):
+        far = m.predict_proba(unknown)
+    assert np.mean(np.abs(far - 0.5)) < np.mean(np.abs(pred - 0.5))
+    m.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m", featurizer=strong["featurizer"])
+    assert back.prior_scale_ == m.prior_scale_
+    np.testing.assert_allclose(back.predict_proba(test), pred)
