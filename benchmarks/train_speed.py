@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from personalign.features import PairFeaturizer, PrecomputedEncoder
-from personalign.models import LowRankBT, TrainArrays
+from personalign.models import HybridBT, LowRankBT, TrainArrays
 
 console = Console(width=160)
 TARGETS = {"train_1M_s": 60.0, "adapt_median_ms": 2.0, "scores_per_s": 1e6, "bytes_per_person": 2048}
@@ -95,6 +95,24 @@ def time_lowrank(P: dict, K: int, seed: int) -> dict:
         "em_rounds": int(getattr(model, "em_rounds_", 0)),
         "model": model,
     }
+
+
+def time_hybrid(P: dict, K: int, seed: int) -> dict:
+    """HybridBT.fit_arrays on the same rows: the item table is the 2,000 items, its row the appended column."""
+    n_items = P["X"].shape[0]
+    Xa = np.concatenate([P["X"], np.arange(n_items, dtype=np.float32)[:, None]], 1)
+    Q = {**P, "X": Xa}
+    tr, va, te = arrays(Q, ~P["test"] & ~P["val"]), arrays(Q, P["val"]), arrays(Q, P["test"])
+    model = HybridBT(rank=K, random_state=seed)
+    model.item_index_ = {str(i): i for i in range(n_items)}
+    model.units_ = [str(i) for i in range(P["U"])]
+    model.user_units_ = {u: i for i, u in enumerate(model.units_)}
+    t = time.perf_counter()
+    model.fit_arrays(tr, va)
+    sec = time.perf_counter() - t
+    S, G = model.project(Xa)
+    z = S[te.ci] - S[te.ri] + np.einsum("nk,nk->n", G[te.ci] - G[te.ri], model.unit_means_[te.unit])
+    return {"seconds": sec, "test_acc": float((z > 0).mean()), "rounds": len(model.history_["train_loss"])}
 
 
 def time_choix(P: dict, n_items: int) -> dict:
@@ -218,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--adam-steps", type=int, default=200)
     ap.add_argument("--skip-choix", action="store_true")
     ap.add_argument("--skip-adam", action="store_true")
+    ap.add_argument("--skip-hybrid", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
@@ -235,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
         lr = time_lowrank(P, args.rank, args.seed)
         model = lr.pop("model")
         row["lowrank"] = lr
+        if not args.skip_hybrid:
+            console.print("  HybridBT ...")
+            row["hybrid"] = time_hybrid(P, args.rank, args.seed)
         if not args.skip_choix:
             console.print("  choix.ilsr_pairwise ...")
             row["choix"] = time_choix(P, args.items)
@@ -264,10 +286,13 @@ def main(argv: list[str] | None = None) -> dict:
         "Adam s",
         "acc",
         "Adam / ours",
+        "HybridBT s",
+        "acc",
+        "hybrid / ours",
     ):
         t.add_column(c)
     for n, row in res["sizes"].items():
-        lr, ch, ad = row["lowrank"], row.get("choix"), row.get("adam")
+        lr, ch, ad, hy = row["lowrank"], row.get("choix"), row.get("adam"), row.get("hybrid")
         t.add_row(
             f"{n:,}",
             f"{row['oracle_acc']:.3f}",
@@ -280,6 +305,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{ad['seconds']:.1f}" if ad else "-",
             f"{ad['test_acc']:.3f}" if ad else "-",
             f"{ad['seconds'] / lr['seconds']:.2f}" if ad else "-",
+            f"{hy['seconds']:.1f}" if hy else "-",
+            f"{hy['test_acc']:.3f}" if hy else "-",
+            f"{hy['seconds'] / lr['seconds']:.2f}" if hy else "-",
         )
     console.print(t)
     s = res["serving"]
