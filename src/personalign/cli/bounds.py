@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import console
+from personalign.cli.common import allow_callable_option, console
 
 bounds_app = typer.Typer(
     help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True
@@ -24,11 +24,12 @@ def _cmdline() -> str:
 @bounds_app.command("validate")
 def validate(
     policy: str = typer.Argument(..., help="Policy file (.yaml/.toml) or a packaged policy name."),
+    allow_callable: list[str] = allow_callable_option(),
 ) -> None:
     """Validate a policy file and print what it declares."""
     from personalign.bounds.policy import load_policy
 
-    pol = load_policy(policy)
+    pol = load_policy(policy, allow=allow_callable)
     console.print(
         f"[green]ok[/] {pol.source}: policy {pol.name!r}, {len(pol.constraints)} constraints, "
         f"rho={pol.trust_region.rho}, consensus={'on' if pol.consensus.enabled else 'off'}"
@@ -46,6 +47,7 @@ def check(
     format: str = typer.Option(None, "--format", help="Data format (default: inferred from the file)."),
     out: Path = typer.Option(Path("out/bounds-check"), help="Where to write report.json and report.md."),
     max_persons: int = typer.Option(None, help="Check at most this many persons."),
+    allow_callable: list[str] = allow_callable_option(),
 ) -> None:
     """Check a model against a policy on DATA: constraint pass rates, per-person violation rates without and with
     the policy, trust-region distances. Writes OUT/report.json, OUT/report.md and OUT/report.html."""
@@ -55,9 +57,12 @@ def check(
     from personalign.data.io import read_data
     from personalign.models import load_model
 
+    pol = load_policy(
+        policy, allow=allow_callable
+    )  # before the data and model: a refused policy costs nothing
     d = read_data(data, format=format) if format else read_data(data)
     m = load_model(model)
-    bp = BoundedPolicy(m, load_policy(policy), items=d.items)
+    bp = BoundedPolicy(m, pol, items=d.items)
     rep = check_report(bp, d, max_persons=max_persons)
     rep["command"] = _cmdline()
     md = check_markdown(rep)

@@ -71,6 +71,17 @@ def overwrite_option() -> Any:
     return typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
 
 
+ALLOW_CALLABLE_HELP = (
+    "A 'module:name' callable a policy's callable scorer may import (repeatable). Without it a policy may "
+    "name only the project's own scorers: a policy file is data and never chooses code on its own."
+)
+
+
+def allow_callable_option() -> Any:
+    """The ``--allow-callable`` option of every command that loads a policy."""
+    return typer.Option([], "--allow-callable", help=ALLOW_CALLABLE_HELP)
+
+
 def check_model_out(out: Any, overwrite: bool) -> None:
     """Refuse (ConfigError) a model --out that exists and is not a saved model, unless ``--overwrite``."""
     from personalign.data.files import check_replaceable

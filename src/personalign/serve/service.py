@@ -38,6 +38,7 @@ class ServeConfig:
     max_body_bytes: int = schemas.MAX_BODY_BYTES
     lru_size: int = 100_000
     pool_size: int = 8
+    allow_callables: list[str] = field(default_factory=list)  # callables a policy may name (--allow-callable)
 
 
 def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) -> list[Any]:
@@ -58,8 +59,9 @@ class Service:
         self.config = config
         self.engine: Engine = db.make_engine(config.db_url, pool_size=config.pool_size)
         self.schema_version = db.migrate(self.engine)
+        allow = tuple(config.allow_callables)
         self.holder = ModelHolder(
-            ModelState.load(config.model_dir, config.policy, config.lru_size), config.lru_size
+            ModelState.load(config.model_dir, config.policy, config.lru_size, allow), config.lru_size, allow
         )
         self.admin_hashes = frozenset(hash_key(k) for k in config.admin_keys if k)
         self.metrics = Metrics()
