@@ -43,6 +43,12 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     max_body_bytes: int = typer.Option(512 * 1024, help="Largest accepted request body (larger: 413)."),
     allow_callable: list[str] = allow_callable_option(),
+    model_root: Path = typer.Option(
+        None,
+        "--model-root",
+        help="The admin reload loads models and policies only under this folder (default: the folder "
+        "holding --model).",
+    ),
 ) -> None:
     """Serve personalized scores, online feedback and active questions for every person over HTTP."""
     if ctx.invoked_subcommand is not None:
@@ -63,6 +69,7 @@ def serve(
         admin_keys=keys,
         max_body_bytes=max_body_bytes,
         allow_callables=list(allow_callable),
+        model_root=str(model_root) if model_root else None,
     )
     console.print(
         f"personalign serve: model {model}, database {db}, http://{host}:{port}/docs", highlight=False
