@@ -42,6 +42,12 @@ def serve(
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     max_body_bytes: int = typer.Option(512 * 1024, help="Largest accepted request body (larger: 413)."),
+    body_timeout: float = typer.Option(
+        10.0,
+        "--body-timeout",
+        min=0.01,
+        help="Seconds a request body may take to arrive (then 408, connection closed).",
+    ),
     allow_callable: list[str] = allow_callable_option(),
     model_root: Path = typer.Option(
         None,
@@ -69,6 +75,7 @@ def serve(
         admin_keys=keys,
         max_body_bytes=max_body_bytes,
         allow_callables=list(allow_callable),
+        body_timeout_s=body_timeout,
         model_root=str(model_root) if model_root else None,
     )
     console.print(

@@ -41,6 +41,9 @@ class ServeConfig:
     lru_size: int = 100_000
     pool_size: int = 8
     allow_callables: list[str] = field(default_factory=list)  # callables a policy may name (--allow-callable)
+    body_timeout_s: float = (
+        10.0  # a request body must arrive within this (else 408 and the connection closes)
+    )
     model_root: str | None = None  # the admin reload loads only under here (None: the start model's folder)
 
 
