@@ -4,7 +4,8 @@
 set -u
 D=../shared/data
 P=.venv/bin/personalign
-run() { out=$1; shift; mkdir -p "$out"; echo "== $out"; "$P" eval "$@" --out "$out" > "$out/run.log" 2>&1; echo "rc=$? $out"; }
+# the log goes beside --out while the command runs (eval replaces --out whole), then into it
+run() { out=$1; shift; mkdir -p "$(dirname "$out")"; echo "== $out"; "$P" eval "$@" --out "$out" > "$out.run.log" 2>&1; rc=$?; mv "$out.run.log" "$out/run.log" 2>/dev/null; echo "rc=$rc $out"; }
 run results/toxicity      $D/toxicity-perspective-prolific --format toxicity --seeds 5
 run results/popquorn      $D/popquorn/offensiveness --format popquorn --seeds 5
 run results/synthetic-alpha0.1  synthetic:alpha=0.1,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
@@ -22,7 +23,7 @@ run results/multipico     $D/lewidi2025-multipico-csc/MP --format lewidi --seeds
 run results/synthetic-alpha0.01 synthetic:alpha=0.01,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
 run results/synthetic-alpha1    synthetic:alpha=1,persons=600,comparisons_per_person=40 --seeds 5 --harmless none
 # pointwise personal judgments (personal cut-points against the collapsed control)
-pw() { out=$1; shift; mkdir -p "$out"; echo "== $out"; "$P" eval-pointwise "$@" --out "$out" > "$out/run.log" 2>&1; echo "rc=$? $out"; }
+pw() { out=$1; shift; mkdir -p "$(dirname "$out")"; echo "== $out"; "$P" eval-pointwise "$@" --out "$out" > "$out.run.log" 2>&1; rc=$?; mv "$out.run.log" "$out/run.log" 2>/dev/null; echo "rc=$rc $out"; }
 pw results/pointwise/toxicity-rank0 $D/toxicity-perspective-prolific --format toxicity --seeds 5 --rank 0
 pw results/pointwise/toxicity-rank2 $D/toxicity-perspective-prolific --format toxicity --seeds 5 --rank 2
 pw results/pointwise/popquorn-rank0 $D/popquorn/offensiveness/raw_data.csv --format popquorn --seeds 5 --rank 0

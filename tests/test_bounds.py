@@ -108,6 +108,7 @@ def test_calibrated_threshold_needs_a_calibrated_scorer():
             ]
         },
         "c.yaml",
+        allow=["numpy:ones_like"],
     )
     with pytest.raises(ConfigError, match="calibrated"):
         BoundedPolicy(object(), pol, scorers={"c": CallableScorer(lambda p, r: np.zeros(len(r)))})

@@ -143,7 +143,8 @@ def test_export_refuses_what_it_cannot_carry(model, tmp_path):
                     "threshold": 0,
                 }
             ],
-        }
+        },
+        allow=["numpy:ones_like"],
     )
     with pytest.raises(ConfigError, match="cannot be exported"):
         export_reward(model, tmp_path / "x", user_id="u00", policy=BoundedPolicy(model, pol))

@@ -231,7 +231,7 @@ def test_auth_401_and_403(srv: Srv) -> None:
     assert raw not in stored and all(len(h) == 64 for h in stored)
 
 
-def test_limits_and_json_errors(srv: Srv) -> None:
+def test_limits_and_json_errors(srv: Srv, model_dir: Path) -> None:
     k = srv.person_key("lim")
     with srv.client() as c:
         too_many = {"prompt": PROMPT, "candidates": ["x"] * (MAX_CANDIDATES + 1)}
@@ -271,8 +271,12 @@ def test_limits_and_json_errors(srv: Srv) -> None:
         assert_json_error(c.put("/v1/persons/lim/score", json={}, headers=k), 405)
         assert_json_error(c.get("/v1/persons/bad%20id!", headers=srv.admin_h), 422)
         # a model error on valid input becomes a JSON error as well (reload of a directory that is no model)
-        r = c.post("/v1/admin/model/reload", json={"model_dir": "/nonexistent/model"}, headers=srv.admin_h)
+        missing = str(model_dir.parent / "no-such-model")
+        r = c.post("/v1/admin/model/reload", json={"model_dir": missing}, headers=srv.admin_h)
         assert_json_error(r, 400)
+        # and a directory outside the model root is refused before anything is read
+        r = c.post("/v1/admin/model/reload", json={"model_dir": "/nonexistent/model"}, headers=srv.admin_h)
+        assert_json_error(r, 403)
         # the service still works after all of that
         assert (
             c.post(

@@ -52,7 +52,9 @@ def trained(tmp_path_factory) -> Trained:
 @pytest.fixture(scope="module")
 def client(trained, tmp_path_factory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("trained-db") / "s.db"
-    cfg = ServeConfig(model_dir=str(trained.model_dir), db_url=str(db), admin_keys=["adm"])
+    # the reload test loads a model from its own tmp_path: the model root is the session's temporary folder
+    root = str(tmp_path_factory.getbasetemp())
+    cfg = ServeConfig(model_dir=str(trained.model_dir), db_url=str(db), admin_keys=["adm"], model_root=root)
     with TestClient(create_app(cfg)) as c:
         yield c
 

@@ -19,7 +19,7 @@ method returns the same types, so callers (service, TRL, DPO export, generation)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,8 @@ class BoundedPolicy:
     nothing blocked, the same return types. ``scorers`` overrides/adds scorers by constraint name; ``items`` (a
     DataFrame with a ``text`` column) binds attribute scorers; ``agreement`` gives population agreement per
     response (consensus bounds). Persons are user ids, :class:`~personalign.models.Posterior` objects or raw weight vectors
-    (adversarial ones included).
+    (adversarial ones included). ``allow``: callables (``module:name``) a policy's ``callable`` scorers may name
+    beyond the project's own (see :func:`~personalign.bounds.policy.allowed_callables`).
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class BoundedPolicy:
         scorers: Mapping[str, Any] | None = None,
         items: Any = None,
         agreement: Agreement | Mapping[str, float] | None = None,
+        allow: Iterable[str] | None = None,
     ) -> None:
         if isinstance(policy, BoundedPolicy):
             model = policy.model if model is None else model
@@ -154,7 +156,7 @@ class BoundedPolicy:
         if model is None:
             raise ConfigError("BoundedPolicy needs a model (and optionally a policy)")
         self.model = model
-        self.policy: Policy | None = None if policy is None else load_policy(policy)
+        self.policy: Policy | None = None if policy is None else load_policy(policy, allow=allow)
         self._check_dims()
         self.scorers: dict[str, Any] = {}
         self.thresholds: dict[str, float] = {}
@@ -187,7 +189,8 @@ class BoundedPolicy:
         """The constraint's scorer: ``given``, or built from its spec (paths relative to the policy file)."""
         sc = given
         if sc is None:
-            sc = build_scorer(c.scorer, self.policy.resolve(".") if self.source else None)
+            base = self.policy.resolve(".") if self.source else None
+            sc = build_scorer(c.scorer, base, allow=self.policy.allowed, source=self.source)
         if isinstance(sc, AttributeScorer) and items is not None:
             sc.bind(items)
         return sc

@@ -26,17 +26,51 @@ Example (YAML, see ``personalign/bounds/policies/default.yaml``)::
 from __future__ import annotations
 
 import math
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from personalign.errors import ConfigError
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
+
+# The callables a policy file may name without the operator allowing more: the project's own scorers. A policy is
+# data; a `callable` scorer naming anything else (e.g. 'os:system') is refused before its module is imported.
+DEFAULT_CALLABLES: frozenset[str] = frozenset({"personalign.bounds.scorers:response_length"})
+_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def allowed_callables(allow: Iterable[str] | None = None) -> frozenset[str]:
+    """The allow-list: :data:`DEFAULT_CALLABLES` plus ``allow`` (each ``module:name``; ConfigError otherwise)."""
+    extra = [str(a).strip() for a in (allow or [])]
+    for a in extra:
+        if not _TARGET.fullmatch(a):
+            raise ConfigError(
+                f"--allow-callable {a!r}: expected 'module:name' (e.g. 'mypkg.scorers:toxicity')"
+            )
+    return DEFAULT_CALLABLES | frozenset(extra)
+
+
+def check_callable(target: str | None, allow: frozenset[str], source: str | None) -> None:
+    """Refuse (ConfigError) a scorer target that is not on the allow-list; nothing is imported here."""
+    if target not in allow:
+        raise ConfigError(
+            f"{source or '<policy>'}: scorer {target!r}: not on the allow-list "
+            f"(pass --allow-callable {target} to allow it)"
+        )
 
 
 class _Strict(BaseModel):
@@ -179,6 +213,23 @@ class Policy(_Strict):
     fallback: FallbackSpec = Field(default_factory=FallbackSpec)
     monitors: MonitorSpec = Field(default_factory=MonitorSpec)
     source: str | None = None
+    # the allow-list this policy was vetted against (load_policy's ``allow``); build_scorer imports nothing else
+    _allowed: frozenset[str] = PrivateAttr(default=DEFAULT_CALLABLES)
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        """The callables this policy's scorers may import (see :func:`allowed_callables`)."""
+        return self._allowed
+
+    def allow(self, allow: Iterable[str] | None) -> Policy:
+        """Vet the policy against the allow-list (defaults plus ``allow``); ConfigError names the first callable
+        scorer not on it. Returns self, now carrying that list."""
+        allowed = self._allowed | allowed_callables(allow)
+        for c in self.constraints:
+            if c.scorer.type == "callable":
+                check_callable(c.scorer.target, allowed, self.source)
+        self._allowed = allowed
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Policy:
@@ -229,8 +280,9 @@ def _explain(err: dict[str, Any]) -> str:
     return msg
 
 
-def policy_from_dict(raw: Any, source: str = "<policy>") -> Policy:
-    """Validate a parsed policy; errors name ``source``, the field path and what was expected."""
+def policy_from_dict(raw: Any, source: str = "<policy>", allow: Iterable[str] | None = None) -> Policy:
+    """Validate a parsed policy; errors name ``source``, the field path and what was expected. A callable
+    scorer must be on the allow-list (the project's own scorers plus ``allow``)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -253,19 +305,21 @@ def policy_from_dict(raw: Any, source: str = "<policy>") -> Policy:
             tail = f", got {got[path]!r}" if path in got and exp else ""
             lines.append(f"{source}: field '{path}': {'; '.join(parts)}{tail}")
         raise ConfigError("invalid policy: " + " | ".join(lines)) from None
-    return pol
+    return pol.allow(allow)
 
 
-def load_policy(spec: str | Path | Policy | Mapping[str, Any]) -> Policy:
+def load_policy(spec: str | Path | Policy | Mapping[str, Any], allow: Iterable[str] | None = None) -> Policy:
     """The one policy loader: a packaged preset name (see :func:`list_policies`), a ``.yaml``/``.yml``/``.toml``
-    file, an already-parsed mapping, or a :class:`Policy` (returned as it is).
+    file, an already-parsed mapping, or a :class:`Policy` (vetted again with ``allow``).
 
     A name that is neither an existing file nor a preset raises a :class:`ConfigError` naming the presets.
+    A ``callable`` scorer must name a callable on the allow-list: the project's own scorers
+    (:data:`DEFAULT_CALLABLES`) plus ``allow`` (``module:name`` strings, the CLI's ``--allow-callable``).
     """
     if isinstance(spec, Policy):
-        return spec
+        return spec.allow(allow)
     if isinstance(spec, Mapping):
-        return policy_from_dict(dict(spec))
+        return policy_from_dict(dict(spec), allow=allow)
     p = Path(spec)
     if not p.is_file() and p.name == str(spec) and not p.suffix and (POLICY_DIR / f"{p.name}.yaml").is_file():
         p = POLICY_DIR / f"{p.name}.yaml"  # a bare preset name (an existing file of that name wins)
@@ -276,10 +330,10 @@ def load_policy(spec: str | Path | Policy | Mapping[str, Any]) -> Policy:
     if not p.exists():
         what = "unknown policy preset" if p.name == str(spec) and not p.suffix else "policy file not found"
         raise ConfigError(f"{p}: {what} (presets: {', '.join(list_policies())}; or give a .yaml/.toml file)")
-    return _read_policy_file(p)
+    return _read_policy_file(p, allow)
 
 
-def _read_policy_file(p: Path) -> Policy:
+def _read_policy_file(p: Path, allow: Iterable[str] | None) -> Policy:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -297,7 +351,7 @@ def _read_policy_file(p: Path) -> Policy:
         raise ConfigError(f"{p}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    return policy_from_dict(raw, source=str(p))
+    return policy_from_dict(raw, source=str(p), allow=allow)
 
 
 def list_policies() -> list[str]:

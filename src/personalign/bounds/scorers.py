@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from personalign.bounds.policy import DEFAULT_CALLABLES, check_callable
 from personalign.errors import ConfigError, DataError, NotFittedError
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
@@ -501,8 +502,19 @@ class AttributeScorer:
         return np.array([self._map.get(r, np.nan) for r in responses], dtype=np.float64)
 
 
-def build_scorer(spec: Any, base: Path | None = None) -> Any:
-    """A scorer from a policy's :class:`~personalign.bounds.policy.ScorerSpec` (paths relative to ``base``)."""
+def response_length(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """Characters in each response: a length bound (``direction: max``) as a ``callable`` scorer, on the default
+    allow-list as ``personalign.bounds.scorers:response_length``."""
+    return np.array([len(r) for r in responses], dtype=np.float64)
+
+
+def build_scorer(
+    spec: Any, base: Path | None = None, allow: frozenset[str] | None = None, source: str | None = None
+) -> Any:
+    """A scorer from a policy's :class:`~personalign.bounds.policy.ScorerSpec` (paths relative to ``base``).
+
+    A ``callable`` target must be on ``allow`` (default: :data:`~personalign.bounds.policy.DEFAULT_CALLABLES`);
+    one that is not raises ConfigError before anything is imported."""
 
     def _p(path: str | None) -> Path | None:
         if path is None:
@@ -517,6 +529,7 @@ def build_scorer(spec: Any, base: Path | None = None) -> Any:
     if spec.type == "regex":
         return RegexScorer(spec.patterns or [], ignore_case=spec.ignore_case, on=spec.on)
     if spec.type == "callable":
+        check_callable(spec.target, DEFAULT_CALLABLES if allow is None else allow, source)
         return CallableScorer(spec.target)
     if spec.type == "attribute":
         return AttributeScorer(spec.column)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import console
+from personalign.cli.common import check_result_out, console, overwrite_option
 
 
 @app.command("audit")
@@ -33,13 +33,16 @@ def audit(
     ),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Audit what one aggregated reward hides: disagreement, social choice, groups, who loses, personal structure."""
     from personalign.audit.options import check_options
 
     check_options(polarity, permutations, sc_items, max_items, min_judgments)  # before reading anything
+    check_result_out(out, "audit.json", overwrite)
     from personalign.audit.pipeline import run_audit
     from personalign.audit.report import write_audit
+    from personalign.data.files import atomic_dir
     from personalign.data.io import read_data
     from personalign.render import audit_table
 
@@ -58,6 +61,7 @@ def audit(
             progress=lambda m: status.update(f"auditing: {m} ..."),
         )
     # the command line as typed: printed in report.html so the folder can be reproduced
-    write_audit(res, out, command="personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    with atomic_dir(out) as tmp:  # a temporary sibling renamed into place
+        write_audit(res, tmp, command="personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console.print(audit_table(res))
     console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import console
+from personalign.cli.common import allow_callable_option, check_result_out, console, overwrite_option
 
 bounds_app = typer.Typer(
     help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True
@@ -24,11 +24,12 @@ def _cmdline() -> str:
 @bounds_app.command("validate")
 def validate(
     policy: str = typer.Argument(..., help="Policy file (.yaml/.toml) or a packaged policy name."),
+    allow_callable: list[str] = allow_callable_option(),
 ) -> None:
     """Validate a policy file and print what it declares."""
     from personalign.bounds.policy import load_policy
 
-    pol = load_policy(policy)
+    pol = load_policy(policy, allow=allow_callable)
     console.print(
         f"[green]ok[/] {pol.source}: policy {pol.name!r}, {len(pol.constraints)} constraints, "
         f"rho={pol.trust_region.rho}, consensus={'on' if pol.consensus.enabled else 'off'}"
@@ -46,22 +47,31 @@ def check(
     format: str = typer.Option(None, "--format", help="Data format (default: inferred from the file)."),
     out: Path = typer.Option(Path("out/bounds-check"), help="Where to write report.json and report.md."),
     max_persons: int = typer.Option(None, help="Check at most this many persons."),
+    allow_callable: list[str] = allow_callable_option(),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Check a model against a policy on DATA: constraint pass rates, per-person violation rates without and with
     the policy, trust-region distances. Writes OUT/report.json, OUT/report.md and OUT/report.html."""
     from personalign.bounds.bounded import BoundedPolicy
     from personalign.bounds.check import check_markdown, check_report, write_check
     from personalign.bounds.policy import load_policy
+    from personalign.data.files import atomic_dir
     from personalign.data.io import read_data
     from personalign.models import load_model
 
+    check_result_out(out, "report.json", overwrite)
+
+    pol = load_policy(
+        policy, allow=allow_callable
+    )  # before the data and model: a refused policy costs nothing
     d = read_data(data, format=format) if format else read_data(data)
     m = load_model(model)
-    bp = BoundedPolicy(m, load_policy(policy), items=d.items)
+    bp = BoundedPolicy(m, pol, items=d.items)
     rep = check_report(bp, d, max_persons=max_persons)
     rep["command"] = _cmdline()
     md = check_markdown(rep)
-    write_check(rep, out)
+    with atomic_dir(out) as tmp:  # a temporary sibling renamed into place
+        write_check(rep, tmp)
     console.print(md.split("\n## Glossary")[0], markup=False, highlight=False)  # the glossary: in the files
     console.print(f"written {out / 'report.json'}, {out / 'report.md'} and {out / 'report.html'}")
 
@@ -118,11 +128,15 @@ def report(
     persons: int = typer.Option(200, help="Synthetic persons (10% adversarial)."),
     seed: int = typer.Option(0),
     poisoning: bool = typer.Option(True, help="Run the poisoning curve (slowest part)."),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Violation rates with/without policy, personalization tax, monitor findings, poisoning curve."""
+    from personalign.data.files import atomic_dir
     from personalign.experiments.bounds_report import run_synthetic_report
 
-    res = run_synthetic_report(out, persons=persons, seed=seed, poisoning=poisoning, command=_cmdline())
+    check_result_out(out, "bounds_report.json", overwrite)
+    with atomic_dir(out) as tmp:  # written into a temporary sibling, renamed into place when complete
+        res = run_synthetic_report(tmp, persons=persons, seed=seed, poisoning=poisoning, command=_cmdline())
     for name, v in res["violations"].items():
         console.print(
             f"{name}: max per-person violation without {v['max_over_persons_without']:.3f}, "

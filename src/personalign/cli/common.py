@@ -71,6 +71,29 @@ def overwrite_option() -> Any:
     return typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
 
 
+ALLOW_CALLABLE_HELP = (
+    "A 'module:name' callable a policy's callable scorer may import (repeatable). Without it a policy may "
+    "name only the project's own scorers: a policy file is data and never chooses code on its own."
+)
+
+
+def allow_callable_option() -> Any:
+    """The ``--allow-callable`` option of every command that loads a policy."""
+    return typer.Option([], "--allow-callable", help=ALLOW_CALLABLE_HELP)
+
+
+def check_result_out(out: Any, main: str, overwrite: bool) -> None:
+    """Refuse (ConfigError) a result --out that exists and is not a result folder of this command (its ``main``
+    document, e.g. ``results.json``, is missing), unless ``--overwrite``; run before the work starts. The
+    command then writes a temporary sibling and renames it into place (``data.files.atomic_dir``)."""
+    from functools import partial
+
+    from personalign.data.files import check_replaceable, is_result_folder
+
+    what = f"a result folder of this command (with {main})"
+    check_replaceable(out, partial(is_result_folder, main=main), what, overwrite=overwrite)
+
+
 def check_model_out(out: Any, overwrite: bool) -> None:
     """Refuse (ConfigError) a model --out that exists and is not a saved model, unless ``--overwrite``."""
     from personalign.data.files import check_replaceable

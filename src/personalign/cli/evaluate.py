@@ -13,9 +13,11 @@ from personalign.cli.app import app
 from personalign.cli.common import (
     build_encoder,
     build_featurizer,
+    check_result_out,
     console,
     device_option,
     encoder_option,
+    overwrite_option,
     pair_mode_option,
 )
 from personalign.errors import ConfigError
@@ -152,8 +154,10 @@ def eval_command(
     merge_prompt: bool = typer.Option(
         False, help="Fold each item's prompt into its text so any two items pair up."
     ),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
+    from personalign.data.files import atomic_dir
     from personalign.evaluate.protocol import evaluate, merge_prompts
     from personalign.evaluate.report import comparison_rows, write_report
     from personalign.render import comparison_table, progress_bar
@@ -179,6 +183,7 @@ def eval_command(
     )
     if pair_mode not in ("auto", "response", "sentences"):
         raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
+    check_result_out(out, "results.json", overwrite)  # before any work: refusing costs nothing
     enc = encoder if encoder == "attributes" else build_encoder(encoder, device)
     d = load_eval_data(data, format)
     t = load_eval_data(test, test_format) if test else None
@@ -190,7 +195,8 @@ def eval_command(
     console.print(hh_note)
     with progress_bar(console) as bar:
         res = evaluate(d, cfg, encoder=enc, harmless=hh, progress=bar, pair_mode=pair_mode, test_data=t)
-    files = write_report(res, out, command=command)
+    with atomic_dir(out) as tmp:  # a temporary sibling renamed into place: never a half-written folder
+        files = write_report(res, tmp, command=command)
     if t is None:
         console.print(
             comparison_table(
@@ -217,11 +223,13 @@ def eval_pointwise(
     encoder: str = encoder_option(),
     device: str = device_option(),
     out: Path = typer.Option(..., help="Output folder (results.json, results.md)."),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Per-person label/rating prediction ("is this offensive to you?") against the collapsed control."""
     import shlex
     import sys
 
+    from personalign.data.files import atomic_dir
     from personalign.data.io import read_data
     from personalign.evaluate.pointwise import (
         PointwiseConfig,
@@ -232,11 +240,13 @@ def eval_pointwise(
     from personalign.render import progress_bar
 
     command = "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    check_result_out(out, "results.json", overwrite)
     d = read_data(data, format=format)
     pcfg = PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder)
     feat = build_featurizer(encoder, device, pcfg.featurizer_mode)
     with progress_bar(console) as bar:
         res = evaluate_pointwise(d, pcfg, featurizer=feat, progress=bar)
-    write_pointwise(res, out, command=command)
+    with atomic_dir(out) as tmp:
+        write_pointwise(res, tmp, command=command)
     console.print(pointwise_markdown(res))
     console.print(f"wrote results.json, results.md to [bold]{out}[/]")

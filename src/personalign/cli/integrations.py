@@ -12,6 +12,7 @@ import typer
 
 from personalign.cli.app import app
 from personalign.cli.common import (
+    allow_callable_option,
     check_model_out,
     console,
     encoder_option,
@@ -25,13 +26,16 @@ POLICY_HELP = (
 )
 
 
-def _load(model_dir: Path, policy: str | None):
-    """The model and its scoring front (a BoundedPolicy; without --policy it bounds nothing)."""
+def _load(model_dir: Path, policy: str | None, allow: list[str]):
+    """The model and its scoring front (a BoundedPolicy; without --policy it bounds nothing); the policy is
+    vetted against the allow-list before the model loads."""
     from personalign.bounds.bounded import BoundedPolicy
+    from personalign.bounds.policy import load_policy
     from personalign.models import load_model
 
+    pol = None if policy is None else load_policy(policy, allow=allow)
     model = load_model(model_dir)
-    return model, BoundedPolicy(model, policy)
+    return model, BoundedPolicy(model, pol)
 
 
 @app.command("generate")
@@ -41,6 +45,7 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt to answer."),
     n: int = typer.Option(8, "-n", help="Candidates to sample."),
     policy: str | None = typer.Option(None, "--policy", help=POLICY_HELP),
+    allow_callable: list[str] = allow_callable_option(),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens per candidate."),
     candidate: list[str] = typer.Option([], "--candidate", "-c", help="An extra candidate (repeatable)."),
@@ -54,7 +59,7 @@ def generate(
 
     if n < 1:
         raise ConfigError(f"-n must be >= 1, got {n}")
-    _, reward = _load(model, policy)
+    _, reward = _load(model, policy, allow_callable)
     gen = LocalGenerator(max_new_tokens=max_new_tokens, seed=seed)
     # on stderr, so that --json output stays one document; a bar for the model load, then one for the samples
     with progress_bar(err_console) as bar:
@@ -101,6 +106,7 @@ def export_dpo(
         [], "--user", "-u", help="Person id (repeatable); default all trained persons."
     ),
     policy: str | None = typer.Option(None, "--policy", help=POLICY_HELP),
+    allow_callable: list[str] = allow_callable_option(),
     pairs_per_prompt: int = typer.Option(
         1, "--pairs-per-prompt", help="Rejected answers per (person, prompt)."
     ),
@@ -121,7 +127,7 @@ def export_dpo(
     if out.suffix.lower() not in (".jsonl", ".json", ".parquet"):  # a dataset folder replaces --out whole
         check_replaceable(out, is_pairs_folder, "a dataset folder", overwrite=overwrite)
 
-    m, reward = _load(model, policy)
+    m, reward = _load(model, policy, allow_callable)
     users = list(user) or list(getattr(m, "user_units_", {}))
     if not users:
         raise ConfigError("no persons: pass --user (the model has no trained persons)")
@@ -160,6 +166,7 @@ def export_reward_cmd(
         None, "--group", help="A group (unit) of a group model instead of a person."
     ),
     policy: str | None = typer.Option(None, "--policy", help=POLICY_HELP),
+    allow_callable: list[str] = allow_callable_option(),
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Export a bounded reward as a standalone artifact (safetensors head + loader script + README)."""
@@ -167,7 +174,7 @@ def export_reward_cmd(
     from personalign.integrations.export import export_reward, is_reward_artifact
 
     check_replaceable(out, is_reward_artifact, "an exported reward folder", overwrite=overwrite)
-    m, reward = _load(model, policy)
+    m, reward = _load(model, policy, allow_callable)
     path = export_reward(m, out, user_id=user, policy=reward if reward.bounded else None, group=group)
     console.print(f"portable reward written to [bold]{path}[/] (see {path / 'README.md'})")
 

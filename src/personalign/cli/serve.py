@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import console
+from personalign.cli.common import allow_callable_option, console
 
 serve_app = typer.Typer(
     help="Run the personalization HTTP service (FastAPI + uvicorn), or manage its API keys.",
@@ -42,6 +42,19 @@ def serve(
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     max_body_bytes: int = typer.Option(512 * 1024, help="Largest accepted request body (larger: 413)."),
+    body_timeout: float = typer.Option(
+        10.0,
+        "--body-timeout",
+        min=0.01,
+        help="Seconds a request body may take to arrive (then 408, connection closed).",
+    ),
+    allow_callable: list[str] = allow_callable_option(),
+    model_root: Path = typer.Option(
+        None,
+        "--model-root",
+        help="The admin reload loads models and policies only under this folder (default: the folder "
+        "holding --model).",
+    ),
 ) -> None:
     """Serve personalized scores, online feedback and active questions for every person over HTTP."""
     if ctx.invoked_subcommand is not None:
@@ -61,6 +74,9 @@ def serve(
         policy=policy or None,
         admin_keys=keys,
         max_body_bytes=max_body_bytes,
+        allow_callables=list(allow_callable),
+        body_timeout_s=body_timeout,
+        model_root=str(model_root) if model_root else None,
     )
     console.print(
         f"personalign serve: model {model}, database {db}, http://{host}:{port}/docs", highlight=False

@@ -123,6 +123,16 @@ def check_replaceable(
     raise ConfigError(f"{p}: exists and is a file, not {what} (pass --overwrite to replace it)")
 
 
+def is_result_folder(path: str | Path, main: str) -> bool:
+    """Whether ``path`` is a result folder an earlier run of ours wrote: its ``main`` document (e.g.
+    ``results.json``) is there and is a JSON object."""
+    doc = Path(path) / main
+    try:
+        return doc.is_file() and isinstance(json.loads(doc.read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it takes the place of ``path``.

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from personalign import __version__
 from personalign.serve.errors import install_error_handlers
@@ -58,8 +59,17 @@ def create_app(config: ServeConfig) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    # every route with its path and methods, for the Allow header of a 405 (errors.allowed_methods)
+    app.state.plain_routes = [r for router in ROUTERS for r in router.routes] + [
+        r for r in app.router.routes if isinstance(r, Route)
+    ]
     # the guard wraps the routes and the error handlers, so its 413 and timings cover every request
-    app.add_middleware(RequestGuard, metrics=svc.metrics, max_body=config.max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        metrics=svc.metrics,
+        max_body=config.max_body_bytes,
+        body_timeout=config.body_timeout_s,
+    )
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from personalign.errors import PersonalignError
 
@@ -21,6 +22,7 @@ CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     422: "validation_error",
@@ -44,10 +46,32 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body exceeds {limit} bytes")
 
 
-async def http_error(_req: Request, exc: HTTPException) -> JSONResponse:
+class BodyTimeout(HTTPException):
+    """The body did not arrive in time; ``Connection: close`` makes uvicorn drop the half-sent request."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body not received within {seconds:g} s", {"Connection": "close"})
+
+
+def allowed_methods(req: Request) -> list[str]:
+    """Every method some route of the app serves at this request's path (one path may have several routes:
+    GET and DELETE /v1/persons/{id}; starlette's 405 names only the first route's). The routes are those
+    :func:`personalign.serve.app.create_app` lists in ``app.state.plain_routes`` (FastAPI nests included routers)."""
+    methods: set[str] = set()
+    for route in getattr(req.app.state, "plain_routes", ()):
+        # a method no route has: a route whose path matches answers PARTIAL, any other NONE
+        match, _ = route.matches({**req.scope, "method": "(none)"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+async def http_error(req: Request, exc: HTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(req)) or headers.get("Allow", "")
     return error_response(exc.status_code, str(exc.detail), headers=headers or None)
 
 

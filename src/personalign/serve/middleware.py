@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -10,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from personalign.serve.errors import BodyTooLarge, error_response
+from personalign.serve.errors import BodyTimeout, BodyTooLarge, error_response
+
+BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this (a stalled upload is cut off with 408)
 
 
 class Metrics:
@@ -49,11 +52,16 @@ class Metrics:
 
 
 class RequestGuard:
-    """Outermost ASGI layer: rejects bodies over the limit (413, by Content-Length or while streaming) and times
-    every request for the metrics (route template, not raw path, so person ids do not become labels)."""
+    """Outermost ASGI layer: rejects bodies over the limit (413, by Content-Length or while streaming), cuts off
+    a body that has not fully arrived ``body_timeout`` seconds after the request started (408, and the
+    connection is closed: uvicorn's keep-alive timeout covers only idle connections, not a stalled body), and
+    times every request for the metrics (route template, not raw path, so person ids do not become labels)."""
 
-    def __init__(self, app: Callable, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self, app: Callable, metrics: Metrics, max_body: int, body_timeout: float = BODY_TIMEOUT_S
+    ) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -72,15 +80,22 @@ class RequestGuard:
                     await resp(scope, receive, send)
                     self.metrics.record("(rejected)", 413, time.perf_counter() - t0)
                     return
-        seen = 0
+        seen, body_done = 0, False
+        deadline = t0 + self.body_timeout
 
         async def limited_receive() -> dict:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body only a disconnect can come: wait for it as long as it takes
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(deadline - time.perf_counter(), 0.0))
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout) from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
                     raise BodyTooLarge(self.max_body)
+                body_done = not msg.get("more_body", False)
             return msg
 
         async def timed_send(msg: dict) -> None:

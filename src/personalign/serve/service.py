@@ -11,11 +11,13 @@ import logging
 import threading
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 from starlette.exceptions import HTTPException
 
+from personalign.bounds.policy import list_policies
 from personalign.serve import db, schemas
 from personalign.serve.auth import Principal, authenticate, hash_key
 from personalign.serve.middleware import Metrics
@@ -38,6 +40,11 @@ class ServeConfig:
     max_body_bytes: int = schemas.MAX_BODY_BYTES
     lru_size: int = 100_000
     pool_size: int = 8
+    allow_callables: list[str] = field(default_factory=list)  # callables a policy may name (--allow-callable)
+    body_timeout_s: float = (
+        10.0  # a request body must arrive within this (else 408 and the connection closes)
+    )
+    model_root: str | None = None  # the admin reload loads only under here (None: the start model's folder)
 
 
 def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) -> list[Any]:
@@ -58,14 +65,31 @@ class Service:
         self.config = config
         self.engine: Engine = db.make_engine(config.db_url, pool_size=config.pool_size)
         self.schema_version = db.migrate(self.engine)
+        allow = tuple(config.allow_callables)
         self.holder = ModelHolder(
-            ModelState.load(config.model_dir, config.policy, config.lru_size), config.lru_size
+            ModelState.load(config.model_dir, config.policy, config.lru_size, allow), config.lru_size, allow
         )
         self.admin_hashes = frozenset(hash_key(k) for k in config.admin_keys if k)
         self.metrics = Metrics()
         # striped in-process locks: writers for one person queue here instead of spinning on the DB lock
         self._locks = [threading.Lock() for _ in range(self.N_LOCKS)]
         self.sqlite = db.is_sqlite(self.engine)
+        root = config.model_root or Path(config.model_dir).resolve().parent
+        self.model_root = Path(root).resolve()
+
+    def confine(self, path: str | None, what: str) -> str | None:
+        """``path`` resolved (symlinks, ``..``), or 403 when it lies outside :attr:`model_root`: the admin
+        reload loads nothing from elsewhere. None stays None; a packaged policy preset name passes as it is."""
+        if path is None:
+            return None
+        if what == "policy" and path in list_policies():
+            return path
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_relative_to(self.model_root):
+            raise HTTPException(
+                403, f"{what} {path!r} is outside the model root {str(self.model_root)!r} (--model-root)"
+            )
+        return str(resolved)
 
     def person_lock(self, person_id: str) -> threading.Lock:
         return self._locks[zlib.crc32(person_id.encode()) % self.N_LOCKS]

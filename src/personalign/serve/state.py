@@ -135,7 +135,11 @@ class ModelState:
 
     @classmethod
     def load(
-        cls, model_dir: str | Path, policy: str | Path | None = None, lru_size: int = 100_000
+        cls,
+        model_dir: str | Path,
+        policy: str | Path | None = None,
+        lru_size: int = 100_000,
+        allow: Sequence[str] = (),
     ) -> ModelState:
         from personalign.models import load_model
 
@@ -145,7 +149,7 @@ class ModelState:
         version = model_version(model_dir)
         model = load_model(model_dir)
         lru = _install_lru(model, lru_size)
-        bounded = BoundedPolicy(model, policy)  # a preset name or a policy file (bounds.load_policy)
+        bounded = BoundedPolicy(model, policy, allow=allow)  # a preset or a policy file (bounds.load_policy)
         return cls(model, model_dir, version, bounded, str(policy) if policy else None, lru=lru)
 
     # -------------------------------------------------------------------------------- posterior arithmetic
@@ -310,8 +314,9 @@ def summarize(posterior: Any, prior: Any) -> dict[str, Any]:
 class ModelHolder:
     """Holds the current :class:`ModelState`; ``reload`` swaps it atomically (one reference assignment)."""
 
-    def __init__(self, state: ModelState, lru_size: int = 100_000) -> None:
+    def __init__(self, state: ModelState, lru_size: int = 100_000, allow: Sequence[str] = ()) -> None:
         self._state = state
+        self.allow = tuple(allow)  # the operator's --allow-callable list; a reload's policy gets no other
         self._reload_lock = threading.Lock()
         self.lru_size = lru_size
         self.reloads = 0
@@ -330,6 +335,7 @@ class ModelHolder:
                 model_dir if model_dir is not None else old.model_dir,
                 policy if policy is not None else old.policy_path,
                 self.lru_size,
+                self.allow,
             )
             self._state = new
             self.reloads += 1

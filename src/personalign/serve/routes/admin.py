@@ -67,13 +67,16 @@ def list_persons(
     "/v1/admin/model/reload",
     response_model=schemas.ReloadOut,
     summary="(admin) Load a model directory and switch to it without stopping; in-flight requests finish "
-    "on the old model.",
+    "on the old model. Model and policy paths must lie under the service's model root (else 403).",
 )
 def reload_model(body: schemas.ReloadIn | None = None, ctx: Context = Ctx) -> schemas.ReloadOut:
     with db.read_tx(ctx.svc.engine) as conn:
         ctx.authorize(conn)
+    # only files under the configured model root (403 otherwise, before anything is read)
+    model_dir = ctx.svc.confine(body.model_dir if body else None, "model_dir")
+    policy = ctx.svc.confine(body.policy if body else None, "policy")
     t0 = time.perf_counter()
-    new, old_version = ctx.svc.holder.reload(body.model_dir if body else None, body.policy if body else None)
+    new, old_version = ctx.svc.holder.reload(model_dir, policy)
     return schemas.ReloadOut(
         model_version=new.version,
         previous_version=old_version,
