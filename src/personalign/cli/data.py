@@ -126,14 +126,16 @@ KINDS_HELP = (
 
 
 def _mixed_file_error(out: Path, data: PreferenceData) -> ConfigError:
+    from personalign.data.tables import format_from_name
+
     tables = ", ".join(
         t for t in ("users", "items", "comparisons", "ratings", "rankings", "votes") if len(getattr(data, t))
     )
     stem = out.name.split(".")[0] or "out"
     return ConfigError(
-        f"{out}: one {out.suffix.lstrip('.').upper() or 'JSONL'} file holds one table, and this data has several "
+        f"{out}: one {(format_from_name(out) or 'jsonl').upper()} file holds one table, and this data has several "
         f"({tables}); write a folder of one file per table (--out {out.with_name(stem)}), one kind of judgment "
-        f"(--kind comparisons --out {out}: TRL's prompt, chosen, rejected plus user_id) or one lossless file "
+        f"(--kind comparisons --out {out}: TRL's prompt, chosen, rejected plus user_id; or --kind ratings, rankings, votes) or one lossless file "
         f"(--out {out.with_name(stem + '.parquet')})"
     )
 
