@@ -100,10 +100,9 @@ def test_inspect_reports_validation_findings(tmp_path, monkeypatch, capsys):
     assert "self-comparisons" in stdout and "exact duplicate comparisons" in stdout
 
 
-@pytest.mark.parametrize("ext", ["parquet", "jsonl", "csv"])
-def test_convert_writes_a_readable_canonical_file(tmp_path, monkeypatch, capsys, ext):
+def test_convert_writes_a_readable_parquet_file(tmp_path, monkeypatch, capsys):
     f = _ratings_jsonl(tmp_path / "r.jsonl")
-    out = tmp_path / f"out.{ext}"
+    out = tmp_path / "out.parquet"
     code, stdout, err = _run(monkeypatch, capsys, "data", "convert", f, "--out", out)
     assert code == 0, err
     back = read_data(out)
@@ -111,6 +110,19 @@ def test_convert_writes_a_readable_canonical_file(tmp_path, monkeypatch, capsys,
     assert back.counts() == orig.counts() and back.user_ids == orig.user_ids
     assert sorted(back.ratings["rating"]) == sorted(orig.ratings["rating"])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "jsonl.gz", "csv"])
+def test_convert_refuses_to_mix_tables_in_one_file(tmp_path, monkeypatch, capsys, ext):
+    f = _ratings_jsonl(tmp_path / "r.jsonl")
+    out = tmp_path / f"x.{ext}"
+    code, stdout, err = _run(monkeypatch, capsys, "data", "convert", f, "--out", out)
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    msg = " ".join(err.split())
+    # each form, and how to ask for it
+    assert "one file per table (--out " in msg and f"--kind comparisons --out {out}" in msg
+    assert "x.parquet" in msg and "(items, ratings)" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
 
 
 def test_convert_error_leaves_no_output(tmp_path, monkeypatch, capsys):

@@ -117,7 +117,7 @@ CASES.update(
     {
         "inspect-json-is-folder": ["data", "inspect", "{ws}/good.jsonl", "--json", "{ws}/emptydir"],
         "inspect-unknown-format": ["data", "inspect", "{ws}/good.jsonl", "--format", "nope"],
-        "convert-out-is-folder": ["data", "convert", "{ws}/good.jsonl", "--out", "{ws}/emptydir"],
+        "convert-out-is-folder": ["data", "convert", "{ws}/good.jsonl", "--out", "{ws}/pol"],
         "train-rank-negative": [
             "train",
             "{ws}/good.jsonl",

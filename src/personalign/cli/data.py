@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from personalign.cli.app import app
+from personalign.cli.common import overwrite_option
 from personalign.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -113,23 +114,103 @@ def inspect(
         console.print(f"report written to [bold]{json_out}[/]")
 
 
+CONVERT_OUT_HELP = (
+    "Output: a folder (a path without an extension) of one file per table; with --kind, one table as a dense "
+    ".jsonl/.jsonl.gz/.parquet/.csv file (comparisons TRL-ready); or one lossless .parquet file."
+)
+KINDS_HELP = (
+    "Write only this kind of judgment (comparisons, ratings, rankings, votes) as one dense file: comparisons as "
+    "TRL's prompt/chosen/rejected texts plus user_id (derived from ratings, votes, rankings when the data has "
+    "no comparisons of its own)."
+)
+
+
+def _mixed_file_error(out: Path, data: PreferenceData) -> ConfigError:
+    from personalign.data.tables import format_from_name
+
+    tables = ", ".join(
+        t for t in ("users", "items", "comparisons", "ratings", "rankings", "votes") if len(getattr(data, t))
+    )
+    stem = out.name.split(".")[0] or "out"
+    return ConfigError(
+        f"{out}: one {(format_from_name(out) or 'jsonl').upper()} file holds one table, and this data has several "
+        f"({tables}); write a folder of one file per table (--out {out.with_name(stem)}), one kind of judgment "
+        f"(--kind comparisons --out {out}: TRL's prompt, chosen, rejected plus user_id; or --kind ratings, rankings, votes) or one lossless file "
+        f"(--out {out.with_name(stem + '.parquet')})"
+    )
+
+
+def _judgments_for(data: PreferenceData, kind: str) -> tuple[PreferenceData, str]:
+    """The data whose ``kind`` table is to be written, and a note when comparisons were derived."""
+    from personalign.data.schema import KINDS
+
+    if kind not in KINDS:
+        raise ConfigError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind == "comparisons" and not len(data.comparisons) and len(data):
+        derived = data.as_comparison_data()
+        if not len(derived.comparisons):
+            raise ConfigError("the data holds no comparisons and none can be derived from its judgments")
+        held = ", ".join(k for k in KINDS if len(getattr(data, k)))
+        return derived, f" ({len(derived.comparisons):,} comparisons derived from the {held})"
+    return data, ""
+
+
 @data_app.command("convert")
 def convert(
     path: Path = typer.Argument(..., help="A file or folder of preference data."),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output: .parquet (lossless), .jsonl, .jsonl.gz or .csv."
-    ),
+    out: Path = typer.Option(..., "--out", "-o", help=CONVERT_OUT_HELP),
     fmt: str = typer.Option(None, "--format", "-f", help="Input format name (guessed when omitted)."),
     user_col: str = typer.Option(None, "--user-col", help="Column that names the person."),
     mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
+    kind: str = typer.Option(None, "--kind", help=KINDS_HELP),
+    out_format: str = typer.Option(
+        "jsonl", "--out-format", help="File type of each table in a folder --out: jsonl or parquet."
+    ),
+    overwrite: bool = overwrite_option(),
 ) -> None:
-    """Read any supported format and write personalign's canonical file (written to a temp file, then renamed)."""
+    """Read any supported format and write personalign's tables: a folder of one file per table, one kind of
+    judgment (TRL-ready comparisons) or one lossless Parquet file (written aside, then renamed into place)."""
     from personalign.cli.common import console
-    from personalign.data.io import write_data
+    from personalign.data.files import check_replaceable
+    from personalign.data.io import is_table_folder, write_data, write_judgments, write_table_folder
+    from personalign.data.tablefolder import split_meta
+    from personalign.data.tables import format_from_name
 
+    folder = out.is_dir() or not out.suffix
+    if kind is None and not folder and format_from_name(out) not in ("parquet", "jsonl", "csv"):
+        raise ConfigError(
+            f"cannot write {out.name}: expected a folder, a .parquet path, or --kind with a .jsonl path"
+        )
+    if kind is not None and (folder or format_from_name(out) not in ("parquet", "jsonl", "csv")):
+        raise ConfigError(
+            f"--kind writes one file: expected --out NAME.jsonl, .jsonl.gz, .parquet or .csv, got {out}"
+        )
+    if out_format not in ("jsonl", "parquet"):
+        raise ConfigError(f"--out-format {out_format!r}: expected jsonl or parquet")
+    if folder:
+        check_replaceable(out, is_table_folder, "a folder of personalign tables", overwrite=overwrite)
     data = _read(path, fmt, user_col, mapping)
-    write_data(data, out)
-    console.print(f"{data!r}\nwritten to [bold]{out}[/]")
+    note = ""
+    if kind is not None:
+        data, note = _judgments_for(data, kind)
+        write_judgments(data, out, kind)
+        what = f"{len(getattr(data, kind)):,} {kind}{note}"
+    elif folder:
+        write_table_folder(data, out, file_format=out_format)
+        dropped = split_meta(data.meta)[1]
+        if dropped:
+            note = f"\nnot written (Python objects, not tables): meta {', '.join(map(repr, dropped))}"
+        what = ", ".join(
+            f"{t}{'.jsonl' if out_format == 'jsonl' else '.parquet'}"
+            for t in ("users", "items", "comparisons", "ratings", "rankings", "votes")
+            if len(getattr(data, t))
+        )
+    elif format_from_name(out) == "parquet":
+        write_data(data, out)
+        what = "one lossless Parquet file"
+    else:
+        raise _mixed_file_error(out, data)
+    console.print(f"{data!r}\nwritten to [bold]{out}[/]: {what}{note if folder else ''}", highlight=False)
 
 
 # ---------------------------------------------------------------- synth

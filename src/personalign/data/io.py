@@ -4,7 +4,9 @@
 of formats: the generic ones of :mod:`personalign.data.tables` and the public ones of the adapters);
 ``format=None`` detects it from the file or folder. A spec such as ``synthetic:persons=500,alpha=0.1,seed=0``
 generates a synthetic population in memory (:func:`personalign.data.adapters.synthetic.population_from_spec`).
-``write_data(data, path)`` writes by extension. The readers and writers of generic tables are importable from
+``write_data(data, path)`` writes by extension: one canonical file (``.parquet`` lossless; ``.jsonl``, ``.csv`` a
+long table with a ``kind`` column), or, for a path without an extension, a folder of one file per table
+(:mod:`personalign.data.tablefolder`, format ``tables``). The readers and writers of generic tables are importable from
 here as well (see :mod:`personalign.data.tables`).
 
 Layering: files, schema <- core <- tables <- adapters <- io (no module of the package imports one to its right).
@@ -20,6 +22,12 @@ from personalign.data.adapters import detect_format, get_adapter
 from personalign.data.adapters.synthetic import is_synthetic_spec, population_from_spec
 from personalign.data.core import PreferenceData
 from personalign.data.files import atomic_write, write_text_atomic  # noqa: F401  (importable from here as before)
+from personalign.data.tablefolder import (  # noqa: F401  (importable from here)
+    is_table_folder,
+    read_table_folder,
+    write_judgments,
+    write_table_folder,
+)
 from personalign.data.tables import (  # noqa: F401  (importable from here as before)
     frame_to_data,
     from_hf_dataset,
@@ -36,10 +44,10 @@ from personalign.data.tables import (  # noqa: F401  (importable from here as be
     require_columns,
     to_hf_dataset,
     write_csv,
-    write_data,
     write_jsonl,
     write_parquet,
 )
+from personalign.data.tables import write_data as write_file
 from personalign.errors import ConfigError
 
 
@@ -77,3 +85,13 @@ def read_data(
         if unknown:
             raise ConfigError(f"format {fmt!r} does not take the option(s) {', '.join(unknown)}")
     return reader(path, **kwargs)
+
+
+def write_data(data: PreferenceData, path: str | Path, format: str | None = None) -> Path:
+    """Write ``data`` by ``format`` or by extension: ``tables`` (a path without an extension, or an existing
+    folder) is a folder of one file per table (JSONL; ``tables-parquet`` for Parquet files); ``parquet``, ``jsonl``
+    and ``csv`` one canonical file (see :mod:`personalign.data.tables`)."""
+    p = Path(path)
+    if format in ("tables", "tables-parquet") or (format is None and (p.is_dir() or not p.suffix)):
+        return write_table_folder(data, p, file_format="parquet" if format == "tables-parquet" else "jsonl")
+    return write_file(data, p, format)

@@ -565,7 +565,7 @@ def to_hf_dataset(data: PreferenceData, kind: str | None = None) -> Any:
 
 
 # --------------------------------------------------------------------------------- canonical parquet
-def _arrow_columns(df: pd.DataFrame) -> tuple[dict[str, Any], list[str]]:
+def arrow_columns(df: pd.DataFrame) -> tuple[dict[str, Any], list[str]]:
     """Each column as an Arrow array; a column Arrow cannot type (mixed objects) is stored as JSON text."""
     import pyarrow as pa
 
@@ -600,7 +600,7 @@ def write_parquet(data: PreferenceData, path: str | Path) -> Path:
     types: dict[str, set[str]] = {}
     for t in TABLES:
         df = getattr(data, t)
-        arrays, json_cols = _arrow_columns(df)
+        arrays, json_cols = arrow_columns(df)
         per[t] = (arrays, json_cols, len(df))
         for c, a in arrays.items():
             if not pa.types.is_null(a.type):

@@ -2,7 +2,8 @@
 
 ``FORMATS`` maps every name ``read_data`` and ``--format`` accept to its ``reader(path, **options) ->
 PreferenceData``: the generic tables of :mod:`personalign.data.tables` (``jsonl``, ``json``, ``csv``, ``tsv``,
-``parquet``: generic tables or personalign's canonical files; ``trl``: TRL prompt/chosen/rejected, person column by
+``parquet``: generic tables or personalign's canonical files; ``tables``: a folder of one file per table,
+:mod:`personalign.data.tablefolder`; ``trl``: TRL prompt/chosen/rejected, person column by
 ``user_col``; ``hf``: a ``save_to_disk`` folder) and the public formats, one module each (``popquorn``,
 ``toxicity``, ``lewidi``, ``polis``, ``hh-rlhf``, ``summarize-feedback``, ``convabuse``, ``synthetic``).
 ``get_adapter(name)`` looks a name up; ``register_adapter(name)`` adds a reader; ``detect_format(path)`` guesses a
@@ -30,6 +31,7 @@ from personalign.data.adapters import (
     toxicity,
 )
 from personalign.data.core import PreferenceData
+from personalign.data.tablefolder import is_table_folder, read_table_folder
 from personalign.data.tables import GENERIC_READERS, format_from_name, open_text, read_hf_disk, read_trl
 from personalign.errors import ConfigError, DataError
 
@@ -37,6 +39,7 @@ Reader = Callable[..., PreferenceData]
 
 FORMATS: dict[str, Reader] = {
     **GENERIC_READERS,
+    "tables": read_table_folder,
     "trl": read_trl,
     "hf": read_hf_disk,
     "popquorn": popquorn.read_popquorn,
@@ -102,6 +105,8 @@ def _detect_folder(path: Path) -> str:
         return "convabuse"
     if synthetic.is_population_folder(path):
         return "synthetic"
+    if is_table_folder(path):
+        return "tables"
     if any(n.endswith("_annotators_meta.json") for n in names) or any(
         p.is_dir() and any(p.glob("*_annotators_meta.json")) for p in path.iterdir()
     ):
@@ -112,7 +117,8 @@ def _detect_folder(path: Path) -> str:
         "cannot tell the format of this folder",
         file=str(path),
         expected="a Polis conversation, the toxicity study, ConvAbuse, a LeWiDi dataset, a synthetic population "
-        "(personalign data synth) or a saved datasets folder (or name one with --format)",
+        "(personalign data synth), a folder of tables (personalign data convert --out DIR) or a saved datasets "
+        "folder (or name one with --format)",
     )
 
 
