@@ -18,8 +18,10 @@ Reference texts are the ones given, else the training items the model kept (``re
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +30,7 @@ from pydantic import BaseModel, Field
 from scipy.stats import rankdata
 
 from personalign.bounds.bounded import BoundedPolicy
+from personalign.errors import DataError
 from personalign.features.descriptors import DESCRIPTORS, WORDING, text_descriptors
 from personalign.models.directions import PrincipalAxes, principal_axes, text_loadings
 
@@ -149,7 +152,9 @@ def _summary(z: float, sd: float, confident: bool, high: str, low: str, hi_text:
         return f"prefers {what} {tag}"
     if abs(z) >= 0.5:
         return f"may prefer {what} {tag}"
-    span = f"{high or 'the + end'} vs {low or 'the - end'}"
+    span = f"{high} vs {low}" if high else "this direction"
+    if sd >= 0.95:  # the posterior is (nearly) the prior here: nothing learned about the person on this axis
+        return f"not known yet on {span}: your judgments say little about it {tag}"
     return f"close to most people on {span} {tag}"
 
 
@@ -225,7 +230,10 @@ def _violation_words(bp: BoundedPolicy, scores: Mapping[str, np.ndarray], i: int
             continue
         op = "at least" if c.direction == "min" else "at most"
         s = float(scores[c.name][i])
-        parts.append(f"{c.name} scored {s:.2f}, must be {op} {bp.thresholds[c.name]:.2f}")
+        if not math.isfinite(s):  # unscorable counts as violated (the bounds fail closed)
+            parts.append(f"{c.name} could not be scored, which counts as a violation")
+        else:
+            parts.append(f"{c.name} scored {s:.2f}, must be {op} {bp.thresholds[c.name]:.2f}")
     return "; ".join(parts)
 
 
@@ -459,3 +467,50 @@ def explain_person(
         monitors=monitor_notes(monitors),
         notes=notes,
     )
+
+
+def _text_record(rec: Any, src: str, where: dict[str, int]) -> tuple[str, str]:
+    if isinstance(rec, str):
+        return "", rec
+    if not isinstance(rec, dict):
+        raise DataError(
+            f"got {type(rec).__name__}", file=src, **where, expected="a string or an object with 'text'"
+        )
+    key = "text" if "text" in rec else "response"
+    text, prompt = rec.get(key), rec.get("prompt") or ""
+    if not isinstance(text, str) or not text.strip():
+        raise DataError("missing text", file=src, **where, field=key, expected="a non-empty string")
+    if not isinstance(prompt, str):
+        raise DataError("not a string", file=src, **where, field="prompt", expected="a string")
+    return prompt, text
+
+
+def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
+    """Reference texts from a file: ``(prompts, texts)``. JSON Lines (``.jsonl``: one object per line with
+    ``text`` or ``response`` and an optional ``prompt``, or one JSON string), JSON (``.json``: a list of those),
+    or plain text (one text per line, blank lines skipped)."""
+    p = Path(path)
+    raw = p.read_text(encoding="utf-8")
+    rows: list[tuple[str, str]] = []
+    if p.suffix.lower() == ".jsonl":
+        for i, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc.msg})", file=str(p), line=i) from None
+            rows.append(_text_record(rec, str(p), {"line": i}))
+    elif p.suffix.lower() == ".json":
+        try:
+            recs = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON ({exc.msg})", file=str(p), line=exc.lineno) from None
+        if not isinstance(recs, list):
+            raise DataError("not a list", file=str(p), expected="a JSON list of texts")
+        rows = [_text_record(r, str(p), {"row": i}) for i, r in enumerate(recs)]
+    else:
+        rows = [("", line.strip()) for line in raw.splitlines() if line.strip()]
+    if not rows:
+        raise DataError("no texts", file=str(p), expected="at least one text")
+    return [r[0] for r in rows], [r[1] for r in rows]
