@@ -437,10 +437,10 @@ def explain_person(
     notes = []
     if posterior is None:
         posterior = model.posterior(str(user_id)) if known else model.prior()
-    if user_id is not None and not known and source is None:
-        notes.append(f"the model does not know {user_id!r}: this explains the population prior")
     if source is None:
         source = "feedback" if n_feedback_judgments else "trained" if known else "prior"
+    if user_id is not None and source == "prior":
+        notes.append(f"the model does not know {user_id!r}: this explains the population prior")
     if n_training_judgments is None and known:
         counts = getattr(model, "train_counts_", None)
         n_training_judgments = None if counts is None else int(counts.get(str(user_id), 0))
