@@ -44,21 +44,16 @@ def figure(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), constrained_layout=True)
     for ax, key in zip(axes, ("model", "shuffled"), strict=True):
         C = np.asarray(result[key]["correlations"])
         im = ax.imshow(C, vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_xticks(range(len(STYLE)), STYLE, rotation=30)
-        ax.set_yticks(range(len(C)), [f"dir {k + 1}" for k in range(len(C))])
-        for m in result[key]["profiles"]:
-            ax.annotate(
-                f"{m['end']}{m['profile'][:5]}",
-                (len(STYLE) - 0.45, m["direction"]),
-                annotation_clip=False,
-                fontsize=7,
-                color="darkgreen" if m["top_match"] else "gray",
-            )
-        ax.set_title(f"{key}: Spearman rho (direction loadings vs true attributes)", fontsize=9)
+        names = [[] for _ in range(len(C))]
+        for m in result[key]["profiles"]:  # each profile named at the direction end that matches it best
+            names[m["direction"]].append(f"{m['end']}{m['profile']}{'*' if m['top_match'] else ''}")
+        ax.set_yticks(range(len(C)), [f"dir {k + 1} " + " ".join(n) for k, n in enumerate(names)], fontsize=8)
+        ax.set_title(f"{key}: Spearman rho of loadings with true attributes (* top-2 match)", fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.savefig(path, dpi=120)
 

@@ -6,7 +6,7 @@ checked against the truth:
 - per attribute, the best |Spearman rho| between an attribute and any direction's item loadings;
 - per planted profile (centred on the profiles' mean: the shared part is the population's, not a direction),
   the direction end whose correlation profile over the style attributes has the highest cosine with it, and
-  whether that end's two most correlated attributes are the profile's two largest deviations;
+  whether that end's two most correlated attributes are the profile's two largest deviations (ties included);
 - the same for a control, the model with the rows of its basis shuffled (random directions with the same
   spectrum), which a real recovery must beat.
 """
@@ -60,7 +60,9 @@ def match_profiles(C: np.ndarray, profiles: np.ndarray, names: list[str]) -> lis
         sign = 1.0 if cos[k] >= 0 else -1.0
         end = sign * C[k]
         top_dir = [STYLE[i] for i in np.argsort(-end)[:TOP]]
-        top_prof = [STYLE[i] for i in np.argsort(-p)[:TOP]]
+        # the profile's TOP largest deviations, ties included (the scholar's detail and formality tie)
+        cut = np.sort(p)[::-1][TOP - 1] - 1e-9
+        top_prof = [STYLE[i] for i in np.argsort(-p, kind="stable") if p[i] >= cut]
         out.append(
             {
                 "profile": name,
@@ -69,7 +71,7 @@ def match_profiles(C: np.ndarray, profiles: np.ndarray, names: list[str]) -> lis
                 "cosine": float(abs(cos[k])),
                 "direction_top": top_dir,
                 "profile_top": top_prof,
-                "top_match": sorted(top_dir) == sorted(top_prof),
+                "top_match": set(top_dir) <= set(top_prof),
             }
         )
     return out
