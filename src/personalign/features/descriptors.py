@@ -6,7 +6,8 @@ whose library is not installed (or fails on this machine, e.g. a missing word li
 The formality proxies are counts anybody can check by eye, not a trained classifier:
 
 - ``contractions``: share of words with an inner apostrophe (``don't``, ``it's``): casual writing uses them.
-- ``first_person``: share of words that are I / me / my / mine / myself / we / us / our / ours / ourselves.
+- ``first_person``: share of words that are I / me / my / mine / myself / we / us / our / ours / ourselves
+  (also contracted: I'm, we're).
 - ``exclamations``: exclamation marks per sentence.
 """
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*")
 CONTRACTION = re.compile(r"[A-Za-z]['\u2019][A-Za-z]")
+APOSTROPHE = re.compile(r"['\u2019]")
 SENTENCE_END = re.compile(r"[.!?]+")
 FIRST_PERSON = frozenset("i me my mine myself we us our ours ourselves".split())
 
@@ -97,7 +99,8 @@ def _describe_one(text: str) -> tuple[float, ...]:
     values = {
         "words": float(len(_words(text))),
         "contractions": _share(text, lambda w: bool(CONTRACTION.search(w))),
-        "first_person": _share(text, lambda w: w.lower() in FIRST_PERSON),
+        # "I'm", "we're": the word before the apostrophe decides
+        "first_person": _share(text, lambda w: APOSTROPHE.split(w.lower())[0] in FIRST_PERSON),
         "exclamations": _exclamations(text),
     }
     for name, f in lib.items():
