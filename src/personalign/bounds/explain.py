@@ -40,6 +40,8 @@ TEXT_CHARS = 240  # example texts are cut to this length
 
 
 class Descriptor(BaseModel):
+    """An interpretable descriptor a direction correlates with."""
+
     name: str
     meaning: str
     correlation: float = Field(
@@ -48,6 +50,8 @@ class Descriptor(BaseModel):
 
 
 class Direction(BaseModel):
+    """One personal direction: the person's place on it, its uncertainty and its names."""
+
     index: int = Field(description="0 = the direction along which people differ most.")
     variance_share: float = Field(description="Share of the population's personal variance on it.")
     position: float = Field(description="The person's place, in population sds from the average person.")
@@ -63,6 +67,8 @@ class Direction(BaseModel):
 
 
 class AnswerEffect(BaseModel):
+    """What the bounds did to one answer: the person's first choice against what was served."""
+
     prompt: str
     preferred: str = Field(description="The answer the person's own preferences rank first.")
     served: str = Field(description="The answer the bounded policy gives (its refusal text if it refuses).")
@@ -72,6 +78,8 @@ class AnswerEffect(BaseModel):
 
 
 class BoundsEffect(BaseModel):
+    """The bounds' effect on a person: the trust region and the answers they changed."""
+
     policy: str | None
     trust_region: dict[str, Any] | None = None
     answers: list[AnswerEffect] = []
@@ -79,6 +87,8 @@ class BoundsEffect(BaseModel):
 
 
 class MonitorNote(BaseModel):
+    """One monitor's state in plain words."""
+
     name: str
     flag: bool | None = Field(description="True: a risk was flagged; None: not assessed.")
     says: str
@@ -101,6 +111,7 @@ class PersonExplanation(BaseModel):
     notes: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe data (what the profile endpoint's ``explanation`` field and ``--json`` carry)."""
         return self.model_dump(mode="json")
 
 
