@@ -83,7 +83,8 @@ class LinearGaussianModel(PersonalModel):
     ``prior_precision`` (of the person weights during the MAP fit), ``random_state``, ``training``.
     Fitted attributes: ``mu_ (d,)``, ``B_ (d, K)`` (None for the identity basis), ``prior_mean_ (K,)``,
     ``prior_cov_ (K, K)``, ``units_`` (unit names), ``unit_means_ (U, K)``, ``unit_covs_ (U, K, K)`` or None,
-    ``user_units_`` (person -> unit row), ``added_`` (persons added after fit), ``history_``.
+    ``user_units_`` (person -> unit row), ``added_`` (persons added after fit), ``history_``, ``train_counts_``
+    (training comparisons per person), ``reference_items_`` (up to 200 training items that name the directions).
     """
 
     identity_basis: ClassVar[bool] = False
