@@ -237,3 +237,25 @@ def test_cli_prints_rich_and_fails_with_one_line(model_dir, tmp_path, capsys):
     texts.write_text("A short one.\nA much longer answer with many more words in it than the first.\nOk!\n")
     got = _cli_json(capsys, model_dir, person, "--texts", str(texts))
     assert got["reference"] == {"source": "given", "n": 3}
+
+
+def test_with_a_policy_the_profile_shows_the_bounds_on_the_judged_pairs(model_dir, tmp_path, capsys):
+    m = load_model(model_dir)
+    person, other = sorted(m.user_units_)[3:5]
+    cfg = ServeConfig(
+        model_dir=str(model_dir), db_url=str(tmp_path / "p.db"), admin_keys=["adm"], policy="rules"
+    )
+    with TestClient(create_app(cfg)) as c:
+        # before any feedback: the same as the CLI with the same policy, trust region included
+        cli = _cli_json(capsys, model_dir, other, "--policy", "rules")
+        assert c.get(f"/v1/persons/{other}", headers=ADMIN).json()["explanation"] == cli
+        assert cli["bounds"]["trust_region"]["rho"] == 2.0 and cli["bounds"]["answers"] == []
+        rude, polite = "Only an idiot asks this, look it up.", "A fine question: here is how to do it."
+        body = {"kind": "comparison", "prompt": "how?", "chosen": rude, "rejected": polite}
+        assert c.post(f"/v1/persons/{person}/feedback", headers=ADMIN, json=body).status_code == 200
+        got = c.get(f"/v1/persons/{person}", headers=ADMIN).json()["explanation"]
+    (answer,) = got["bounds"]["answers"]
+    assert answer["prompt"] == "how?" and answer["served"] == polite and answer["preferred"] in (rude, polite)
+    blocked = answer["preferred"] == rude
+    assert answer["changed"] is blocked and answer["constraint"] == ("no_insults" if blocked else None)
+    assert got["bounds"]["summary"].startswith("policy rules: the bounds changed")

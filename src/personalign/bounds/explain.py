@@ -317,7 +317,7 @@ def bounds_effect(
         if len(a.get("candidates") or ()) > 0
     ]
     changed = sum(e.changed for e in effects)
-    summary = f"policy {bounded.source or 'given'}: " + (
+    summary = f"policy {getattr(bounded.policy, 'name', None) or bounded.source}: " + (
         f"the bounds changed {changed} of your last {len(effects)} answers"
         if effects
         else "no answers to check"
@@ -457,6 +457,8 @@ def explain_person(
         n_training_judgments = None if counts is None else int(counts.get(str(user_id), 0))
     elif n_training_judgments is None:
         n_training_judgments = 0
+    if not posterior.dim:
+        notes.append("the model has no personal directions: everybody is served the same reward")
     ref_texts, ref_prompts, ref_source = _reference(model, texts, prompts)
     if not ref_texts:
         notes.append("no reference texts: directions are placed but not named (pass texts)")
