@@ -4,6 +4,7 @@ effect and the monitors in words; the same from `personalign explain` and from t
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,30 @@ def test_with_a_policy_the_profile_shows_the_bounds_on_the_judged_pairs(model_di
     blocked = answer["preferred"] == rude
     assert answer["changed"] is blocked and answer["constraint"] == ("no_insults" if blocked else None)
     assert got["bounds"]["summary"].startswith("policy rules: the bounds changed")
+
+
+def test_a_missing_descriptor_library_is_skipped_not_fatal(monkeypatch):
+    import builtins
+
+    from personalign.features import descriptors
+
+    real_import = builtins.__import__
+
+    def no_textstat(name, *args, **kw):
+        if name.startswith("textstat"):
+            raise ImportError("no textstat here")
+        return real_import(name, *args, **kw)
+
+    descriptors._library_scorers.cache_clear()
+    descriptors._describe_one.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_textstat)
+    try:
+        assert "reading_ease" not in descriptors.available_descriptors()
+        table = descriptors.text_descriptors(["Fine words here.", "More words in this one!"])
+        assert "reading_ease" not in table.columns and list(table["words"]) == [3, 5]
+        assert explain_person(LineModel(), "ann", texts=TEXTS).directions[0].high_end.startswith("longer")
+    finally:
+        monkeypatch.undo()
+        descriptors._library_scorers.cache_clear()
+        descriptors._describe_one.cache_clear()
+    assert "reading_ease" in descriptors.available_descriptors() or "textstat" not in sys.modules

@@ -13,30 +13,31 @@ from personalign.cli.common import console, err_console
 
 
 def _print(e: Any) -> None:
-    """The explanation as rich tables: provenance, one row per direction, bounds and monitors."""
+    """The explanation in plain text: provenance, each direction (summary, its two ends), bounds, monitors."""
     from rich.markup import escape
-    from rich.table import Table
 
     who = e.user_id if e.user_id is not None else "the population"
     console.print(f"[bold]{escape(who)}[/] ({e.model}, {e.k} personal dimensions): {escape(e.provenance)}")
     for note in e.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     if e.directions:
-        table = Table(
-            title=f"personal directions (named by {e.reference['n']} {e.reference['source']} texts)"
-        )
-        for col in ("#", "you (sd)", "95% interval", "+ end", "- end", "in words"):
-            table.add_column(col, overflow="fold")
-        for d in e.directions:
-            table.add_row(
-                f"{d.index + 1} ({d.variance_share:.0%})",
-                f"{d.position:+.2f} \u00b1 {d.sd:.2f}",
-                f"[{d.interval[0]:+.2f}, {d.interval[1]:+.2f}]",
-                escape(d.high_end or (d.high_texts[0][:60] if d.high_texts else "")),
-                escape(d.low_end or (d.low_texts[0][:60] if d.low_texts else "")),
-                escape(d.summary),
+        console.print(
+            f"[bold]personal directions[/] (named by {e.reference['n']} "
+            + (
+                "of the model's training items)"
+                if e.reference["source"] == "training items"
+                else "given texts)"
             )
-        console.print(table)
+        )
+    for d in e.directions:
+        lo, hi = d.interval
+        console.print(
+            f"[bold]{d.index + 1}.[/] {escape(d.summary)}  [dim]{d.variance_share:.0%} of how people differ; "
+            f"you {d.position:+.2f} \u00b1 {d.sd:.2f} sd, 95% [{lo:+.2f}, {hi:+.2f}][/]"
+        )
+        for sign, words, texts in (("+", d.high_end, d.high_texts), ("-", d.low_end, d.low_texts)):
+            example = f" e.g. \u201c{texts[0][:90]}\u201d" if texts else ""
+            console.print(f"   {sign} end: {escape(words or 'no descriptor tracks it')}{escape(example)}")
     console.print(f"[bold]bounds:[/] {escape(e.bounds.summary)}")
     if e.bounds.trust_region:
         console.print(f"  {escape(e.bounds.trust_region['says'])}")
