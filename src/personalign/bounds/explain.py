@@ -190,45 +190,48 @@ def name_directions(
     total = float(np.trace(np.asarray(prior.cov)))
     T = text_loadings(model, axes, prompts, texts) if len(texts) else np.zeros((0, len(axes)))
     table = descriptors if descriptors is not None else text_descriptors(texts)
-    out = []
-    for k in range(len(axes)):
-        t = T[:, k]
-        order = np.argsort(-t, kind="stable")
-        corr = _spearman(t, table) if len(t) >= 3 else {}
-        high, low, _ = _ends(corr)
-        hi_texts = [_cut(texts[i]) for i in order[:n_examples]]
-        lo_texts = [_cut(texts[i]) for i in order[::-1][:n_examples]]
-        zk, sk = float(z[k]), float(sd[k])
-        lo_i, hi_i = zk - Z95 * sk, zk + Z95 * sk
-        confident = bool(lo_i > 0 or hi_i < 0)
-        ranked = sorted(corr, key=lambda n: -abs(corr[n]))
-        out.append(
-            Direction(
-                index=k,
-                variance_share=float(axes.variances[k] / total) if total > 0 else 0.0,
-                position=zk,
-                sd=sk,
-                interval=(lo_i, hi_i),
-                confident=confident,
-                high_end=high,
-                low_end=low,
-                high_texts=hi_texts,
-                low_texts=lo_texts,
-                descriptors=[
-                    Descriptor(name=n, meaning=DESCRIPTORS.get(n, n), correlation=corr[n]) for n in ranked
-                ],
-                summary=_summary(
-                    zk,
-                    sk,
-                    confident,
-                    high,
-                    low,
-                    hi_texts[0] if hi_texts else "",
-                    lo_texts[0] if lo_texts else "",
-                ),
-            )
-        )
-    return out
+    shares = axes.variances / total if total > 0 else np.zeros(len(axes))
+    return [
+        _direction(k, float(z[k]), float(sd[k]), float(shares[k]), T[:, k], texts, table, n_examples)
+        for k in range(len(axes))
+    ]
+
+
+def _direction(
+    k: int,
+    z: float,
+    sd: float,
+    share: float,
+    t: np.ndarray,
+    texts: Sequence[str],
+    table: pd.DataFrame,
+    n_examples: int,
+) -> Direction:
+    """One direction from the person's place ``z +- sd`` on it and the reference texts' loadings ``t``."""
+    order = np.argsort(-t, kind="stable")
+    corr = _spearman(t, table) if len(t) >= 3 else {}
+    high, low, _ = _ends(corr)
+    hi_texts = [_cut(texts[i]) for i in order[:n_examples]]
+    lo_texts = [_cut(texts[i]) for i in order[::-1][:n_examples]]
+    lo_i, hi_i = z - Z95 * sd, z + Z95 * sd
+    confident = bool(lo_i > 0 or hi_i < 0)
+    ranked = sorted(corr, key=lambda n: -abs(corr[n]))
+    return Direction(
+        index=k,
+        variance_share=share,
+        position=z,
+        sd=sd,
+        interval=(lo_i, hi_i),
+        confident=confident,
+        high_end=high,
+        low_end=low,
+        high_texts=hi_texts,
+        low_texts=lo_texts,
+        descriptors=[Descriptor(name=n, meaning=DESCRIPTORS.get(n, n), correlation=corr[n]) for n in ranked],
+        summary=_summary(
+            z, sd, confident, high, low, hi_texts[0] if hi_texts else "", lo_texts[0] if lo_texts else ""
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------ bounds
@@ -394,6 +397,12 @@ def known_person(model: Any, user_id: str | None) -> bool:
     return str(user_id) in getattr(model, "user_units_", {}) or str(user_id) in getattr(model, "added_", {})
 
 
+def _training_count(model: Any, user_id: Any) -> int | None:
+    """Comparisons the model was trained on for a person it knows (None: the artifact did not record them)."""
+    counts = getattr(model, "train_counts_", None)
+    return None if counts is None else int(counts.get(str(user_id), 0))
+
+
 def _provenance(source: str, n_train: int | None, n_feedback: int) -> str:
     fb = f"{n_feedback} judgment{'s' if n_feedback != 1 else ''} you gave the service"
     learned = (
@@ -452,11 +461,8 @@ def explain_person(
         source = "feedback" if n_feedback_judgments else "trained" if known else "prior"
     if user_id is not None and source == "prior":
         notes.append(f"the model does not know {user_id!r}: this explains the population prior")
-    if n_training_judgments is None and known:
-        counts = getattr(model, "train_counts_", None)
-        n_training_judgments = None if counts is None else int(counts.get(str(user_id), 0))
-    elif n_training_judgments is None:
-        n_training_judgments = 0
+    if n_training_judgments is None:
+        n_training_judgments = _training_count(model, user_id) if known else 0
     if not posterior.dim:
         notes.append("the model has no personal directions: everybody is served the same reward")
     ref_texts, ref_prompts, ref_source = _reference(model, texts, prompts)
