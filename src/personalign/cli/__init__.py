@@ -9,7 +9,18 @@ from personalign.cli.app import app
 from personalign.cli.common import run_guarded
 
 # Each capability owns its own command module; importing one registers its commands on `app`.
-COMMAND_MODULES = ("data", "demo", "models", "evaluate", "audit", "bounds", "serve", "integrations", "report")
+COMMAND_MODULES = (
+    "data",
+    "demo",
+    "models",
+    "explain",
+    "evaluate",
+    "audit",
+    "bounds",
+    "serve",
+    "integrations",
+    "report",
+)
 
 for _name in COMMAND_MODULES:
     import_module(f"personalign.cli.{_name}")

@@ -49,6 +49,25 @@ from personalign.models.training import (
     torch_threads,
 )
 
+REFERENCE_ITEMS = 200  # training texts a model keeps to name its personal directions by (personalign explain)
+
+
+def reference_items(comparisons: pd.DataFrame, n: int, seed: int = 0) -> dict[str, list[str]]:
+    """Up to ``n`` distinct (prompt, text) items of a comparisons table, drawn without replacement by ``seed``:
+    ``{"prompt": [...], "text": [...]}`` (what a model keeps to name its directions by)."""
+    prompts = comparison_prompts(comparisons)
+    pairs = list(
+        dict.fromkeys(
+            (p, str(t))
+            for side in ("chosen", "rejected")
+            for p, t in zip(prompts, comparisons[side], strict=True)
+        )
+    )
+    if len(pairs) > n:
+        pick = np.sort(np.random.default_rng(seed).choice(len(pairs), size=n, replace=False))
+        pairs = [pairs[i] for i in pick]
+    return {"prompt": [p for p, _ in pairs], "text": [t for _, t in pairs]}
+
 
 def comparison_prompts(comparisons: pd.DataFrame) -> list[str]:
     """The prompt of every row of a comparisons table ("" when the table has no prompt column)."""
@@ -64,7 +83,8 @@ class LinearGaussianModel(PersonalModel):
     ``prior_precision`` (of the person weights during the MAP fit), ``random_state``, ``training``.
     Fitted attributes: ``mu_ (d,)``, ``B_ (d, K)`` (None for the identity basis), ``prior_mean_ (K,)``,
     ``prior_cov_ (K, K)``, ``units_`` (unit names), ``unit_means_ (U, K)``, ``unit_covs_ (U, K, K)`` or None,
-    ``user_units_`` (person -> unit row), ``added_`` (persons added after fit), ``history_``.
+    ``user_units_`` (person -> unit row), ``added_`` (persons added after fit), ``history_``, ``train_counts_``
+    (training comparisons per person), ``reference_items_`` (up to 200 training items that name the directions).
     """
 
     identity_basis: ClassVar[bool] = False
@@ -126,6 +146,7 @@ class LinearGaussianModel(PersonalModel):
         # per-person training comparisons, so the service can say how much a person's learned posterior rests on
         counts = comps["user_id"].astype(str).value_counts()
         self.train_counts_ = {str(u): int(n) for u, n in counts.items() if u in self.user_units_}
+        self.reference_items_ = reference_items(comps, REFERENCE_ITEMS, self.random_state)
         train, va = self._train_arrays(comps, val)
         self.fit_arrays(train, va if len(va) else None)
         self.n_train_ = len(comps)
@@ -428,6 +449,11 @@ class LinearGaussianModel(PersonalModel):
                 else {}
             ),
             **({self.rank_param: int(getattr(self, self.rank_param))} if self.rank_param else {}),
+            **(
+                {"reference_items": self.reference_items_}
+                if getattr(self, "reference_items_", None) is not None
+                else {}
+            ),
         }
 
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
@@ -456,6 +482,7 @@ class LinearGaussianModel(PersonalModel):
             self.added_ = {u: Posterior(am[i], ac[i], ns[i]) for i, u in enumerate(added)}
         self.history_ = cfg.get("history", {})
         self.train_counts_ = cfg.get("train_counts")  # None in artifacts saved before counts were kept
+        self.reference_items_ = cfg.get("reference_items")  # None likewise (before they were kept)
         self.fitted_ = True
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from personalign.bounds.explain import PersonExplanation
+
 # Limits (per request). Chosen so that one request costs at most a few ms of featurization with cached texts.
 MAX_TEXT_CHARS = 8_000
 MAX_CANDIDATES = 64
@@ -188,6 +190,13 @@ class ProfileOut(BaseModel):
     updated_at: str | None = None
     monitors: dict[str, Any] | None = Field(
         None, description="Bounds monitor state, when bounds provides monitors."
+    )
+    explanation: PersonExplanation | None = Field(
+        None,
+        description="What the model believes the person prefers, in words: each personal direction named by "
+        "texts and descriptors with the person's place on it and its uncertainty, where the belief came from, "
+        "the bounds' effect on the last pairs they judged and the monitors' state (the same as `personalign "
+        "explain`).",
     )
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 from starlette.exceptions import HTTPException
 
+from personalign.bounds.explain import explain_person
 from personalign.serve import db, schemas
 from personalign.serve.deps import ERRORS, Context, Ctx, PersonPath
 from personalign.serve.service import judgment_rows
@@ -15,6 +16,14 @@ from personalign.serve.state import all_pairs, summarize
 router = APIRouter(tags=["persons"], responses=ERRORS)
 
 MONITOR_WINDOW = 500  # judgments the profile's monitors look at
+EXPLAIN_ANSWERS = 5  # the person's latest judged pairs the explanation shows the bounds' effect on
+
+
+def recent_answers(rows: list, n: int) -> list[dict]:
+    """The latest ``n`` comparisons a person judged, newest first, as answer sets ``{"prompt", "candidates"}``
+    (the answers they saw, which the explanation checks against the bounds)."""
+    pairs = [r for r in rows if r.kind == "comparison" and r.chosen is not None and r.rejected is not None]
+    return [{"prompt": r.prompt or "", "candidates": [r.chosen, r.rejected]} for r in pairs[::-1][:n]]
 
 
 @router.get(
@@ -36,10 +45,23 @@ def profile(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.ProfileO
         recent = judgment_rows(conn, person_id, limit=MONITOR_WINDOW)
     n = row.n_judgments if row else 0
     trained = st.is_trained(person_id)
+    source = "feedback" if n else "trained" if trained else "prior"
+    monitors = st.monitors(post, all_pairs(person_id, recent))
+    explanation = explain_person(
+        st.model,
+        person_id,
+        post,
+        source=source,
+        n_training_judgments=st.n_training_judgments(person_id),
+        n_feedback_judgments=n,
+        policy=st.bounded,
+        answers=recent_answers(recent, EXPLAIN_ANSWERS),
+        monitors=monitors,
+    )
     return schemas.ProfileOut(
         person_id=person_id,
         exists=row is not None,
-        source="feedback" if n else "trained" if trained else "prior",
+        source=source,
         trained=trained,
         n_training_judgments=st.n_training_judgments(person_id),
         n_judgments=n,
@@ -49,7 +71,8 @@ def profile(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.ProfileO
         model_version=st.version,
         created_at=row.created_at if row else None,
         updated_at=row.updated_at if row else None,
-        monitors=st.monitors(post, all_pairs(person_id, recent)),
+        monitors=monitors,
+        explanation=explanation,
     )
 
 
