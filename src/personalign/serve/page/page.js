@@ -208,8 +208,10 @@
     }
   }
 
+  const MONITOR_NAMES = { lock_in: "Value lock-in", bubble: "Filter bubble", filter_bubble: "Filter bubble" };
+
   function monitorText(name, m) {
-    const label = name.replace(/_/g, " ");
+    const label = MONITOR_NAMES[name] || name.replace(/_/g, " ");
     if (m === null || m === undefined) return label + ": not checked yet (too few judgments).";
     if (typeof m !== "object") return label + ": " + m;
     if (m.note && !m.flag) return label + ": not checked yet (" + m.note + ").";
