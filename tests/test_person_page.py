@@ -32,7 +32,9 @@ from personalign.serve.launch import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+)
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip(
         "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
@@ -77,7 +79,10 @@ def site(tmp_path_factory) -> Iterator[Site]:
     model_dir = train_small_model(tmp / "model", rank=4, seed=0)
     admin = "adm-" + secrets.token_hex(16)
     db_path = tmp / "serve.db"
-    proc = ServerProcess(model_dir, str(db_path), admin, env={"PERSONALIGN_CACHE": str(tmp / "cache")}).start()
+    # the "rules" preset: pattern constraints and a trust region, so the page has the bounds' effect to show
+    proc = ServerProcess(
+        model_dir, str(db_path), admin, policy="rules", env={"PERSONALIGN_CACHE": str(tmp / "cache")}
+    ).start()
     try:
         yield Site(proc, db_path, {"Authorization": f"Bearer {admin}"}, load_model(model_dir))
     finally:
@@ -95,7 +100,9 @@ def browser(tmp_path_factory) -> Iterator[tuple[Any, Path]]:
     opts.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium manager must not look anything up
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     driver.set_page_load_timeout(30)
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
@@ -144,11 +151,66 @@ def person_rows(site: Site, person: str) -> dict[str, int]:
     try:
         with engine.connect() as conn:
             return {
-                t.name: conn.execute(select(func.count()).select_from(t).where(t.c.person_id == person)).scalar_one()
+                t.name: conn.execute(
+                    select(func.count()).select_from(t).where(t.c.person_id == person)
+                ).scalar_one()
                 for t in (sdb.persons, sdb.judgments, sdb.api_keys)
             }
     finally:
         engine.dispose()
+
+
+SAMPLE_EXPLANATION = {
+    "summary": "You lean towards short, plain answers.",
+    "directions": [
+        {"name": "concise vs elaborate", "summary": "You prefer short answers.", "sd": 0.31,
+         "correlates": {"length": -0.8}},
+        {"name": "formal vs casual", "summary": "No clear preference yet.", "sd": 0.92},
+    ],
+    "bounds": {"summary": "The bounds changed none of your last answers.", "changed": 0},
+    "monitors": {"bubble": {"flag": True, "entropy_ratio": 0.4}},
+}  # fmt: skip
+
+# answers the page's profile requests with SAMPLE_EXPLANATION added, then signs out
+PATCH_FETCH = r"""
+const sample = arguments[0], orig = window.fetch;
+window.realFetch = orig;
+window.fetch = async (url, opts) => {
+  const resp = await orig(url, opts);
+  if (!/\/v1\/persons\/[^\/?]+$/.test(url) || (opts && opts.method !== "GET")) return resp;
+  const body = await resp.json();
+  body.explanation = sample;
+  return new Response(JSON.stringify(body), {status: resp.status, headers: resp.headers});
+};
+document.body.dataset.loaded = "";
+document.getElementById("signout").click();
+"""
+
+
+def show_sample_explanation(driver: Any, key: str) -> None:
+    """Before the profile carries an ``explanation``: check that the page renders one (the fields the profile
+    endpoint is to add) by adding it to the page's profile responses, then signing out and in again."""
+    driver.execute_script(PATCH_FETCH, SAMPLE_EXPLANATION)
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.ID, "signin-button").click()
+    wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
+    shown = driver.find_elements(By.CSS_SELECTOR, "#belief ol.directions > li")
+    names = [li.find_element(By.TAG_NAME, "h3").text for li in shown]
+    assert names == ["concise vs elaborate", "formal vs casual"]
+    assert "Uncertainty (standard deviation): 0.31" in shown[0].text
+    assert "You lean towards short, plain answers." in driver.find_element(By.ID, "belief").text
+    assert "The bounds changed none of your last answers." in driver.find_element(By.ID, "bounds").text
+    assert "Filter bubble: warning" in driver.find_element(By.ID, "monitors").text
+    shot(driver, "01b-sample-explanation-rendered")
+    # back to the real profile for the rest of the test
+    driver.execute_script(
+        "window.fetch = window.realFetch; document.body.dataset.loaded = '';"
+        "document.getElementById('signout').click();"
+    )
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.ID, "signin-button").click()
+    wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
+    assert not driver.find_elements(By.CSS_SELECTOR, "#belief ol.directions")
 
 
 def test_person_page_in_a_real_browser(site: Site, browser: tuple[Any, Path]) -> None:
@@ -180,8 +242,13 @@ def test_person_page_in_a_real_browser(site: Site, browser: tuple[Any, Path]) ->
         assert len(shown) == len(explanation["directions"])
         assert explanation["directions"][0]["name"] in shown[0].text
     assert "value lock-in" in driver.find_element(By.ID, "monitors").text.lower()
-    assert driver.find_element(By.ID, "bounds").text  # says what the bounds did (here: no policy)
+    tr = profile["monitors"]["trust_region"]
+    bounds = driver.find_element(By.ID, "bounds").text
+    assert ("further from the population than the service allows" in bounds) == tr["outside"]
+    assert f"at most {tr['rho']:g}" in bounds or tr["outside"]
     shot(driver, "01-signed-in-profile")
+    if not explanation:
+        show_sample_explanation(driver, key)
 
     # ---- undo the middle judgment: the posterior equals folding the other two onto the learned posterior
     driver.find_element(By.CSS_SELECTOR, f'tr[data-judgment-id="{ids[1]}"] button.undo').click()
@@ -190,7 +257,9 @@ def test_person_page_in_a_real_browser(site: Site, browser: tuple[Any, Path]) ->
     assert [int(r.get_attribute("data-judgment-id")) for r in rows] == [ids[0], ids[2]]
     stored = site.api("GET", f"/v1/persons/{u}/export").json()["stored"]["posterior"]
     want = fold(model, model.posterior(u), u, [PAIRS[0], PAIRS[2]])
-    assert np.allclose(stored["mean"], want.mean, atol=1e-8) and np.allclose(stored["cov"], want.cov, atol=1e-8)
+    assert np.allclose(stored["mean"], want.mean, atol=1e-8) and np.allclose(
+        stored["cov"], want.cov, atol=1e-8
+    )
     shot(driver, "02-after-undo")
 
     # ---- download everything stored

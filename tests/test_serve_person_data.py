@@ -140,7 +140,9 @@ def test_undoing_a_rating_recomputes_the_comparisons_it_made(client: TestClient,
     h = key_for(client, "rater")
 
     def rate(resp: str, value: float) -> int:
-        return send(client, "rater", h, {"kind": "rating", "prompt": PROMPT, "response": resp, "rating": value})
+        return send(
+            client, "rater", h, {"kind": "rating", "prompt": PROMPT, "response": resp, "rating": value}
+        )
 
     rate("answer A", 1.0)
     mid = rate("answer B", 3.0)

@@ -8,6 +8,7 @@
   const storeKey = "personalign:key:" + personId;
   const api = "/v1/persons/" + encodeURIComponent(personId);
   let offset = 0;
+  let lastProfile = null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -296,6 +297,7 @@
     fail("");
     try {
       const p = await call("GET", "");
+      lastProfile = p;
       showSignedIn(true);
       $("origin").textContent = originText(p);
       renderBelief(p);
@@ -370,8 +372,13 @@
       sessionStorage.removeItem(storeKey);
       showSignedIn(false);
       $("signin").hidden = true;
-      say("Everything stored about you was deleted (" + r.deleted.judgments + " judgments, " + r.deleted.keys +
-        " keys). Your key no longer works.");
+      const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+      say("Everything stored about you was deleted (" + plural(r.deleted.judgments, "judgment") + ", " +
+        plural(r.deleted.keys, "key") + "). Your key no longer works." +
+        (lastProfile && lastProfile.trained
+          ? " The model itself was trained on data that included you; that is part of the model, not of what" +
+            " this service stores, so the service would start from it again."
+          : ""));
       document.body.dataset.deleted = "1";
     }, null);
   }
