@@ -305,10 +305,13 @@ def test_person_page_in_a_real_browser(site: Site, browser: tuple[Any, Path]) ->
 
     # ---- delete everything (after a confirm), verified in the database
     driver.find_element(By.ID, "delete").click()
+    wait_for(driver, EC.visibility_of_element_located((By.ID, "confirm-ok")))
+    assert "cannot be undone" in driver.find_element(By.ID, "confirm-text").text
+    shot(driver, "05a-delete-confirm")
     confirm(driver)
     wait_for(driver, status_says("Everything stored about you was deleted"))
     assert person_rows(site, u) == {"persons": 0, "judgments": 0, "api_keys": 0}
     assert person_rows(site, victim)["judgments"] == 1  # nobody else's data went
     assert site.api("GET", f"/v1/persons/{u}", key={"Authorization": f"Bearer {key}"}).status_code == 401
     assert driver.execute_script(f"return sessionStorage.getItem('personalign:key:{u}')") is None
-    shot(driver, "05-after-delete")
+    shot(driver, "05b-after-delete")

@@ -188,8 +188,10 @@
     box.replaceChildren();
     const ex = p.explanation;
     if (ex && ex.bounds) {
-      if (typeof ex.bounds.summary === "string") box.appendChild(el("p", ex.bounds.summary));
-      box.appendChild(renderValue(ex.bounds));
+      const rest = Object.assign({}, ex.bounds);
+      if (typeof rest.summary === "string") box.appendChild(el("p", rest.summary));
+      delete rest.summary;
+      if (Object.keys(rest).length) box.appendChild(renderValue(rest));
     }
     const tr = p.monitors && p.monitors.trust_region;
     if (tr) {

@@ -46,13 +46,18 @@ def _asset(name: str) -> bytes:
     return resources.files("personalign.serve").joinpath("page", name).read_bytes()
 
 
-@router.get("/people/{person_id}", response_class=HTMLResponse)
+@router.get(
+    "/people/{person_id}",
+    response_class=HTMLResponse,
+    summary="The person's own page (HTML): sign in with their key; profile, judgments with undo, reset, "
+    "download, delete.",
+)
 def person_page(person_id: str = PersonPath) -> HTMLResponse:
     html = _env().get_template("person.html.j2").render(person_id=person_id, version=__version__)
     return HTMLResponse(html, headers=SECURITY_HEADERS)
 
 
-@router.get("/people-assets/{name}")
+@router.get("/people-assets/{name}", summary="The page's script and style sheet (shipped in the package).")
 def asset(name: str) -> Response:
     if name not in ASSETS:  # a fixed list: no path from the request reaches the file system
         raise HTTPException(404, f"no asset {name!r}")
