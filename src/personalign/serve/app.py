@@ -9,10 +9,17 @@ Build it with :func:`create_app` (``personalign serve`` does, and runs it with u
 - ``POST /persons/{id}/rank``      candidates best first (best-of-n with ``top_k=1``), under the bounds.
 - ``GET  /persons/{id}``           profile: posterior summary, uncertainty, judgment counts, monitors.
 - ``POST /persons/{id}/suggest``   the most informative next question among candidate pairs.
+- ``GET  /persons/{id}/judgments`` the stored judgments (paginated); ``DELETE .../judgments/{jid}`` undoes one
+  (the posterior is recomputed from the remaining ones).
+- ``POST /persons/{id}/reset``     back to the population: judgments deleted, the prior is the start from then on.
+- ``GET  /persons/{id}/export``    everything stored about the person, as a JSON attachment.
 - ``DELETE /persons/{id}``         everything about the person (judgments, posterior, keys) is deleted.
 - ``POST /persons/{id}/keys``      (admin) a new person-scoped API key.
 - ``GET /persons``, ``DELETE /keys/{key_id}``, ``POST /admin/model/reload``, ``GET /metrics`` (admin).
 - ``GET /health`` (no key).
+
+Outside ``/v1``: ``GET /people/{id}``, the person's own page (HTML; it signs in with the person's key and calls the
+routes above).
 
 Every error is a JSON body ``{"error": {"status", "code", "message", "detail"}}``.
 """

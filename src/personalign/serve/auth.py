@@ -96,10 +96,14 @@ def revoke_key(conn: Connection, key_id: str) -> bool:
     return bool(conn.execute(db.api_keys.delete().where(db.api_keys.c.key_id == key_id)).rowcount)
 
 
-def list_keys(conn: Connection) -> list[Any]:
-    """Every key's id, role, person, label and creation time (never the key: only its hash is stored)."""
+def list_keys(conn: Connection, person_id: str | None = None) -> list[Any]:
+    """Every key's id, role, person, label and creation time (never the key: only its hash is stored); with
+    ``person_id`` only that person's keys."""
     k = db.api_keys
-    return conn.execute(select(k.c.key_id, k.c.role, k.c.person_id, k.c.label, k.c.created_at)).all()
+    q = select(k.c.key_id, k.c.role, k.c.person_id, k.c.label, k.c.created_at)
+    if person_id is not None:
+        q = q.where(k.c.person_id == person_id)
+    return conn.execute(q.order_by(k.c.created_at, k.c.key_id)).all()
 
 
 def authenticate(conn: Connection, key: str, admin_hashes: frozenset[str]) -> Principal | None:

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -38,14 +39,21 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import make_url
 
 from personalign.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# persons.start_from: where a person's belief starts before their stored judgments are folded in. NULL = the
+# model's start (the learned posterior for a person the model was trained on, else the population prior);
+# START_PRIOR = the population prior, whatever the model learned (set by a reset).
+START_PRIOR = "prior"
 
 metadata = MetaData()
 
@@ -66,6 +74,7 @@ persons = Table(
     Column("model_version", String(64), nullable=True),  # model the posterior belongs to
     Column("n_judgments", Integer, nullable=False, default=0),
     Column("revision", Integer, nullable=False, default=0),  # +1 per stored change
+    Column("start_from", String(16), nullable=True),  # NULL: the model's start; START_PRIOR after a reset
     Column("created_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),
 )
@@ -194,7 +203,13 @@ def _m1_initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[persons, judgments, api_keys], checkfirst=True)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _m1_initial)]
+def _m2_start_from(conn: Connection) -> None:
+    # a database created by migration 1 of this code already has the column (create_all uses the tables above)
+    if "start_from" not in {c["name"] for c in inspect(conn).get_columns("persons")}:
+        conn.execute(text("ALTER TABLE persons ADD COLUMN start_from VARCHAR(16)"))
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _m1_initial), (2, _m2_start_from)]
 
 
 def migrate(engine: Engine) -> int:
@@ -234,6 +249,46 @@ def delete_person(conn: Connection, person_id: str) -> dict[str, int]:
     nk = conn.execute(delete(api_keys).where(api_keys.c.person_id == person_id)).rowcount
     npr = conn.execute(delete(persons).where(persons.c.person_id == person_id)).rowcount
     return {"judgments": int(nj or 0), "keys": int(nk or 0), "persons": int(npr or 0)}
+
+
+def person_judgments(conn: Connection, person_id: str, limit: int, offset: int = 0) -> list[Any]:
+    """One page of a person's stored judgments (every column), oldest first."""
+    j = judgments
+    q = select(j).where(j.c.person_id == person_id).order_by(j.c.id).limit(limit).offset(offset)
+    return conn.execute(q).all()
+
+
+def count_judgments(conn: Connection, person_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(judgments).where(judgments.c.person_id == person_id)
+        ).scalar_one()
+    )
+
+
+def delete_judgment(conn: Connection, person_id: str, judgment_id: int) -> bool:
+    """Remove one of the person's judgments (in the caller's transaction); False when they have no such one."""
+    j = judgments
+    return bool(conn.execute(delete(j).where(j.c.person_id == person_id, j.c.id == judgment_id)).rowcount)
+
+
+def reset_person(conn: Connection, person_id: str) -> int:
+    """Delete the person's judgments and make the population prior their start (in the caller's transaction;
+    the row must exist); returns how many judgments went."""
+    n = conn.execute(delete(judgments).where(judgments.c.person_id == person_id)).rowcount
+    conn.execute(
+        update(persons)
+        .where(persons.c.person_id == person_id)
+        .values(
+            posterior=None,
+            model_version=None,
+            n_judgments=0,
+            start_from=START_PRIOR,
+            revision=persons.c.revision + 1,
+            updated_at=now(),
+        )
+    )
+    return int(n or 0)
 
 
 def ensure_person(conn: Connection, person_id: str) -> None:

@@ -176,7 +176,12 @@ class ProfileOut(BaseModel):
         "'feedback' (stored feedback folded onto the starting belief: the learned posterior if trained, "
         "else the prior)."
     )
-    trained: bool = Field(description="Whether the model learned this person (their starting belief).")
+    trained: bool = Field(description="Whether the model learned this person.")
+    starts_from: Literal["trained", "prior"] = Field(
+        "prior",
+        description="The belief stored feedback is folded onto: 'trained' (the posterior the model learned for "
+        "this person) or 'prior' (the population: a person the model does not know, or one who reset).",
+    )
     n_training_judgments: int | None = Field(
         description="Comparisons of this person the model was trained on (0 if not trained; null when the "
         "model artifact does not record it)."
@@ -198,6 +203,51 @@ class ProfileOut(BaseModel):
         "the bounds' effect on the last pairs they judged and the monitors' state (the same as `personalign "
         "explain`).",
     )
+
+
+class JudgmentOut(BaseModel):
+    """One stored judgment, as the person gave it."""
+
+    id: int = Field(description="The judgment's id (what undo takes).")
+    kind: Literal["comparison", "rating"]
+    prompt: str
+    chosen: str | None = None
+    rejected: str | None = None
+    tie: bool = False
+    response: str | None = None
+    rating: float | None = None
+    weight: float
+    request_id: str | None = None
+    created_at: str
+
+
+class JudgmentsOut(BaseModel):
+    person_id: str
+    judgments: list[JudgmentOut] = Field(description="Oldest first.")
+    total: int = Field(description="Judgments stored for the person (all pages).")
+    limit: int
+    offset: int
+
+
+class UndoOut(BaseModel):
+    """What an undo left: the posterior recomputed from the person's start and their remaining judgments."""
+
+    person_id: str
+    undone: int = Field(description="Id of the judgment removed.")
+    n_judgments: int = Field(description="Judgments still stored.")
+    n_folded: int = Field(description="Comparisons folded into the recomputed posterior (Posterior.n).")
+    starts_from: Literal["trained", "prior"]
+    model_version: str
+
+
+class ResetOut(BaseModel):
+    """A reset deletes the person's judgments and serves them the population prior from then on, even when the
+    model was trained on them (their learned posterior is set aside; deleting the person restores it)."""
+
+    person_id: str
+    deleted_judgments: int
+    starts_from: Literal["prior"] = "prior"
+    model_version: str
 
 
 class DeleteOut(BaseModel):

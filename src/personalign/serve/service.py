@@ -56,6 +56,16 @@ def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) ->
     return conn.execute(q.order_by(j.c.id.desc()).limit(limit)).all()[::-1]
 
 
+def reset_to_prior(row: Any) -> bool:
+    """Whether the person reset to the population (their belief starts at the prior even if the model knows them)."""
+    return row is not None and row.start_from == db.START_PRIOR
+
+
+def start_source(st: ModelState, person_id: str, row: Any) -> str:
+    """Where the person's belief starts: ``"trained"`` (the model's learned posterior) or ``"prior"``."""
+    return "trained" if st.is_trained(person_id) and not reset_to_prior(row) else "prior"
+
+
 class Service:
     """The database engine, model holder, metrics and striped per-person locks of one running app."""
 
@@ -116,19 +126,43 @@ class Service:
     ) -> tuple[Any, bool]:
         """The person's posterior under model ``st`` and whether it had to be recomputed (model changed)."""
         if row is None or row.n_judgments == 0:
-            return st.start(person_id), False
+            return st.start(person_id, reset_to_prior(row)), False
         post = st.posterior_from_json(row.posterior, row.model_version)
         if post is not None:
             return post, False
-        post, _ = st.replay(person_id, judgment_rows(conn, person_id))
+        post, _ = st.replay(person_id, judgment_rows(conn, person_id), reset_to_prior(row))
         return post, True
+
+    def refold(self, conn: Connection, st: ModelState, person_id: str, row: Any) -> tuple[Any, int]:
+        """Recompute the person's posterior from their start and the judgments stored now (after one was removed)
+        and store it, replacing the cached one, in the caller's write transaction; returns (posterior, judgments)."""
+        post, n = st.replay(person_id, judgment_rows(conn, person_id), reset_to_prior(row))
+        p = db.persons
+        conn.execute(
+            update(p)
+            .where(p.c.person_id == person_id)
+            .values(
+                posterior=json.dumps(post.to_dict()) if n else None,  # no judgments: served the start
+                model_version=st.version if n else None,
+                n_judgments=n,
+                revision=row.revision + 1,  # a recompute started before this one cannot overwrite it
+                updated_at=db.now(),
+            )
+        )
+        return post, n
 
     def read_person(self, conn: Connection, person_id: str, for_update: bool = False) -> Any:
         """The person's row (posterior, version, counts, revision, times), or None; ``for_update`` takes the row
         lock on PostgreSQL (SQLite already holds the database write lock: BEGIN IMMEDIATE)."""
         p = db.persons
         q = select(
-            p.c.posterior, p.c.model_version, p.c.n_judgments, p.c.revision, p.c.created_at, p.c.updated_at
+            p.c.posterior,
+            p.c.model_version,
+            p.c.n_judgments,
+            p.c.revision,
+            p.c.start_from,
+            p.c.created_at,
+            p.c.updated_at,
         ).where(p.c.person_id == person_id)
         if for_update and not self.sqlite:
             q = q.with_for_update()

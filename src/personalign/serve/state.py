@@ -161,10 +161,13 @@ class ModelState:
         m = self.model
         return person_id in getattr(m, "user_units_", {}) or person_id in getattr(m, "added_", {})
 
-    def start(self, person_id: str) -> Any:
+    def start(self, person_id: str, population: bool = False) -> Any:
         """Where a person's belief starts before any stored feedback: the learned posterior (mean and
-        covariance from the fit) for a person the model knows, the population prior for anyone else."""
-        return self.model.posterior(person_id) if self.is_trained(person_id) else self.prior()
+        covariance from the fit) for a person the model knows, the population prior for anyone else, or for
+        everyone with ``population`` (a person who reset to the population)."""
+        if population or not self.is_trained(person_id):
+            return self.prior()
+        return self.model.posterior(person_id)
 
     def n_training_judgments(self, person_id: str) -> int | None:
         """Comparisons the model was trained on for this person (0 when unknown; None when the model did not
@@ -191,11 +194,11 @@ class ModelState:
             return posterior
         return self.model.update(posterior, pairs)
 
-    def replay(self, person_id: str, rows: Iterable[Any]) -> tuple[Any, int]:
+    def replay(self, person_id: str, rows: Iterable[Any], population: bool = False) -> tuple[Any, int]:
         """The posterior from all of a person's judgments (in id order), as the online path would
         have folded them onto the person's starting belief (:meth:`start`); returns (posterior, number of
         judgments)."""
-        post = self.start(person_id)
+        post = self.start(person_id, population)
         history: dict[str, list[tuple[str, float, float]]] = {}
         n = 0
         for r in rows:

@@ -4,8 +4,16 @@ it as the operation's description, and each route's ``summary`` already says wha
 
 from __future__ import annotations
 
-from personalign.serve.routes import admin, feedback, health, persons, scoring
+from personalign.serve.routes import admin, feedback, health, judgments, page, persons, scoring
 
-ROUTERS = (health.router, feedback.router, scoring.router, persons.router, admin.router)
+ROUTERS = (
+    health.router,
+    feedback.router,
+    scoring.router,
+    persons.router,
+    judgments.router,
+    admin.router,
+    page.router,
+)
 
 __all__ = ["ROUTERS"]

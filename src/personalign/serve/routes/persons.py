@@ -1,16 +1,21 @@
-"""Person routes: the profile, the next question to ask, deleting a person."""
+"""Person routes: the profile, the next question to ask, downloading and deleting everything about a person."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from starlette.exceptions import HTTPException
 
 from personalign.bounds.explain import explain_person
-from personalign.serve import db, schemas
+from personalign.data.files import to_jsonable
+from personalign.serve import auth, db, schemas
 from personalign.serve.deps import ERRORS, Context, Ctx, PersonPath
-from personalign.serve.service import judgment_rows
+from personalign.serve.routes.judgments import judgment_dict
+from personalign.serve.service import judgment_rows, start_source
 from personalign.serve.state import all_pairs, summarize
 
 router = APIRouter(tags=["persons"], responses=ERRORS)
@@ -45,7 +50,8 @@ def profile(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.ProfileO
         recent = judgment_rows(conn, person_id, limit=MONITOR_WINDOW)
     n = row.n_judgments if row else 0
     trained = st.is_trained(person_id)
-    source = "feedback" if n else "trained" if trained else "prior"
+    start = start_source(st, person_id, row)
+    source = "feedback" if n else start
     monitors = st.monitors(post, all_pairs(person_id, recent))
     explanation = explain_person(
         st.model,
@@ -63,6 +69,7 @@ def profile(person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.ProfileO
         exists=row is not None,
         source=source,
         trained=trained,
+        starts_from=start,
         n_training_judgments=st.n_training_judgments(person_id),
         n_judgments=n,
         n_comparisons=int(kinds.get("comparison", 0)),
@@ -92,6 +99,41 @@ def suggest(body: schemas.SuggestIn, person_id: str = PersonPath, ctx: Context =
     )
     i = ctx.st.suggest(post, questions)
     return schemas.SuggestOut(person_id=person_id, index=i, pair=body.pairs[i], model_version=ctx.st.version)
+
+
+@router.get(
+    "/v1/persons/{person_id}/export",
+    summary="Download everything stored about the person (a JSON attachment): profile, stored posterior, every "
+    "judgment, and the person's API keys (ids, labels and dates; a key's secret is never stored).",
+    response_description="A JSON file (Content-Disposition: attachment).",
+)
+def export_person(person_id: str = PersonPath, ctx: Context = Ctx) -> JSONResponse:
+    prof = profile(person_id, ctx)  # authorizes, and says what the model believes
+    with db.read_tx(ctx.svc.engine) as conn:
+        ctx.authorize(conn, person_id)
+        row = ctx.svc.read_person(conn, person_id)
+        n = db.count_judgments(conn, person_id)
+        rows = db.person_judgments(conn, person_id, limit=max(n, 1))
+        keys = auth.list_keys(conn, person_id)
+    stored = None
+    if row is not None:
+        stored = {
+            "posterior": json.loads(row.posterior) if row.posterior else None,
+            **{c: getattr(row, c) for c in ("model_version", "n_judgments", "revision", "start_from")},
+            **{c: getattr(row, c) for c in ("created_at", "updated_at")},
+        }
+    body = {
+        "format": "personalign-person-export",
+        "format_version": 1,
+        "exported_at": db.now(),
+        "person_id": person_id,
+        "profile": prof.model_dump(mode="json"),
+        "stored": stored,
+        "judgments": [judgment_dict(r) for r in rows],
+        "keys": [{c: getattr(k, c) for c in ("key_id", "role", "label", "created_at")} for k in keys],
+    }
+    name = f"personalign-{person_id.replace(':', '_').replace('@', '_')}.json"
+    return JSONResponse(to_jsonable(body), headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.delete(

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from personalign.data.files import to_jsonable
 from personalign.serve import schemas
 from personalign.serve.deps import ERRORS, Context, Ctx, PersonPath
+from personalign.serve.service import start_source
 
 router = APIRouter(tags=["persons"], responses=ERRORS)
 
@@ -28,7 +29,9 @@ def score(body: schemas.ScoreIn, person_id: str = PersonPath, ctx: Context = Ctx
         rewards=d["personal"].tolist(),
         population_rewards=d["population"].tolist(),
         model_version=st.version,
-        personalized=bool((row is not None and row.n_judgments > 0) or st.is_trained(person_id)),
+        personalized=bool(
+            (row is not None and row.n_judgments > 0) or start_source(st, person_id, row) == "trained"
+        ),
         constraints=constraint_report(d) if st.bounded.bounded else None,
         bounded_rewards=[float(x) for x in d["reward"]] if st.bounded.bounded else None,
     )
