@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -37,8 +38,12 @@ def _usage_line(exc: BaseException) -> str:
 def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run a typer app. A personalign error or a usage error prints one ``error:`` line to stderr and returns 2
     (no traceback); ``--help`` and normal exits return their own code."""
+    from personalign.data.manifest import invocation
+
     try:
-        app(args=args, standalone_mode=False)
+        # the real argv, recorded in the manifest of every folder the command writes
+        with invocation(sys.argv[1:] if args is None else args):
+            app(args=args, standalone_mode=False)
     except (PersonalignError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2

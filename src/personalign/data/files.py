@@ -22,8 +22,28 @@ import pandas as pd
 
 from personalign.errors import ConfigError
 
-FILE_MODE = 0o644  # outputs are ordinary files a teammate can read (mkstemp would leave 0600)
-DIR_MODE = 0o755
+FILE_MODE = 0o666  # outputs are ordinary files, as open() makes them: 0644 and 0755 under the usual umask 022
+DIR_MODE = 0o777  # (mkstemp and mkdtemp would leave 0600 and 0700, unreadable to teammates)
+
+
+def umask() -> int:
+    """The process's umask (read from /proc where it can be, so that no other thread sees it changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def output_modes() -> tuple[int, int]:
+    """The (file, folder) modes of written outputs: what ``open`` and ``mkdir`` would give under the umask."""
+    mask = umask()
+    return FILE_MODE & ~mask, DIR_MODE & ~mask
 
 
 def to_jsonable(x: Any) -> Any:
@@ -70,7 +90,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, output_modes()[0])
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -97,12 +117,13 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
 
 
 def _make_readable(root: Path) -> None:
-    os.chmod(root, DIR_MODE)
+    file_mode, dir_mode = output_modes()
+    os.chmod(root, dir_mode)
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
-            os.chmod(os.path.join(dirpath, d), DIR_MODE)
+            os.chmod(os.path.join(dirpath, d), dir_mode)
         for f in filenames:
-            os.chmod(os.path.join(dirpath, f), FILE_MODE)
+            os.chmod(os.path.join(dirpath, f), file_mode)
 
 
 def check_replaceable(

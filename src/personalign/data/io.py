@@ -21,6 +21,7 @@ from typing import Any
 from personalign.data.adapters import detect_format, get_adapter
 from personalign.data.adapters.synthetic import is_synthetic_spec, population_from_spec
 from personalign.data.core import PreferenceData
+from personalign.data.manifest import record_input
 from personalign.data.files import atomic_write, write_text_atomic  # noqa: F401  (importable from here as before)
 from personalign.data.tablefolder import (  # noqa: F401  (importable from here)
     is_table_folder,
@@ -70,6 +71,7 @@ def read_data(
     kwargs = {
         k: v for k, v in dict(user_col=user_col, column_map=column_map, **opts).items() if v is not None
     }
+    record_input(path)  # for the manifest of what the current command writes (a no-op outside the CLI)
     if is_synthetic_spec(path) and format in (None, "synthetic"):
         if kwargs:
             raise ConfigError(f"a synthetic spec takes no reader options (got {', '.join(sorted(kwargs))})")

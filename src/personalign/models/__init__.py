@@ -62,8 +62,8 @@ def make_model(name: str, **kw: Any) -> PersonalModel:
 
 
 def load_model(directory: str | os.PathLike, **kw: Any) -> PersonalModel:
-    """Load any saved model, dispatching on ``config.json``'s ``model_class``."""
-    read_config(directory)
+    """Load any saved model (a folder, or a Hub repository id ``owner/name``: see
+    :meth:`PersonalModel.from_pretrained`), dispatching on ``config.json``'s ``model_class``."""
     return PersonalModel.from_pretrained(directory, **kw)
 
 

@@ -79,8 +79,14 @@ def is_model_folder(directory: str | os.PathLike) -> bool:
     return isinstance(cfg, dict) and "format_version" in cfg and "model_class" in cfg
 
 
-def write_model_folder(directory: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict) -> Path:
-    """Write ``model.safetensors`` (float64) and ``config.json`` into ``directory``, atomically."""
+def write_model_folder(
+    directory: str | os.PathLike,
+    tensors: Mapping[str, np.ndarray],
+    config: dict,
+    files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` (float64), ``config.json`` and the text ``files`` (by name: the model card,
+    the manifest) into ``directory``, all at once (atomically)."""
     from safetensors.numpy import save_file
 
     out = Path(directory)
@@ -88,6 +94,8 @@ def write_model_folder(directory: str | os.PathLike, tensors: Mapping[str, np.nd
     with atomic_dir(out) as tmp:
         save_file(arrays, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(dumps_json({"format_version": FORMAT_VERSION, **config}))
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return out
 
 

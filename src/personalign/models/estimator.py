@@ -280,23 +280,97 @@ class PersonalModel(BaseEstimator):
     def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Path) -> None:
         raise NotImplementedError
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` into ``directory`` (atomically: temp folder, rename)."""
+    def _record_training_data(self, data: Any) -> None:
+        """Keep the size and content hash of the data a fit is given (``training_data_``: model card, manifest)."""
+        from personalign.data.manifest import data_summary
+
+        self.training_data_ = data_summary(data)
+
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, policy: Any = None, repo_id: str | None = None
+    ) -> Path:
+        """Write ``model.safetensors``, ``config.json``, the model card ``README.md`` and ``manifest.json`` into
+        ``directory`` (atomically: temp folder, rename). ``policy`` (a bounds Policy or BoundedPolicy) is the one
+        the card names as in force; without it the card says that none is attached."""
+        from personalign.data.files import dumps_json
+        from personalign.data.manifest import MANIFEST_FILE, build_manifest
+        from personalign.models.card import CARD_FILE, render_card
+
         self._check_fitted()
+        params = artifacts.params_to_config(self.get_params(deep=False))
+        featurizer = self._featurizer().config()
+        data = getattr(self, "training_data_", None)
         cfg = {
             "model_class": type(self).__name__,
-            "params": artifacts.params_to_config(self.get_params(deep=False)),
-            "featurizer": self._featurizer().config(),
+            "params": params,
+            "featurizer": featurizer,
+            **({"training_data": data} if data else {}),
             **self._artifact_config(),
         }
-        return artifacts.write_model_folder(directory, self._tensors(), cfg)
+        manifest = build_manifest(
+            kind="model", seeds=getattr(self, "random_state", None), data=data, extra={"model_class": cfg["model_class"]}
+        )
+        card = render_card(
+            model_class=type(self).__name__,
+            short_name=type(self).__dict__.get("name"),
+            params=params,
+            featurizer=featurizer,
+            personal_dims=int(self.prior().dim),
+            persons=list(getattr(self, "units_", []) if self._has_personal_part() else []),
+            history=getattr(self, "history_", None),
+            manifest=manifest,
+            policy=policy,
+            repo_id=repo_id,
+        )
+        files = {CARD_FILE: card, MANIFEST_FILE: dumps_json(manifest) + "\n"}
+        return artifacts.write_model_folder(directory, self._tensors(), cfg, files=files)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        hub_dir: str | os.PathLike | None = None,
+        policy: Any = None,
+        token: str | bool | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload personalign model",
+    ) -> str:
+        """Publish the model as the repository ``repo_id`` (``owner/name``): to the Hugging Face Hub, or into a
+        local hub folder (``hub_dir``, or ``$PERSONALIGN_HUB_DIR``) of repositories in the Hub's layout. Returns
+        the repository's URL or folder. See :mod:`personalign.models.hub`."""
+        from personalign.models import hub
+
+        self._check_fitted()
+        return hub.push(
+            lambda folder: self.save_pretrained(folder, policy=policy, repo_id=repo_id),
+            repo_id,
+            hub=hub_dir,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+        )
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, featurizer: PairFeaturizer | None = None
+        cls,
+        directory: str | os.PathLike,
+        featurizer: PairFeaturizer | None = None,
+        *,
+        hub_dir: str | os.PathLike | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
     ) -> PersonalModel:
-        """Load a saved model; ConfigError when the artifact does not match this class or its own config."""
-        d = Path(directory)
+        """Load a saved model from a folder or a Hub repository id ``owner/name`` (the local hub ``hub_dir`` /
+        ``$PERSONALIGN_HUB_DIR``, else the Hugging Face Hub); ConfigError when there is none, or when the artifact
+        does not match this class or its own config."""
+        from personalign.models import hub
+
+        d = hub.resolve(
+            directory, hub=hub_dir, revision=revision, token=token, local_files_only=local_files_only
+        )
         cfg = artifacts.read_config(d)
         name = cfg.get("model_class")
         klass = artifacts.registered(name)
@@ -316,6 +390,8 @@ class PersonalModel(BaseEstimator):
         featurizer.compatible_with(fcfg)
         model.featurizer = model.featurizer_ = featurizer
         model._load_tensors(artifacts.read_tensors(d), cfg, d)
+        if cfg.get("training_data"):
+            model.training_data_ = cfg["training_data"]
         return model
 
 

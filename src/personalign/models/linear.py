@@ -135,6 +135,7 @@ class LinearGaussianModel(PersonalModel):
     def fit(self, data: PreferenceData, val_data: PreferenceData | None = None) -> LinearGaussianModel:
         """MAP fit of the shared part and the units' weights on ``data.to_comparisons()``; returns self."""
         self._start_fit()
+        self._record_training_data(data)
         comps = _comparisons(data)
         if len(comps) == 0:
             raise DataError("no comparisons to train on (ratings, votes and rankings convert to comparisons)")

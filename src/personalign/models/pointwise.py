@@ -241,6 +241,7 @@ class OrdinalLowRank(PersonalModel):
     def fit(self, data: PreferenceData | pd.DataFrame, val_data: PreferenceData | pd.DataFrame | None = None):
         """MAP fit on ratings (or votes), then empirical Bayes for the prior variances; returns self."""
         self._start_fit()
+        self._record_training_data(data)
         options = self.training_config()
         if options.validation_split != "judgments":
             raise ConfigError(
