@@ -21,8 +21,8 @@ from typing import Any
 from personalign.data.adapters import detect_format, get_adapter
 from personalign.data.adapters.synthetic import is_synthetic_spec, population_from_spec
 from personalign.data.core import PreferenceData
-from personalign.data.manifest import record_input
 from personalign.data.files import atomic_write, write_text_atomic  # noqa: F401  (importable from here as before)
+from personalign.data.manifest import record_input
 from personalign.data.tablefolder import (  # noqa: F401  (importable from here)
     is_table_folder,
     read_table_folder,

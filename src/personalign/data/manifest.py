@@ -54,7 +54,9 @@ class Invocation:
         return "personalign " + shlex.join(self.argv) if self.argv else "personalign"
 
 
-_CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("personalign_invocation", default=None)
+_CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
+    "personalign_invocation", default=None
+)
 
 
 @contextlib.contextmanager

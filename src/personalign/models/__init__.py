@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from personalign.errors import ConfigError
-from personalign.models.artifacts import model_names, read_config, registered
+from personalign.models.artifacts import model_names, registered
 from personalign.models.bt import AggregatedBT, GroupBT, IndependentBT
 from personalign.models.context import ContextLowRankBT
 from personalign.models.estimator import PersonalModel

@@ -98,8 +98,11 @@ def render_card(
         inputs=manifest.get("inputs") or [],
         metrics=training_metrics(history),
         policy=describe_policy(policy),
-        versions={k: v for k, v in manifest["versions"].items() if k in ("personalign", "torch", "numpy", "python")},
-        git_commit=(git.get("commit", "") + (" (with uncommitted changes)" if git.get("dirty") else "")) or None,
+        versions={
+            k: v for k, v in manifest["versions"].items() if k in ("personalign", "torch", "numpy", "python")
+        },
+        git_commit=(git.get("commit", "") + (" (with uncommitted changes)" if git.get("dirty") else ""))
+        or None,
         seeds=manifest.get("seeds") or [],
         command=manifest.get("command"),
     )

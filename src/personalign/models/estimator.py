@@ -308,7 +308,10 @@ class PersonalModel(BaseEstimator):
             **self._artifact_config(),
         }
         manifest = build_manifest(
-            kind="model", seeds=getattr(self, "random_state", None), data=data, extra={"model_class": cfg["model_class"]}
+            kind="model",
+            seeds=getattr(self, "random_state", None),
+            data=data,
+            extra={"model_class": cfg["model_class"]},
         )
         card = render_card(
             model_class=type(self).__name__,

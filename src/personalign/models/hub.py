@@ -55,7 +55,9 @@ def resolve(
     if local is not None:
         folder = local / str(name_or_path)
         if not folder.is_dir():
-            raise ConfigError(f"{name_or_path}: no such folder, and no repository {name_or_path} in the hub {local}")
+            raise ConfigError(
+                f"{name_or_path}: no such folder, and no repository {name_or_path} in the hub {local}"
+            )
         return folder
     return _download(str(name_or_path), revision, token, local_files_only)
 
@@ -81,7 +83,9 @@ def _download(repo_id: str, revision: str | None, token: str | bool | None, loca
             f"(offline, or local_files_only): {exc}"
         ) from exc
     except (HfHubHTTPError, HFValidationError, OSError) as exc:
-        raise ConfigError(f"{repo_id}: no such folder, and the Hugging Face Hub did not give it: {exc}") from exc
+        raise ConfigError(
+            f"{repo_id}: no such folder, and the Hugging Face Hub did not give it: {exc}"
+        ) from exc
     return Path(path)
 
 
@@ -113,7 +117,9 @@ def push(
         write(folder)
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True)
-            api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision)
+            api.upload_folder(
+                repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision
+            )
         except (HfHubHTTPError, OSError) as exc:
             raise ConfigError(f"{repo_id}: push to the Hugging Face Hub failed: {exc}") from exc
     return str(url)
