@@ -270,7 +270,12 @@ def test_overwrite_replaces_a_foreign_folder_and_a_model_replaces_a_model(ws, tm
     victim = _victim(tmp_path)
     args = ["train", str(ws / "good.jsonl"), *TRAIN, "--out", str(victim)]
     assert run_guarded(app, [*args, "--overwrite"]) == 0
-    assert sorted(p.name for p in victim.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in victim.iterdir()) == [
+        "README.md",
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+    ]
     first = (victim / "config.json").read_text()
     # an earlier model folder of ours is replaced without --overwrite (atomically: a fresh folder renamed in)
     assert run_guarded(app, [*args[:-2], "--seed", "1", "--rank", "3", "--out", str(victim)]) == 0

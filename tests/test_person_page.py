@@ -240,7 +240,8 @@ def test_person_page_in_a_real_browser(site: Site, browser: tuple[Any, Path]) ->
     if explanation and explanation.get("directions"):  # the named directions, when the profile explains them
         shown = driver.find_elements(By.CSS_SELECTOR, "#belief ol.directions > li")
         assert len(shown) == len(explanation["directions"])
-        assert explanation["directions"][0]["name"] in shown[0].text
+        first = explanation["directions"][0]
+        assert first["summary"] in shown[0].text and first["high_end"] in shown[0].text
     assert "value lock-in" in driver.find_element(By.ID, "monitors").text.lower()
     tr = profile["monitors"]["trust_region"]
     bounds = driver.find_element(By.ID, "bounds").text

@@ -160,7 +160,14 @@ def data_summary(data: Any) -> dict[str, Any]:
     if not isinstance(data, PreferenceData):
         df = pd.DataFrame(data)
         users = df["user_id"].nunique() if "user_id" in df.columns else None
-        return {"sha256": hashlib.sha256(_table_hash(df)).hexdigest(), "persons": users, "judgments": len(df)}
+        return {
+            "name": None,
+            "sha256": hashlib.sha256(_table_hash(df)).hexdigest(),
+            "persons": users,
+            "items": df["item_id"].nunique() if "item_id" in df.columns else None,
+            "judgments": len(df),
+            "by_kind": {},
+        }
     h = hashlib.sha256()
     for name in (*KINDS, "users", "items"):
         h.update(name.encode() + _table_hash(getattr(data, name)))

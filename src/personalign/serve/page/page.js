@@ -102,14 +102,15 @@
     const list = el("ol", null, "directions");
     dirs.forEach((d, i) => {
       const li = el("li", null, "direction");
-      li.appendChild(el("h3", d.name || "Direction " + (i + 1)));
+      const ends = d.high_end && d.low_end ? ": " + d.high_end + " (+) vs " + d.low_end + " (-)" : "";
+      li.appendChild(el("h3", d.name || "Direction " + (i + 1) + ends));
       if (d.summary) li.appendChild(el("p", d.summary));
       if (typeof d.sd === "number") {
         li.appendChild(el("p", "Uncertainty (standard deviation): " + num(d.sd), "muted"));
       }
       const rest = {};
       Object.keys(d).forEach((k) => {
-        if (!["name", "summary", "sd"].includes(k)) rest[k] = d[k];
+        if (!["name", "summary", "sd", "high_end", "low_end"].includes(k)) rest[k] = d[k];
       });
       if (Object.keys(rest).length) {
         const more = el("details");
