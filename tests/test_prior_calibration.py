@@ -100,3 +100,19 @@ def test_predictive_is_moderated_and_keeps_the_winner(strong, tmp_path):
     back = load_model(tmp_path / "m", featurizer=strong["featurizer"])
     assert back.prior_scale_ == m.prior_scale_
     np.testing.assert_allclose(back.predict_proba(test), pred)
+
+
+def test_eval_tunes_on_held_out_items_except_for_item_parameter_models():
+    """The eval's text models validate (early stopping, prior scale) on held-out items, as its tuning split
+    does; models with per-item parameters (hybrid, ordinal) validate on held-out judgments, and an explicit
+    ``model_params`` choice wins."""
+    from personalign.evaluate.candidates import build_model
+    from personalign.evaluate.config import EvalConfig
+
+    pop = planted(n_users=8, n_per_user=10, seed=2)
+    cfg = EvalConfig(models=("lowrank", "hybrid"), rank=2)
+    split = {n: build_model(n, pop["featurizer"], 0, cfg, pop["data"]).training_config().validation_split
+             for n in ("lowrank", "independent", "hybrid")}  # fmt: skip
+    assert split == {"lowrank": "items", "independent": "items", "hybrid": "judgments"}
+    mine = EvalConfig(models=("lowrank",), rank=2, model_params={"lowrank": {"validation_split": "judgments"}})
+    assert build_model("lowrank", pop["featurizer"], 0, mine, pop["data"]).training.validation_split == "judgments"

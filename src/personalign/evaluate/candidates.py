@@ -59,9 +59,13 @@ def build_model(
         return BASELINES[name]()
     if name == "oracle":
         return TrueRewardOracle(data.meta["truth"])
-    from personalign.models import make_model
+    from personalign.models import make_model, registered
 
     kw: dict[str, Any] = {"featurizer": featurizer, "random_state": seed, "rank": cfg.rank}
+    if not getattr(registered(name), "validates_on_judgments", False):
+        # early stopping and the prior's scale are tuned on held-out items, as every tuning split here is:
+        # held-out judgments of seen items would reward a personal part that only memorizes its items
+        kw["validation_split"] = "items"
     if name == "group":
         kw["group_col"] = cfg.group_col
     kw.update(cfg.model_params.get(name, {}))

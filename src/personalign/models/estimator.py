@@ -42,13 +42,16 @@ class PersonalModel(BaseEstimator):
 
     Class attributes: ``name`` (short name for ``make_model`` and the CLI; None for an abstract base),
     ``aliases``, ``rank_param`` (the parameter that sets the personal dimension, None if there is none) and
-    ``predicts_pairs`` (``predict_proba`` gives P(chosen > rejected) of a comparisons table).
+    ``predicts_pairs`` (``predict_proba`` gives P(chosen > rejected) of a comparisons table) and
+    ``validates_on_judgments`` (its validation rows must be held-out judgments, never held-out items: it learns
+    parameters per item, which an item missing from training would lack).
     """
 
     name: ClassVar[str | None] = None
     aliases: ClassVar[tuple[str, ...]] = ()
     rank_param: ClassVar[str | None] = None
     predicts_pairs: ClassVar[bool] = True
+    validates_on_judgments: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

@@ -70,6 +70,8 @@ class HybridBT(LowRankBT):
     """
 
     name = "hybrid"
+    # an item held out of training gets no parameters: validate on held-out judgments, not held-out items
+    validates_on_judgments = True
 
     def __init__(
         self,

@@ -180,6 +180,7 @@ class OrdinalLowRank(PersonalModel):
     """
 
     name = "ordinal"
+    validates_on_judgments = True  # its validation rows are rated judgments (cut-points need every item)
     rank_param = "rank"
     predicts_pairs = False  # predict_proba gives the rating levels' probabilities
 
