@@ -114,5 +114,10 @@ def test_eval_tunes_on_held_out_items_except_for_item_parameter_models():
     split = {n: build_model(n, pop["featurizer"], 0, cfg, pop["data"]).training_config().validation_split
              for n in ("lowrank", "independent", "hybrid")}  # fmt: skip
     assert split == {"lowrank": "items", "independent": "items", "hybrid": "judgments"}
-    mine = EvalConfig(models=("lowrank",), rank=2, model_params={"lowrank": {"validation_split": "judgments"}})
-    assert build_model("lowrank", pop["featurizer"], 0, mine, pop["data"]).training.validation_split == "judgments"
+    mine = EvalConfig(
+        models=("lowrank",), rank=2, model_params={"lowrank": {"validation_split": "judgments"}}
+    )
+    assert (
+        build_model("lowrank", pop["featurizer"], 0, mine, pop["data"]).training.validation_split
+        == "judgments"
+    )
