@@ -18,6 +18,7 @@ from personalign.cli.common import (
     overwrite_option,
     pair_mode_option,
 )
+from personalign.cli.config import config_option
 from personalign.errors import ConfigError
 
 DEFAULT_HARMLESS = (
@@ -153,8 +154,10 @@ def eval_command(
         False, help="Fold each item's prompt into its text so any two items pair up."
     ),
     overwrite: bool = overwrite_option(),
+    config: Path = config_option(),
 ) -> None:
-    """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
+    """Evaluate personalized against aggregated models: per person, per group, for seen and new people.
+    Options may come from an experiment config file (--config FILE); the command line wins over it."""
     from personalign.data.files import atomic_dir
     from personalign.data.manifest import MANIFEST_FILE, current_command, data_summary, write_manifest
     from personalign.evaluate.protocol import evaluate, merge_prompts
