@@ -95,19 +95,18 @@ def _one_value(value: Any, type_name: str, where: str) -> Any:
     if type_name == "boolean":
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         raise ConfigError(f"{where}: expected {_expected(type_name)}, got {value!r}")
-    if type_name in _INT_TYPES and not isinstance(value, int):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if type_name in _FLOAT_TYPES and not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if type_name not in _INT_TYPES | _FLOAT_TYPES and not isinstance(value, (str, int, float)):
+    elif type_name in _INT_TYPES:
+        if not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    elif type_name in _FLOAT_TYPES:
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+    elif type_name == "text" and isinstance(value, (int, float)):
+        value = str(value)  # e.g. k: 5 for a comma-separated text option
+    elif not isinstance(value, str):
         raise ConfigError(f"{where}: expected {_expected(type_name)}, got {value!r}")
-    if type_name not in _INT_TYPES | _FLOAT_TYPES and not isinstance(value, str):
-        if type_name in ("path", "choice"):
-            raise ConfigError(f"{where}: expected {_expected(type_name)}, got {value!r}")
-        value = str(value)  # e.g. k: 5 for a text option
     return value
 
 
@@ -132,7 +131,7 @@ def config_defaults(ctx: Any, path: Path, raw: Mapping[str, Any]) -> dict[str, A
         param = params.get(str(key))
         if param is None or param.name in _NOT_SETTABLE or getattr(param, "is_eager", False):
             known = sorted(
-                (p.opts[0].lstrip("-") if p.opts[0].startswith("--") else p.name)
+                next((o[2:] for o in p.opts if o.startswith("--")), p.name)
                 for p in ctx.command.params
                 if p.name not in _NOT_SETTABLE and not getattr(p, "is_eager", False)
             )
