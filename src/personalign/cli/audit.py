@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -44,9 +42,12 @@ def audit(
     from personalign.audit.report import write_audit
     from personalign.data.files import atomic_dir
     from personalign.data.io import read_data
+    from personalign.data.manifest import current_command, data_summary, record_input, write_manifest
     from personalign.render import audit_table
 
     d = read_data(data, format=format)
+    if model is not None:
+        record_input(model)  # the model folder is an input of the audit too (hashed in the manifest)
     with console.status("auditing ...") as status:
         res = run_audit(
             d,
@@ -62,6 +63,7 @@ def audit(
         )
     # the command line as typed: printed in report.html so the folder can be reproduced
     with atomic_dir(out) as tmp:  # a temporary sibling renamed into place
-        write_audit(res, tmp, command="personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        write_audit(res, tmp, command=current_command())
+        write_manifest(tmp, kind="audit", seeds=seed, data=data_summary(d))
     console.print(audit_table(res))
-    console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")
+    console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots, manifest.json)")

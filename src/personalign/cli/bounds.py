@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -18,7 +16,9 @@ app.add_typer(bounds_app, name="bounds")
 
 
 def _cmdline() -> str:
-    return "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from personalign.data.manifest import current_command
+
+    return current_command() or ""
 
 
 @bounds_app.command("validate")
@@ -57,6 +57,7 @@ def check(
     from personalign.bounds.policy import load_policy
     from personalign.data.files import atomic_dir
     from personalign.data.io import read_data
+    from personalign.data.manifest import data_summary, record_input, write_manifest
     from personalign.models import load_model
 
     check_result_out(out, "report.json", overwrite)
@@ -66,14 +67,18 @@ def check(
     )  # before the data and model: a refused policy costs nothing
     d = read_data(data, format=format) if format else read_data(data)
     m = load_model(model)
+    record_input(model)  # the model folder and the policy's file are inputs too (hashed in the manifest)
+    if pol.source and Path(pol.source).is_file():
+        record_input(pol.source)
     bp = BoundedPolicy(m, pol, items=d.items)
     rep = check_report(bp, d, max_persons=max_persons)
     rep["command"] = _cmdline()
     md = check_markdown(rep)
     with atomic_dir(out) as tmp:  # a temporary sibling renamed into place
         write_check(rep, tmp)
+        write_manifest(tmp, kind="bounds-check", data=data_summary(d), extra={"policy": pol.name})
     console.print(md.split("\n## Glossary")[0], markup=False, highlight=False)  # the glossary: in the files
-    console.print(f"written {out / 'report.json'}, {out / 'report.md'} and {out / 'report.html'}")
+    console.print(f"written {out / 'report.json'}, report.md, report.html and manifest.json")
 
 
 @bounds_app.command("train-scorers")
@@ -132,11 +137,22 @@ def report(
 ) -> None:
     """Violation rates with/without policy, personalization tax, monitor findings, poisoning curve."""
     from personalign.data.files import atomic_dir
+    from personalign.data.manifest import write_manifest
     from personalign.experiments.bounds_report import run_synthetic_report
 
     check_result_out(out, "bounds_report.json", overwrite)
+    poison_seeds = (0, 1)
     with atomic_dir(out) as tmp:  # written into a temporary sibling, renamed into place when complete
-        res = run_synthetic_report(tmp, persons=persons, seed=seed, poisoning=poisoning, command=_cmdline())
+        res = run_synthetic_report(
+            tmp,
+            persons=persons,
+            seed=seed,
+            poison_seeds=poison_seeds,
+            poisoning=poisoning,
+            command=_cmdline(),
+        )
+        extra = {"persons": persons, "poison_seeds": list(poison_seeds) if poisoning else []}
+        write_manifest(tmp, kind="bounds-report", seeds=seed, extra=extra)
     for name, v in res["violations"].items():
         console.print(
             f"{name}: max per-person violation without {v['max_over_persons_without']:.3f}, "

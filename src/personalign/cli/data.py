@@ -173,8 +173,7 @@ def convert(
     from personalign.cli.common import console
     from personalign.data.files import check_replaceable
     from personalign.data.io import is_table_folder, write_data, write_judgments, write_table_folder
-    from personalign.data.tablefolder import split_meta
-    from personalign.data.tables import format_from_name
+    from personalign.data.tables import format_from_name, split_meta
 
     folder = out.is_dir() or not out.suffix
     if kind is None and not folder and format_from_name(out) not in ("parquet", "jsonl", "csv"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from personalign.cli.common import (
     overwrite_option,
     pair_mode_option,
 )
+from personalign.cli.config import config_option
 from personalign.errors import ConfigError
 
 DEFAULT_HARMLESS = (
@@ -155,16 +154,17 @@ def eval_command(
         False, help="Fold each item's prompt into its text so any two items pair up."
     ),
     overwrite: bool = overwrite_option(),
+    config: Path = config_option(),
 ) -> None:
-    """Evaluate personalized against aggregated models: per person, per group, for seen and new people."""
+    """Evaluate personalized against aggregated models: per person, per group, for seen and new people.
+    Options may come from an experiment config file (--config FILE); the command line wins over it."""
     from personalign.data.files import atomic_dir
+    from personalign.data.manifest import MANIFEST_FILE, current_command, data_summary, write_manifest
     from personalign.evaluate.protocol import evaluate, merge_prompts
     from personalign.evaluate.report import comparison_rows, write_report
     from personalign.render import comparison_table, progress_bar
 
-    command = (
-        "personalign eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
-    )
+    command = current_command()  # the command line as typed: the report prints it, the manifest keeps it
     cfg = eval_config(
         models,
         seeds,
@@ -187,6 +187,7 @@ def eval_command(
     enc = encoder if encoder == "attributes" else build_encoder(encoder, device)
     d = load_eval_data(data, format)
     t = load_eval_data(test, test_format) if test else None
+    summary = {"data": data_summary(d), "test_data": data_summary(t) if t is not None else None}
     if merge_prompt:
         d = merge_prompts(d)
         t = merge_prompts(t) if t is not None else None
@@ -197,6 +198,14 @@ def eval_command(
         res = evaluate(d, cfg, encoder=enc, harmless=hh, progress=bar, pair_mode=pair_mode, test_data=t)
     with atomic_dir(out) as tmp:  # a temporary sibling renamed into place: never a half-written folder
         files = write_report(res, tmp, command=command)
+        write_manifest(
+            tmp,
+            kind="eval",
+            seeds=range(cfg.first_seed, cfg.first_seed + cfg.seeds),
+            data=summary["data"],
+            extra={"test_data": summary["test_data"]},
+        )
+        files["manifest"] = out / MANIFEST_FILE
     if t is None:
         console.print(
             comparison_table(
@@ -226,11 +235,9 @@ def eval_pointwise(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Per-person label/rating prediction ("is this offensive to you?") against the collapsed control."""
-    import shlex
-    import sys
-
     from personalign.data.files import atomic_dir
     from personalign.data.io import read_data
+    from personalign.data.manifest import current_command, data_summary, write_manifest
     from personalign.evaluate.pointwise import (
         PointwiseConfig,
         evaluate_pointwise,
@@ -239,7 +246,7 @@ def eval_pointwise(
     )
     from personalign.render import progress_bar
 
-    command = "personalign " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = current_command() or ""
     check_result_out(out, "results.json", overwrite)
     d = read_data(data, format=format)
     pcfg = PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder)
@@ -248,5 +255,7 @@ def eval_pointwise(
         res = evaluate_pointwise(d, pcfg, featurizer=feat, progress=bar)
     with atomic_dir(out) as tmp:
         write_pointwise(res, tmp, command=command)
+        seed_list = range(pcfg.first_seed, pcfg.first_seed + pcfg.seeds)
+        write_manifest(tmp, kind="eval-pointwise", seeds=seed_list, data=data_summary(d))
     console.print(pointwise_markdown(res))
-    console.print(f"wrote results.json, results.md to [bold]{out}[/]")
+    console.print(f"wrote results.json, results.md, manifest.json to [bold]{out}[/]")

@@ -18,6 +18,7 @@ from personalign.cli.common import (
     overwrite_option,
     pair_mode_option,
 )
+from personalign.cli.config import config_option
 
 
 def _list_models(value: bool) -> None:
@@ -52,8 +53,10 @@ def train(
     list_models: bool = typer.Option(
         False, "--list-models", callback=_list_models, is_eager=True, help="List the models and exit."
     ),
+    config: Path = config_option(),
 ) -> None:
-    """Fit a reward model on DATA and save it (safetensors + config.json) into --out."""
+    """Fit a reward model on DATA and save it (safetensors + config.json, model card, manifest) into --out.
+    Options may come from an experiment config file (--config FILE); the command line wins over it."""
     from personalign.data.io import read_data
     from personalign.models import make_model, registered
 

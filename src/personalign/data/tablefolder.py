@@ -26,7 +26,7 @@ import pandas as pd
 from personalign.data.core import PreferenceData
 from personalign.data.files import atomic_dir, atomic_write, write_json_atomic
 from personalign.data.schema import COMPARISON_COLUMNS, KINDS, RANKING_COLUMNS, RATING_COLUMNS, VOTE_COLUMNS
-from personalign.data.tables import TABLES, arrow_columns, format_from_name, read_jsonl_records
+from personalign.data.tables import TABLES, arrow_columns, format_from_name, read_jsonl_records, split_meta
 from personalign.data.validate import check_frame, line_locator, row_locator
 from personalign.errors import ConfigError, DataError
 
@@ -93,22 +93,6 @@ def _write_frame(df: pd.DataFrame, path: Path) -> list[str]:
         with opener(tmp, "wt", encoding="utf-8") as fh:
             fh.write(_jsonl_text(df))
     return []
-
-
-def _is_plain(x: Any) -> bool:
-    """JSON's own types (numpy scalars included): what a manifest can hold and give back as it was."""
-    if isinstance(x, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in x.items())
-    if isinstance(x, list | tuple):
-        return all(_is_plain(v) for v in x)
-    return x is None or isinstance(x, str | bool | int | float | np.integer | np.floating | np.bool_)
-
-
-def split_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The entries of ``meta`` a manifest can hold, and the keys of those it cannot (Python objects such as a
-    synthetic population's ``truth``, which stays in the population folder)."""
-    kept = {k: v for k, v in meta.items() if _is_plain(v)}
-    return kept, sorted(set(meta) - set(kept))
 
 
 def write_table_folder(data: PreferenceData, folder: str | Path, *, file_format: str = "jsonl") -> Path:

@@ -619,7 +619,7 @@ def write_parquet(data: PreferenceData, path: str | Path) -> Path:
         "format": PARQUET_FORMAT,
         "name": data.name,
         "rating_scale": list(data.rating_scale) if data.rating_scale else None,
-        "meta": data.meta,
+        "meta": split_meta(data.meta)[0],
         "tables": md_tables,
     }
     table = table.replace_schema_metadata({PARQUET_META_KEY: json.dumps(md, default=str).encode()})
@@ -675,11 +675,28 @@ def _long_frames(data: PreferenceData) -> list[pd.DataFrame]:
     return out
 
 
+def _is_plain(x: Any) -> bool:
+    """JSON's own types (numpy scalars included): what a file's metadata can hold and give back as it was."""
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in x.items())
+    if isinstance(x, list | tuple):
+        return all(_is_plain(v) for v in x)
+    return x is None or isinstance(x, str | bool | int | float | np.integer | np.floating | np.bool_)
+
+
+def split_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The entries of ``meta`` a file can hold, and the keys of those it cannot (Python objects such as a
+    synthetic population's ``truth``: written as their ``str`` they would come back as a string that claims
+    to be the object)."""
+    kept = {k: v for k, v in meta.items() if _is_plain(v)}
+    return kept, sorted(set(meta) - set(kept))
+
+
 def _meta_record(data: PreferenceData) -> dict[str, Any]:
     return {
         "name": data.name,
         "rating_scale": list(data.rating_scale) if data.rating_scale else None,
-        "meta": data.meta,
+        "meta": split_meta(data.meta)[0],
     }
 
 

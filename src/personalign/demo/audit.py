@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 from personalign.audit import run_audit, write_audit
+from personalign.data.manifest import data_summary, write_manifest
 from personalign.data.synthetic import generate_population
 from personalign.demo.context import DemoContext
 from personalign.demo.evaluate import synthetic_spec
@@ -27,7 +28,9 @@ def audit_step(ctx: DemoContext) -> None:
     out = Path(ctx.out) / "audit"
     args = ["personalign", "audit", synthetic_spec(data.meta["config"]), "--permutations", str(permutations)]
     args += ["--seed", str(ctx.seed), "--out", str(out)]
-    write_audit(res, out, command=" ".join(shlex.quote(a) for a in args))
+    command = " ".join(shlex.quote(a) for a in args)
+    write_audit(res, out, command=command)
+    write_manifest(out, kind="audit", command=command, seeds=ctx.seed, inputs=[], data=data_summary(data))
     ctx.console.print(audit_table(res))
     ctx.console.print(f"written to [bold]{out}[/] (audit.json, report.html, PNG plots)")
     ctx.state["audit"] = res["headline"]

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from personalign.data.manifest import data_summary, write_manifest
 from personalign.data.synthetic import SyntheticConfig, generate_population
 from personalign.demo.context import DemoContext
 from personalign.evaluate.protocol import EvalConfig, evaluate
@@ -89,6 +90,8 @@ def evaluate_step(ctx: DemoContext) -> None:
     with progress_bar(ctx.console) as bar:
         res = evaluate(data, cfg, encoder=encoder, progress=bar)
     write_report(res, out, command=command)
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+    write_manifest(out, kind="eval", command=command, seeds=seeds, inputs=[], data=data_summary(data))
     ctx.state["evaluation"] = res
     ctx.console.print(comparison_table(TITLE, comparison_rows(res)))
     ctx.console.print(f"written to [bold]{out}[/] (results.json, results.md, index.html, PNG plots)")

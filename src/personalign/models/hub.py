@@ -5,6 +5,9 @@ A repository id (``owner/name``) resolves, in order, to: a folder of that path, 
 plain folder of repositories in the Hub's layout, e.g. a shared drive, and the path the tests take; otherwise the
 Hugging Face Hub itself through ``huggingface_hub`` (its cache, ``HF_TOKEN``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``
 and ``local_files_only=True`` all apply).
+
+A local hub keeps one version of each repository (a push replaces it): a ``revision`` other than ``main`` is a
+Hugging Face Hub feature and is refused there rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ def hub_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+LOCAL_REVISION = "main"
+
+
+def _check_local_revision(revision: str | None, local: Path, repo_id: str) -> None:
+    """ConfigError for a revision the local hub cannot give (it holds only the latest push, ``main``)."""
+    if revision not in (None, LOCAL_REVISION):
+        raise ConfigError(
+            f"{repo_id}: revision {revision!r} asked of the local hub {local}, which keeps only the latest push "
+            f"({LOCAL_REVISION!r}); revisions need the Hugging Face Hub (unset {HUB_DIR_ENV})"
+        )
+
+
 def _check_repo_id(repo_id: str) -> None:
     if not is_repo_id(repo_id):
         raise ConfigError(f"{repo_id!r}: not a repository id; expected owner/name (letters, digits, - _ .)")
@@ -53,6 +68,7 @@ def resolve(
         return p
     local = hub_dir(hub)
     if local is not None:
+        _check_local_revision(revision, local, str(name_or_path))
         folder = local / str(name_or_path)
         if not folder.is_dir():
             raise ConfigError(
@@ -105,6 +121,7 @@ def push(
     _check_repo_id(repo_id)
     local = hub_dir(hub)
     if local is not None:
+        _check_local_revision(revision, local, repo_id)
         target = local / repo_id
         write(target)  # a model folder is written atomically: the repository is the old model or the new one
         return str(target)
