@@ -7,13 +7,22 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import check_result_out, console, overwrite_option
+from personalign.cli.common import (
+    check_result_out,
+    console,
+    data_options,
+    overwrite_option,
+    user_columns_option,
+    users_option,
+)
 
 
 @app.command("audit")
 def audit(
     data: Path = typer.Argument(..., help="data file or folder"),
     format: str = typer.Option(None, "--format", "-f", help="data format (popquorn, toxicity, polis, ...)"),
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     group_by: list[str] = typer.Option(
         None, "--group-by", help="demographic column(s); default: every usable one"
     ),
@@ -45,7 +54,7 @@ def audit(
     from personalign.data.manifest import current_command, data_summary, record_input, write_manifest
     from personalign.render import audit_table
 
-    d = read_data(data, format=format)
+    d = read_data(data, format=format, **data_options(users, user_columns))
     if model is not None:
         record_input(model)  # the model folder is an input of the audit too (hashed in the manifest)
     with console.status("auditing ...") as status:

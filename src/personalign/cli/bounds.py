@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import allow_callable_option, check_result_out, console, overwrite_option
+from personalign.cli.common import (
+    allow_callable_option,
+    check_result_out,
+    console,
+    data_options,
+    overwrite_option,
+    user_columns_option,
+    users_option,
+)
 
 bounds_app = typer.Typer(
     help="Bounded personalization: policies, universal scorers, checks.", no_args_is_help=True
@@ -45,6 +53,8 @@ def check(
     policy: str = typer.Option("default", help="Policy file or packaged policy name."),
     model: Path = typer.Option(..., help="A saved personalign model directory."),
     format: str = typer.Option(None, "--format", help="Data format (default: inferred from the file)."),
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     out: Path = typer.Option(Path("out/bounds-check"), help="Where to write report.json and report.md."),
     max_persons: int = typer.Option(None, help="Check at most this many persons."),
     allow_callable: list[str] = allow_callable_option(),
@@ -65,7 +75,7 @@ def check(
     pol = load_policy(
         policy, allow=allow_callable
     )  # before the data and model: a refused policy costs nothing
-    d = read_data(data, format=format) if format else read_data(data)
+    d = read_data(data, format=format, **data_options(users, user_columns))
     m = load_model(model)
     record_input(model)  # the model folder and the policy's file are inputs too (hashed in the manifest)
     if pol.source and Path(pol.source).is_file():

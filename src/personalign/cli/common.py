@@ -119,6 +119,37 @@ PAIR_MODE_HELP = (
 )
 
 
+USERS_HELP = (
+    "A persons file (CSV, TSV, JSONL or Parquet: a user_id column, one row per person) whose columns "
+    "(demographics, side information) join the persons."
+)
+USER_COLUMNS_HELP = (
+    "Comma-separated columns of the judgment rows that describe the person (e.g. age,gender): moved into the "
+    "persons table (table formats: JSONL, CSV, TSV, Parquet)."
+)
+
+
+def users_option() -> Any:
+    """The ``--users FILE`` option of every command that reads data."""
+    return typer.Option(None, "--users", help=USERS_HELP)
+
+
+def user_columns_option() -> Any:
+    """The ``--user-columns a,b`` option of every command that reads data."""
+    return typer.Option(None, "--user-columns", help=USER_COLUMNS_HELP)
+
+
+def data_options(users: Any = None, user_columns: str | None = None) -> dict[str, Any]:
+    """``read_data`` keywords of ``--users`` and ``--user-columns`` (only those given)."""
+    kw: dict[str, Any] = {}
+    if users is not None:
+        kw["users"] = users
+    cols = [c.strip() for c in (user_columns or "").split(",") if c.strip()]
+    if cols:
+        kw["user_columns"] = cols
+    return kw
+
+
 def encoder_option(default: str = "minilm", extra: str = "") -> Any:
     """The ``--encoder`` option of every command that makes text features."""
     # typer renders help as rich markup: the spec's brackets must be escaped to show

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from personalign.cli.app import app
-from personalign.cli.common import overwrite_option
+from personalign.cli.common import data_options, overwrite_option, user_columns_option, users_option
 from personalign.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,10 +34,19 @@ def _parse_map(pairs: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def _read(path: Path, fmt: str | None, user_col: str | None, mapping: list[str] | None) -> PreferenceData:
+def _read(
+    path: Path,
+    fmt: str | None,
+    user_col: str | None,
+    mapping: list[str] | None,
+    users: Path | None = None,
+    user_columns: str | None = None,
+) -> PreferenceData:
     from personalign.data.io import read_data
 
-    return read_data(path, fmt, user_col=user_col, column_map=_parse_map(mapping))
+    return read_data(
+        path, fmt, user_col=user_col, column_map=_parse_map(mapping), **data_options(users, user_columns)
+    )
 
 
 def inspect_report(data: PreferenceData) -> dict:
@@ -67,6 +76,8 @@ def inspect(
     fmt: str = typer.Option(None, "--format", "-f", help="Format name (guessed when omitted)."),
     user_col: str = typer.Option(None, "--user-col", help="Column that names the person."),
     mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
 ) -> None:
     """Persons, items, judgments per kind and per person, demographics, contested items, validation findings."""
@@ -75,7 +86,7 @@ def inspect(
     from personalign.cli.common import console
     from personalign.data.files import write_text_atomic
 
-    data = _read(path, fmt, user_col, mapping)
+    data = _read(path, fmt, user_col, mapping, users, user_columns)
     rep = inspect_report(data)
     t = Table(title=f"{rep['name']}  ({path})", show_header=False, title_justify="left")
     t.add_column("what", style="bold")
@@ -162,6 +173,8 @@ def convert(
     fmt: str = typer.Option(None, "--format", "-f", help="Input format name (guessed when omitted)."),
     user_col: str = typer.Option(None, "--user-col", help="Column that names the person."),
     mapping: list[str] = typer.Option(None, "--map", help="Rename a column: OLD=NEW (repeatable)."),
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     kind: str = typer.Option(None, "--kind", help=KINDS_HELP),
     out_format: str = typer.Option(
         "jsonl", "--out-format", help="File type of each table in a folder --out: jsonl or parquet."
@@ -188,7 +201,7 @@ def convert(
         raise ConfigError(f"--out-format {out_format!r}: expected jsonl or parquet")
     if folder:
         check_replaceable(out, is_table_folder, "a folder of personalign tables", overwrite=overwrite)
-    data = _read(path, fmt, user_col, mapping)
+    data = _read(path, fmt, user_col, mapping, users, user_columns)
     note = ""
     if kind is not None:
         data, note = _judgments_for(data, kind)

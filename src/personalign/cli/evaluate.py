@@ -13,10 +13,13 @@ from personalign.cli.common import (
     build_featurizer,
     check_result_out,
     console,
+    data_options,
     device_option,
     encoder_option,
     overwrite_option,
     pair_mode_option,
+    user_columns_option,
+    users_option,
 )
 from personalign.cli.config import config_option
 from personalign.errors import ConfigError
@@ -33,11 +36,12 @@ def _ints(s: str, name: str) -> list[int]:
         raise ConfigError(f"--{name} {s!r}: expected comma-separated integers, e.g. 0,1,2,5") from exc
 
 
-def load_eval_data(data: str, format: str | None, max_persons: int | None = None):  # noqa: A002
-    """Read DATA (a path, or a spec ``synthetic:alpha=0.1,persons=600,...``: see ``personalign.data.read_data``)."""
+def load_eval_data(data: str, format: str | None, max_persons: int | None = None, **opts: Any):  # noqa: A002
+    """Read DATA (a path, or a spec ``synthetic:alpha=0.1,persons=600,...``: see ``personalign.data.read_data``;
+    ``opts``: its ``users``/``user_columns``)."""
     from personalign.data.io import read_data
 
-    return read_data(data, format=format)
+    return read_data(data, format=format, **opts)
 
 
 def harmless_for(d: Any, harmless: str, n_pairs: int) -> tuple[Any, str]:
@@ -111,6 +115,8 @@ def eval_command(
     format: str = typer.Option(
         None, "--format", "-f", help="Input format (popquorn, toxicity, lewidi, polis, ...)."
     ),  # noqa: A002
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     models: str = typer.Option(
         "default",
         help="Comma-separated models, or 'default': majority, choix, crowd, svd (with scikit-surprise), bt, group, "
@@ -185,7 +191,7 @@ def eval_command(
         raise typer.BadParameter(f"--pair-mode must be auto, response or sentences, got {pair_mode!r}")
     check_result_out(out, "results.json", overwrite)  # before any work: refusing costs nothing
     enc = encoder if encoder == "attributes" else build_encoder(encoder, device)
-    d = load_eval_data(data, format)
+    d = load_eval_data(data, format, **data_options(users, user_columns))
     t = load_eval_data(test, test_format) if test else None
     summary = {"data": data_summary(d), "test_data": data_summary(t) if t is not None else None}
     if merge_prompt:
@@ -225,6 +231,8 @@ def eval_command(
 def eval_pointwise(
     data: str = typer.Argument(..., help="Rating or label data (a path with --format)."),
     format: str = typer.Option(None, "--format", "-f", help="Input format (e.g. toxicity, popquorn)."),
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     seeds: int = typer.Option(5, help="Number of seeds."),
     rank: int = typer.Option(
         2, help="Low-rank personal directions (0: personal cut-points and sensitivity only)."
@@ -248,7 +256,7 @@ def eval_pointwise(
 
     command = current_command() or ""
     check_result_out(out, "results.json", overwrite)
-    d = read_data(data, format=format)
+    d = read_data(data, format=format, **data_options(users, user_columns))
     pcfg = PointwiseConfig(seeds=seeds, rank=rank, encoder=encoder)
     feat = build_featurizer(encoder, device, pcfg.featurizer_mode)
     with progress_bar(console) as bar:

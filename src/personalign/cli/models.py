@@ -13,10 +13,13 @@ from personalign.cli.common import (
     build_featurizer,
     check_model_out,
     console,
+    data_options,
     device_option,
     encoder_option,
     overwrite_option,
     pair_mode_option,
+    user_columns_option,
+    users_option,
 )
 from personalign.cli.config import config_option
 
@@ -35,6 +38,8 @@ def _list_models(value: bool) -> None:
 def train(
     data: Path = typer.Argument(..., help="A data file or folder (JSONL, CSV, Parquet, public formats)."),
     format: str | None = typer.Option(None, "--format", "-f", help="Input format (guessed when omitted)."),
+    users: Path = users_option(),
+    user_columns: str = user_columns_option(),
     model: str = typer.Option(
         "lowrank", "--model", "-m", help="Any registered model by short name (see --list-models)."
     ),
@@ -72,7 +77,7 @@ def train(
         verbose=not as_json,
         **kw,
     )
-    m.fit(read_data(data, format))
+    m.fit(read_data(data, format, **data_options(users, user_columns)))
     m.save_pretrained(out)
     hist = getattr(m, "history_", {})
     summary = {

@@ -18,6 +18,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from personalign.data.adapters import detect_format, get_adapter
 from personalign.data.adapters.synthetic import is_synthetic_spec, population_from_spec
 from personalign.data.core import PreferenceData
@@ -49,6 +51,7 @@ from personalign.data.tables import (  # noqa: F401  (importable from here as be
     write_parquet,
 )
 from personalign.data.tables import write_data as write_file
+from personalign.data.users import attach_users, read_users
 from personalign.errors import ConfigError
 
 
@@ -58,6 +61,7 @@ def read_data(
     *,
     user_col: str | None = None,
     column_map: dict[str, str] | None = None,
+    users: str | Path | pd.DataFrame | None = None,
     **opts: Any,
 ) -> PreferenceData:
     """Read preference data from ``path`` in ``format`` (see ``personalign.data.adapters.available_formats``).
@@ -66,11 +70,20 @@ def read_data(
     columns or file names; a folder written by ``personalign data synth`` is ``synthetic``). ``user_col`` names
     the person column, ``column_map`` renames columns ({old: new}); other options go to the format's reader (e.g.
     ``rating_scale``, ``kind``, ``user_columns``). ``path`` may also be a synthetic spec
-    (``synthetic:persons=500,alpha=0.1``).
+    (``synthetic:persons=500,alpha=0.1``). ``users``: a persons table (a file, see
+    :func:`personalign.data.users.read_users`, or a DataFrame) joined onto the persons.
     """
-    kwargs = {
-        k: v for k, v in dict(user_col=user_col, column_map=column_map, **opts).items() if v is not None
-    }
+    data = _read(path, format, user_col=user_col, column_map=column_map, **opts)
+    if users is None:
+        return data
+    if isinstance(users, pd.DataFrame):
+        return attach_users(data, users.assign(user_id=users["user_id"].astype(str)), None)
+    record_input(users)
+    return attach_users(data, read_users(users, user_col), str(users))
+
+
+def _read(path: str | Path, format: str | None, **opts: Any) -> PreferenceData:
+    kwargs = {k: v for k, v in opts.items() if v is not None}
     record_input(path)  # for the manifest of what the current command writes (a no-op outside the CLI)
     if is_synthetic_spec(path) and format in (None, "synthetic"):
         if kwargs:
