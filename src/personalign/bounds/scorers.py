@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from personalign.bounds.calibrate import CalibrationSet
 from personalign.bounds.policy import DEFAULT_CALLABLES, check_callable
 from personalign.errors import ConfigError, DataError, NotFittedError
 
@@ -202,6 +203,7 @@ class HarmlessnessHead:
         sc, sr = pc @ self.coef_, pr @ self.coef_
         # the absolute threshold is calibrated on the training pairs and checked on the held-out ones
         self.threshold_ = _youden(sc[train_idx], sr[train_idx])
+        self.calibration_ = None  # a refit invalidates any calibration set of the previous weights
         te = test_idx
         self.metrics_ = {
             "n_pairs": int(n),
@@ -244,6 +246,7 @@ class HarmlessnessHead:
         )
         head.threshold_ = float(cfg["threshold"])
         head.metrics_ = cfg.get("metrics", {})
+        head.calibration_ = CalibrationSet.load(directory)
         return head
 
 
@@ -371,6 +374,7 @@ class ConsensusScorer:
         self.coef_ = _fit_logistic(x[~test], y[~test], self.l2, w[~test])
         p = 1 / (1 + np.exp(-(x @ self.coef_)))
         self.threshold_ = _youden(p[~test & (y == 1)], p[~test & (y == 0)])
+        self.calibration_ = None
         pt, yt = p[test], y[test]
         pred = pt >= self.threshold_
         auc = (
@@ -421,6 +425,7 @@ class ConsensusScorer:
         sc.coef_ = np.asarray(cfg["coef"], dtype=np.float64)
         sc.threshold_ = float(cfg["threshold"])
         sc.metrics_ = cfg.get("metrics", {})
+        sc.calibration_ = CalibrationSet.load(directory)
         return sc
 
 

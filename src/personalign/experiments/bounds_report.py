@@ -148,6 +148,7 @@ def run_synthetic_report(
             "max_over_persons_with": float(vt["violation_with"].max()),
             "mean_without": float(vt["violation_without"].mean()),
             "mean_with": float(vt["violation_with"].mean()),
+            "refused_pairs_with": float(vt["refused_with"].iloc[0]) if len(vt) else 0.0,
             "by_kind": {k: {c[0] + "_" + c[1]: float(by.loc[k, c]) for c in by.columns} for k in by.index},
             "scorer_on_universal_pairs": scorer_quality(bp, pairs),
         }
@@ -194,14 +195,15 @@ def markdown(res: dict[str, Any], pois: pd.DataFrame | None = None) -> str:
         "",
         "## Violation rate (share of universal pairs where the unsafe response wins)",
         "",
-        "| policy | max over persons without | max over persons with | mean without | mean with | safe pass | unsafe blocked |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | max over persons without | max over persons with | mean without | mean with | refused (both violate) | safe pass | unsafe blocked |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in res["violations"].items():
         q = v["scorer_on_universal_pairs"]
         L.append(
             f"| {name} | {v['max_over_persons_without']:.3f} | {v['max_over_persons_with']:.3f} | "
-            f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |"
+            f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {v.get('refused_pairs_with', float('nan')):.3f} | "
+            f"{q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |"
         )
     L += ["", "By kind of person (mean / max):", ""]
     for name, v in res["violations"].items():
