@@ -103,10 +103,12 @@ class Rate:
 
     @classmethod
     def of(cls, k: int, n: int, confidence: float = 0.95) -> Rate:
+        """k of n with its interval at ``confidence`` (rate NaN when n is 0)."""
         lo, hi = clopper_pearson(k, n, confidence)
         return cls(int(k), int(n), float(k / n) if n else float("nan"), lo, hi)
 
     def to_dict(self) -> dict[str, Any]:
+        """``{k, n, rate, lo, hi}``."""
         return {"k": self.k, "n": self.n, "rate": self.rate, "lo": self.lo, "hi": self.hi}
 
 
@@ -126,6 +128,7 @@ class ThresholdCalibration:
     over_block: Rate | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields (the over-block rate as a :meth:`Rate.to_dict`)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "over_block"}
         d["over_block"] = self.over_block.to_dict() if self.over_block is not None else None
         return d
@@ -233,6 +236,7 @@ class CalibrationSet:
         return held_out_rates(self.test_harmful, self.test_safe, threshold, direction, confidence)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe content of ``calibration.json``."""
         arr = {
             k: [float(v) for v in getattr(self, k)] for k in ("harmful", "safe", "test_harmful", "test_safe")
         }
@@ -240,6 +244,7 @@ class CalibrationSet:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<calibration>") -> CalibrationSet:
+        """Rebuild from :meth:`to_dict` output (ConfigError naming ``source`` when it is not one)."""
         if not isinstance(d, Mapping) or d.get("kind") != "CalibrationSet":
             raise ConfigError(f"{source}: field 'kind': expected 'CalibrationSet'")
         try:
