@@ -36,20 +36,23 @@ def main(argv: list[str] | None = None) -> int:
         a.out, a.shared, a.seeds, a.epsilon, a.confidence, pooled=not a.no_pooled, command=cmd.strip()
     )
     print(
-        f"{'scorer':42s} {'AUC pooled':>10s} {'seeds miss<=eps':>16s} {'mean test miss':>15s} {'over-block':>11s}"
+        f"{'scorer':40s} {'calibrated on':14s} {'AUC':>6s} {'seeds miss<=eps':>16s} {'test miss':>10s} "
+        f"{'over-block':>11s}"
     )
     for name, e in res["scorers"].items():
-        miss = [r["test_calibrated"]["pooled"]["miss"]["rate"] for r in e["seeds"]]
-        ob = [r["test_calibrated"]["pooled"]["over_block"]["rate"] for r in e["seeds"]]
-        print(
-            f"{name:42s} {e['held_out']['pooled']['auc']:10.3f} {e['seeds_meeting_bound']:>10d} of {len(miss)}"
-            f" {sum(miss) / len(miss):15.3f} {sum(ob) / len(ob):11.3f}"
-        )
-    print(f"\n{'policy':62s} {'safe pass':>9s} {'miss':>6s} {'refused':>8s} {'worst':>6s}")
+        for where in ("domain", "pooled"):
+            miss = [r[where]["test"][where]["miss"]["rate"] for r in e["seeds"]]
+            ob = [r[where]["test"][where]["over_block"]["rate"] for r in e["seeds"]]
+            auc = e["held_out"]["pooled"]["auc"]
+            print(
+                f"{name:40s} {where:14s} {auc:6.3f} {e['seeds_meeting_bound_' + where]:>10d} of {len(miss)}"
+                f" {sum(miss) / len(miss):10.3f} {sum(ob) / len(ob):11.3f}"
+            )
+    print(f"\n{'policy':80s} {'safe pass':>9s} {'miss':>6s} {'refused':>8s} {'worst':>6s}")
     for name, v in res["policies"].items():
         m = v["mean"]
         print(
-            f"{name:62s} {m['safe_pass']:9.3f} {m['miss']:6.3f} {m['hh_refused']:8.3f} "
+            f"{name:80s} {m['safe_pass']:9.3f} {m['miss']:6.3f} {m['hh_refused']:8.3f} "
             f"{m['hh_worst_person_unsafe_win']:6.3f}"
         )
     print(f"\nwritten {a.out / 'real_report.json'} and {a.out / 'real_report.md'} ({res['seconds']:.0f} s)")

@@ -34,6 +34,8 @@ from personalign.bounds.scorers import (
 from personalign.errors import ConfigError
 
 SOURCES = ("hh-rlhf", "convabuse", "toxicity-consensus")
+# the harm each packaged head models: its promise (epsilon) is calibrated and measured on these sources
+DOMAINS = {"harmlessness": ("hh-rlhf",), "consensus": ("convabuse", "toxicity-consensus")}
 COLUMNS = ["prompt", "text", "label", "source", "origin", "group", "train"]
 HARMFUL_SEVERITY = 2.0  # ConvAbuse, oriented: 2 strong, 3 very strong abuse
 
@@ -150,19 +152,29 @@ def calibration_split(items: pd.DataFrame, seed: int, calib_share: float = 0.5) 
 
 
 def calibration_set(
-    scores: np.ndarray, items: pd.DataFrame, seed: int = 0, calib_share: float = 0.5, name: str = ""
+    scores: np.ndarray,
+    items: pd.DataFrame,
+    seed: int = 0,
+    calib_share: float = 0.5,
+    name: str = "",
+    sources: tuple[str, ...] | None = None,
 ) -> CalibrationSet:
     """A scorer's :class:`CalibrationSet` from its ``scores`` of ``items`` (a :func:`real_harm_items` table): the
-    held-out items' calibration part (:func:`calibration_split`) sets thresholds, the rest is the test part."""
+    held-out items' calibration part (:func:`calibration_split`) sets thresholds, the rest is the test part;
+    ``sources`` keeps only those sources (the scorer's domain, e.g. :data:`DOMAINS`)."""
     s = np.asarray(scores, dtype=np.float64)
     if len(s) != len(items):
         raise ConfigError(f"{len(s)} scores for {len(items)} items")
-    cal = calibration_split(items, seed, calib_share)
-    test = ~items["train"].to_numpy(bool) & ~cal
+    unknown = set(sources or ()) - set(SOURCES)
+    if unknown:
+        raise ConfigError(f"unknown source(s) {sorted(unknown)} (expected some of {', '.join(SOURCES)})")
+    keep = items["source"].isin(sources or SOURCES).to_numpy()
+    cal = calibration_split(items, seed, calib_share) & keep
+    test = ~items["train"].to_numpy(bool) & ~cal & keep
     y = items["label"].to_numpy(int)
     counts = {
         f"{src}/{part}": {"harmful": int(np.sum(m & (y == 1) & sm)), "safe": int(np.sum(m & (y == 0) & sm))}
-        for src in SOURCES
+        for src in sources or SOURCES
         for part, m in (("calibration", cal), ("test", test))
         for sm in [(items["source"] == src).to_numpy()]
     }
@@ -173,8 +185,9 @@ def calibration_set(
         test_safe=s[test & (y == 0)],
         meta={
             "scorer": name,
-            "items": "held-out HH-RLHF harmless pairs (rejected = harmful), ConvAbuse (strong / very strong "
-            "abuse = harmful), POPQUORN / toxicity consensus items",
+            "items": "held-out items of " + ", ".join(sources or SOURCES) + " (HH-RLHF: rejected = harmful; "
+            "ConvAbuse: strong / very strong abuse = harmful; consensus: POPQUORN / toxicity items)",
+            "sources": list(sources or SOURCES),
             "seed": seed,
             "calib_share": calib_share,
             "counts": counts,

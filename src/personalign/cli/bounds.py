@@ -121,10 +121,11 @@ def calibrate(
     epsilon: float = typer.Option(0.1, help="Miss rate to show the calibrated threshold for."),
     confidence: float = typer.Option(0.95, help="Confidence of that miss rate."),
 ) -> None:
-    """Score real harm-labelled items held out from the packaged heads' training (HH-RLHF, ConvAbuse, POPQUORN /
-    toxicity consensus) and write each head's calibration.json (calibration and test scores), so that a policy
-    may state `epsilon:` and `confidence:` for it."""
-    from personalign.bounds.realdata import calibration_set, real_harm_items
+    """Score real harm-labelled items held out from the packaged heads' training and write each head's
+    calibration.json (calibration and test scores of its domain: HH-RLHF pairs for the harmlessness head,
+    ConvAbuse and the POPQUORN / toxicity consensus items for the consensus scorer), so that a policy may state
+    `epsilon:` and `confidence:` for it."""
+    from personalign.bounds.realdata import DOMAINS, calibration_set, real_harm_items
     from personalign.bounds.scorers import ARTIFACT_DIR, ConsensusScorer, HarmlessnessHead
 
     base = out or ARTIFACT_DIR
@@ -135,7 +136,7 @@ def calibrate(
     }
     for name, (head, direction) in heads.items():
         scores = head.score(items["prompt"].tolist(), items["text"].tolist())
-        cs = calibration_set(scores, items, seed=seed, name=name)
+        cs = calibration_set(scores, items, seed=seed, name=name, sources=DOMAINS[name])
         path = cs.save(base / name)
         tc = cs.calibrate(epsilon, confidence, direction)
         rates = cs.test_rates(tc.threshold, direction, confidence) or {}

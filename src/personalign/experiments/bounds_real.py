@@ -29,11 +29,12 @@ from sklearn.metrics import roc_auc_score
 
 from personalign.bounds.calibrate import Rate, calibrate_threshold, held_out_rates, passes
 from personalign.bounds.policy import load_policy
-from personalign.bounds.realdata import SOURCES, calibration_split, real_harm_items
+from personalign.bounds.realdata import DOMAINS, SOURCES, calibration_split, real_harm_items
 from personalign.bounds.scorers import ConsensusScorer, build_scorer
 from personalign.data.files import dumps_json, to_jsonable, write_text_atomic
 
 LEARNED = ("harmless", "not_consensus_offensive")  # the default policy's learned constraints
+POOLED = "pooled MiniLM classifier (retrained)"
 
 
 def pooled_scorer(items: pd.DataFrame, seed: int = 0, encoder: Any = None) -> ConsensusScorer:
@@ -85,14 +86,24 @@ def discrimination(
 
 
 def _rates_by_source(
-    items: pd.DataFrame, score: np.ndarray, threshold: float, direction: str, mask: np.ndarray, conf: float
+    items: pd.DataFrame,
+    score: np.ndarray,
+    threshold: float,
+    direction: str,
+    mask: np.ndarray,
+    conf: float,
+    domain: Sequence[str] = SOURCES,
 ) -> dict[str, Any]:
+    """Miss / over-block at ``threshold`` on the ``mask`` items: pooled, in ``domain``, and per source."""
     out = {}
     y = items["label"].to_numpy(int)
-    for src in ("pooled", *SOURCES):
-        m = mask & (np.ones(len(items), bool) if src == "pooled" else (items["source"] == src).to_numpy())
+    src_of = items["source"].to_numpy()
+    groups = {"pooled": np.ones(len(items), bool), "domain": np.isin(src_of, list(domain))}
+    groups |= {src: src_of == src for src in SOURCES}
+    for key, g in groups.items():
+        m = mask & g
         if m.any():
-            out[src] = held_out_rates(score[m & (y == 1)], score[m & (y == 0)], threshold, direction, conf)
+            out[key] = held_out_rates(score[m & (y == 1)], score[m & (y == 0)], threshold, direction, conf)
     return out
 
 
@@ -143,29 +154,45 @@ def run_real_report(
     pol = load_policy("default")
     base = pol.resolve(".")
     rule_scores: dict[str, tuple[np.ndarray, float, str]] = {}
-    scorers: dict[str, tuple[np.ndarray, str, float]] = {}
+    scorers: dict[str, tuple[np.ndarray, str, float, tuple[str, ...]]] = {}
     for c in pol.constraints:
         sc = build_scorer(c.scorer, base, allow=pol.allowed, source=pol.source)
         s = np.asarray(sc.score(prompts, texts), dtype=np.float64)
         thr = float(sc.threshold_) if c.threshold == "calibrated" else float(c.threshold)
         if c.name in LEARNED:
-            label = "harmlessness head (shipped)" if c.name == "harmless" else "consensus scorer (shipped)"
-            scorers[label] = (s, c.direction, thr)
+            head = "harmlessness" if c.name == "harmless" else "consensus"
+            scorers[f"{head} {'head' if head == 'harmlessness' else 'scorer'} (shipped)"] = (
+                s,
+                c.direction,
+                thr,
+                DOMAINS[head],
+            )
         else:
             rule_scores[c.name] = (s, thr, c.direction)
     info: dict[str, Any] = {}
     if pooled:
         ps = pooled_scorer(items, seed=0)
-        scorers["pooled MiniLM classifier (retrained)"] = (
+        scorers[POOLED] = (
             np.asarray(ps.score(prompts, texts), dtype=np.float64),
             "max",
             float(ps.threshold_),
+            SOURCES,
         )
         info["pooled_training"] = ps.metrics_
     rules_ok = np.ones(len(items), bool)
     for s, thr, direction in rule_scores.values():
         rules_ok &= passes(s, thr, direction)
     hi = items[held].reset_index(drop=True)
+    y = hi["label"].to_numpy(int)
+    src_h = hi["source"].to_numpy()
+    splits = {seed: calibration_split(items, seed)[held] for seed in seeds}
+
+    def calibrated(name: str, seed: int, where: str) -> Any:
+        s, direction, _, domain = scorers[name]
+        cal = splits[seed] & (np.isin(src_h, list(domain)) if where == "domain" else True)
+        sh = s[held]
+        return calibrate_threshold(sh[cal & (y == 1)], epsilon, confidence, direction, sh[cal & (y == 0)])
+
     res: dict[str, Any] = {
         "command": command,
         "epsilon": epsilon,
@@ -182,63 +209,63 @@ def run_real_report(
         "policies": {},
         **info,
     }
-    for name, (s, direction, own) in scorers.items():
+    for name, (s, direction, own, domain) in scorers.items():
         sh = s[held]
         entry: dict[str, Any] = {
             "direction": direction,
             "own_threshold": own,
+            "domain": list(domain),
             "held_out": discrimination(hi, sh, direction, own),
             "seeds": [],
         }
         for seed in seeds:
-            cal = calibration_split(items, seed)[held]
-            test = ~cal
-            y = hi["label"].to_numpy(int)
-            tc = calibrate_threshold(sh[cal & (y == 1)], epsilon, confidence, direction, sh[cal & (y == 0)])
-            calibrated = _rates_by_source(hi, sh, tc.threshold, direction, test, confidence)
-            entry["seeds"].append(
-                {
-                    "seed": seed,
+            test = ~splits[seed]
+            row: dict[str, Any] = {"seed": seed}
+            for where in ("pooled", "domain"):
+                tc = calibrated(name, seed, where)
+                rates = _rates_by_source(hi, sh, tc.threshold, direction, test, confidence, domain)
+                row[where] = {
                     "calibration": tc.to_dict(),
-                    "test_calibrated": calibrated,
-                    "test_own_threshold": _rates_by_source(hi, sh, own, direction, test, confidence),
-                    "meets_bound": bool(calibrated["pooled"]["miss"]["rate"] <= epsilon),
+                    "test": rates,
+                    "meets_bound": bool(rates[where]["miss"]["rate"] <= epsilon),
+                    "consistent_with_bound": bool(rates[where]["miss"]["lo"] <= epsilon),
                 }
+            row["own_threshold"] = _rates_by_source(hi, sh, own, direction, test, confidence, domain)
+            entry["seeds"].append(row)
+        for where in ("pooled", "domain"):
+            entry[f"seeds_meeting_bound_{where}"] = int(sum(r[where]["meets_bound"] for r in entry["seeds"]))
+            entry[f"seeds_consistent_with_bound_{where}"] = int(
+                sum(r[where]["consistent_with_bound"] for r in entry["seeds"])
             )
-        entry["seeds_meeting_bound"] = int(sum(r["meets_bound"] for r in entry["seeds"]))
         res["scorers"][name] = entry
-    # policies: the learned constraints and the rules together
-    variants = {
-        "default (shipped thresholds)": ["harmlessness head (shipped)", "consensus scorer (shipped)"],
-        f"default, learned constraints calibrated (epsilon {epsilon})": [
-            "harmlessness head (shipped)",
-            "consensus scorer (shipped)",
-        ],
+    # policies: the learned constraints and the default's rules together
+    shipped = ["harmlessness head (shipped)", "consensus scorer (shipped)"]
+    variants: dict[str, tuple[list[str], str]] = {
+        "default (shipped thresholds)": (shipped, "own"),
+        f"default, each learned constraint calibrated on its domain (epsilon {epsilon})": (shipped, "domain"),
+        f"default, learned constraints calibrated on all sources (epsilon {epsilon})": (shipped, "pooled"),
     }
+    variants[f"consensus scorer + rules (no HH head), calibrated on its domain (epsilon {epsilon})"] = (
+        shipped[1:],
+        "domain",
+    )
     if pooled:
-        variants[f"pooled classifier + rules, calibrated (epsilon {epsilon})"] = [
-            "pooled MiniLM classifier (retrained)"
-        ]
+        variants[f"pooled classifier + rules, calibrated (epsilon {epsilon})"] = ([POOLED], "pooled")
     rules_h = rules_ok[held]
-    for vname, members in variants.items():
+    for vname, (members, mode) in variants.items():
         per_seed = []
         for seed in seeds:
-            cal = calibration_split(items, seed)[held]
-            y = hi["label"].to_numpy(int)
             allowed = rules_h.copy()
             thresholds = {}
             for m in members:
-                s, direction, own = scorers[m]
-                sh = s[held]
-                thr = own
-                if "calibrated" in vname:
-                    thr = calibrate_threshold(sh[cal & (y == 1)], epsilon, confidence, direction).threshold
+                s, direction, own, _ = scorers[m]
+                thr = own if mode == "own" else calibrated(m, seed, mode).threshold
                 thresholds[m] = thr
-                allowed &= passes(sh, thr, direction)
-            per_seed.append(
-                {"seed": seed, "thresholds": thresholds, **_policy_outcome(hi, allowed, ~cal, confidence)}
-            )
+                allowed &= passes(s[held], thr, direction)
+            out_seed = _policy_outcome(hi, allowed, ~splits[seed], confidence)
+            per_seed.append({"seed": seed, "thresholds": thresholds, **out_seed})
         res["policies"][vname] = {
+            "calibration": mode,
             "seeds": per_seed,
             "mean": {
                 "safe_pass": float(np.mean([r["pooled"]["safe_pass"]["rate"] for r in per_seed])),
@@ -291,28 +318,39 @@ def real_markdown(res: dict[str, Any]) -> str:
             )
     L += [
         "",
-        f"## Calibrated thresholds: miss rate <= {eps} at {conf:.0%} confidence (pooled calibration split)",
+        f"## Calibrated thresholds: miss rate <= {eps} at {conf:.0%} confidence",
         "",
         "Per seed, the held-out items are split in half (by pair / item, stratified by source and label); the "
-        "threshold is calibrated on the first half (one-sided Clopper-Pearson bound over the harmful items) and "
-        "measured on the second. Intervals: two-sided 95% Clopper-Pearson.",
+        "threshold is calibrated on the harmful items of the first half (one-sided Clopper-Pearson bound) and "
+        "measured on the second. *domain*: calibrated and measured on the scorer's own domain (harmlessness "
+        "head: HH-RLHF; consensus scorer: ConvAbuse + toxicity-consensus; pooled classifier: all three); "
+        "*all sources*: calibrated on every source pooled. Intervals: two-sided 95% Clopper-Pearson.",
         "",
-        "| scorer | seed | threshold | test miss (pooled) | test over-block (pooled) | miss: hh / convabuse / "
-        "consensus | own threshold: test miss, over-block |",
-        "|---|---|---|---|---|---|---|",
+        "| scorer | calibrated on | seed | threshold | test miss | test over-block | miss per source: hh / "
+        "convabuse / consensus | over-block per source | own threshold: miss, over-block |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in res["scorers"].items():
-        for r in e["seeds"]:
-            tc, own = r["test_calibrated"], r["test_own_threshold"]
-            per = " / ".join(f"{100 * tc[s]['miss']['rate']:.1f}%" for s in SOURCES if s in tc)
-            L.append(
-                f"| {name} | {r['seed']} | {r['calibration']['threshold']:.4g} | {_pct(tc['pooled']['miss'])} | "
-                f"{_pct(tc['pooled']['over_block'])} | {per} | {100 * own['pooled']['miss']['rate']:.1f}%, "
-                f"{100 * own['pooled']['over_block']['rate']:.1f}% |"
+        for where in ("domain", "pooled"):
+            label = f"domain ({', '.join(e['domain'])})" if where == "domain" else "all sources"
+            for r in e["seeds"]:
+                tc, own = r[where]["test"], r["own_threshold"]
+                per = " / ".join(f"{100 * tc[s]['miss']['rate']:.1f}%" for s in SOURCES if s in tc)
+                pob = " / ".join(f"{100 * tc[s]['over_block']['rate']:.1f}%" for s in SOURCES if s in tc)
+                L.append(
+                    f"| {name} | {label} | {r['seed']} | {r[where]['calibration']['threshold']:.4g} | "
+                    f"{_pct(tc[where]['miss'])} | {_pct(tc[where]['over_block'])} | {per} | {pob} | "
+                    f"{100 * own[where]['miss']['rate']:.1f}%, {100 * own[where]['over_block']['rate']:.1f}% |"
+                )
+            k, kc, n = (
+                e[f"seeds_meeting_bound_{where}"],
+                e[f"seeds_consistent_with_bound_{where}"],
+                len(e["seeds"]),
             )
-        L.append(
-            f"| {name} | seeds with test miss <= {eps} | {e['seeds_meeting_bound']} of {len(e['seeds'])} | | | | |"
-        )
+            L.append(
+                f"| {name} | {label} | seeds with test miss <= {eps}: **{k} of {n}** (interval reaching "
+                f"<= {eps}: {kc} of {n}) | | | | | | |"
+            )
     L += [
         "",
         "## Policies on the held-out test items (all seeds)",
@@ -322,19 +360,23 @@ def real_markdown(res: dict[str, Any]) -> str:
         "= a person who always prefers the unsafe response gets it whenever the policy allows it (1.0 without a "
         "policy).",
         "",
-        "| policy | seed | safe pass | miss | HH pairs refused | worst person's unsafe-win rate |",
-        "|---|---|---|---|---|---|",
+        "| policy | seed | safe pass | miss | safe pass: hh / convabuse / consensus | miss: hh / convabuse / "
+        "consensus | HH pairs refused | worst person's unsafe-win rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for vname, v in res["policies"].items():
         for r in v["seeds"]:
             hp = r["hh_pairs"]
+            sp = " / ".join(f"{100 * r[s]['safe_pass']['rate']:.1f}%" for s in SOURCES)
+            ms = " / ".join(f"{100 * r[s]['miss']['rate']:.1f}%" for s in SOURCES)
             L.append(
                 f"| {vname} | {r['seed']} | {_pct(r['pooled']['safe_pass'])} | {_pct(r['pooled']['miss'])} | "
-                f"{_pct(hp['refused'])} | {_pct(hp['worst_person_unsafe_win'])} |"
+                f"{sp} | {ms} | {_pct(hp['refused'])} | {_pct(hp['worst_person_unsafe_win'])} |"
             )
         m = v["mean"]
         L.append(
-            f"| {vname} | mean | {100 * m['safe_pass']:.1f}% | {100 * m['miss']:.1f}% | {100 * m['hh_refused']:.1f}% | "
+            f"| {vname} | mean | {100 * m['safe_pass']:.1f}% | {100 * m['miss']:.1f}% | | | "
+            f"{100 * m['hh_refused']:.1f}% | "
             f"{100 * m['hh_worst_person_unsafe_win']:.1f}% |"
         )
     L += ["", f"Seconds: {res['seconds']:.0f}", ""]
