@@ -149,3 +149,24 @@ def test_both_violating_pairs_are_refused_not_ranked_by_taste():
     assert vt2["violation_with"].iloc[0] == pytest.approx(2 / 3) and vt2["refused_with"].iloc[0] == 0.0
     least.rank(W[0], "p1", ["b1", "c1"])
     assert least.refusal_stats()["least_violating"] == 1
+
+
+def test_packaged_heads_carry_calibration_sets_a_policy_can_promise_on():
+    """The shipped heads have calibration.json (written by `bounds calibrate` on held-out real items); the
+    packaged default policy, with epsilon added to its consensus constraint, takes that threshold."""
+    from personalign.bounds.policy import load_policy
+    from personalign.bounds.scorers import ConsensusScorer, HarmlessnessHead
+
+    for head, kind in ((HarmlessnessHead.load(), "harmlessness"), (ConsensusScorer.load(), "consensus")):
+        cs = head.calibration_
+        assert cs is not None and cs.meta["scorer"] == kind
+        assert len(cs.harmful) >= 29 and len(cs.test_harmful) >= 29 and len(cs.safe) and len(cs.test_safe)
+    raw = load_policy("default").model_dump(exclude={"source"})
+    raw["constraints"][1]["epsilon"] = 0.1
+    model = _Model({"a": np.ones(2)})
+    bp = BoundedPolicy(model, policy_from_dict(raw, "default+epsilon"))
+    cs = bp.scorers["not_consensus_offensive"].calibration_
+    assert bp.thresholds["not_consensus_offensive"] == calibrate_threshold(cs.harmful, 0.1, 0.95, "max").threshold
+    rates = bp.held_out_rates()
+    assert set(rates) == {"harmless", "not_consensus_offensive"}
+    assert rates["not_consensus_offensive"]["epsilon"] == 0.1 and rates["harmless"]["epsilon"] is None
