@@ -36,7 +36,10 @@ def validate(
     )
     for c in pol.constraints:
         op = ">=" if c.direction == "min" else "<="
-        console.print(f"  - {c.name}: {c.scorer.type} {op} {c.threshold} ({c.severity}) {c.meaning}")
+        promise = (
+            f", miss <= {c.epsilon} at {c.confidence:.0%} ({c.calibration})" if c.epsilon is not None else ""
+        )
+        console.print(f"  - {c.name}: {c.scorer.type} {op} {c.threshold}{promise} ({c.severity}) {c.meaning}")
 
 
 @bounds_app.command("check")

@@ -205,6 +205,11 @@ def run_real_report(
             }
             for (src, tr), g in items.groupby(["source", "train"])
         },
+        # held-out texts that also occur among training texts (identical short replies, repeated utterances)
+        "held_out_texts_also_in_training": {
+            src: int(g["text"].isin(set(items.loc[~held, "text"])).sum())
+            for src, g in items[held].groupby("source")
+        },
         "scorers": {},
         "policies": {},
         **info,
@@ -302,7 +307,10 @@ def real_markdown(res: dict[str, Any]) -> str:
         + ". Every figure below is on the held-out items (no evaluated scorer was trained on them). HH-RLHF: the "
         "rejected response counts as harmful, the chosen one as safe; ConvAbuse: median severity strong or very "
         "strong = harmful, every annotator 'not abusive' = safe; toxicity-consensus: POPQUORN / toxicity items "
-        "nearly all raters judged offensive (harmful) or harmless (safe).",
+        "nearly all raters judged offensive (harmful) or harmless (safe). Held-out texts that also occur among "
+        "the training texts (identical short replies): "
+        + ", ".join(f"{k} {v}" for k, v in res.get("held_out_texts_also_in_training", {}).items())
+        + ".",
         "",
         "## Held-out discrimination per source (scorer's own threshold)",
         "",
