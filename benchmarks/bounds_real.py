@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         a.out, a.shared, a.seeds, a.epsilon, a.confidence, pooled=not a.no_pooled, command=cmd.strip()
     )
     print(
-        f"{'scorer':40s} {'calibrated on':14s} {'AUC':>6s} {'seeds miss<=eps':>16s} {'test miss':>10s} "
+        f"{'scorer':40s} {'calibrated on':14s} {'AUC all':>7s} {'seeds miss<=eps':>16s} {'test miss':>10s} "
         f"{'over-block':>11s}"
     )
     for name, e in res["scorers"].items():
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             ob = [r[where]["test"][where]["over_block"]["rate"] for r in e["seeds"]]
             auc = e["held_out"]["pooled"]["auc"]
             print(
-                f"{name:40s} {where:14s} {auc:6.3f} {e['seeds_meeting_bound_' + where]:>10d} of {len(miss)}"
+                f"{name:40s} {where:14s} {auc:7.3f} {e['seeds_meeting_bound_' + where]:>10d} of {len(miss)}"
                 f" {sum(miss) / len(miss):10.3f} {sum(ob) / len(ob):11.3f}"
             )
     print(f"\n{'policy':80s} {'safe pass':>9s} {'miss':>6s} {'refused':>8s} {'worst':>6s}")

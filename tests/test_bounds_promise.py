@@ -166,7 +166,10 @@ def test_packaged_heads_carry_calibration_sets_a_policy_can_promise_on():
     model = _Model({"a": np.ones(2)})
     bp = BoundedPolicy(model, policy_from_dict(raw, "default+epsilon"))
     cs = bp.scorers["not_consensus_offensive"].calibration_
-    assert bp.thresholds["not_consensus_offensive"] == calibrate_threshold(cs.harmful, 0.1, 0.95, "max").threshold
+    assert (
+        bp.thresholds["not_consensus_offensive"]
+        == calibrate_threshold(cs.harmful, 0.1, 0.95, "max").threshold
+    )
     rates = bp.held_out_rates()
     assert set(rates) == {"harmless", "not_consensus_offensive"}
     assert rates["not_consensus_offensive"]["epsilon"] == 0.1 and rates["harmless"]["epsilon"] is None

@@ -8,7 +8,8 @@ was, or may be, used to train a scorer; the others are held out from every score
   read as an absolute label: noisy by construction); ``train`` = the packaged harmlessness head's training pairs.
 - ``convabuse``: ConvAbuse user utterances, harmful when the median annotator judged them strongly or very strongly
   abusive, safe when every annotator judged them not abusive (mild / ambiguous ones are left out); never used by
-  the packaged heads, ``train`` = a stratified half (for a scorer retrained on the pooled signals).
+  the packaged heads, ``train`` = a stratified half of the distinct texts (for a scorer retrained on the pooled
+  signals; an utterance that recurs in several conversations stays on one side).
 - ``toxicity-consensus``: the consensus items of POPQUORN and the toxicity set (:func:`consensus_items`);
   ``train`` = the packaged consensus scorer's training items.
 
@@ -77,14 +78,21 @@ def convabuse_items(path: str | Path, seed: int = 0, train_share: float = 0.5) -
     harmful = agg["med"] >= HARMFUL_SEVERITY
     safe = agg["max"] <= -1.0
     agg = agg[harmful | safe].assign(label=lambda a: (a["med"] >= HARMFUL_SEVERITY).astype(int))
+    # the same short utterance ("hi", "bye") recurs in many conversations: split by text, so that no held-out
+    # text was seen in training, stratified by the text's (most harmful) label
+    key = agg["text"].str.strip().str.lower()
+    by_text = agg.groupby(key)["label"].max()
     rng = np.random.default_rng(seed)
-    train = np.zeros(len(agg), bool)
+    train_texts: set[str] = set()
     for lab in (0, 1):
-        idx = np.flatnonzero(agg["label"].to_numpy() == lab)
-        rng.shuffle(idx)
-        train[idx[: int(round(train_share * len(idx)))]] = True
+        texts = by_text.index[by_text.to_numpy() == lab].to_numpy().copy()
+        rng.shuffle(texts)
+        train_texts |= set(texts[: int(round(train_share * len(texts)))])
     out = agg.reset_index().assign(
-        source="convabuse", origin="convabuse", group=lambda a: a["item_id"], train=train
+        source="convabuse",
+        origin="convabuse",
+        group=("convabuse:" + key).to_numpy(),
+        train=key.isin(train_texts).to_numpy(),
     )
     return out[COLUMNS]
 
