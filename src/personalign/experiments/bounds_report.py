@@ -218,14 +218,15 @@ def markdown(res: dict[str, Any], pois: pd.DataFrame | None = None) -> str:
         "",
         "## Personalization tax (ordinary persons, held-out prompts)",
         "",
-        "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | held-out acc raw | bounded | population |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | refused prompts | tax on answered prompts | held-out acc raw | bounded | population |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in res["tax"].items():
         a = t.get("heldout_accuracy_per_person", {})
         L.append(
             f"| {name} | {t['true_reward_of_choice_raw']:.3f} | {t['true_reward_of_choice_bounded']:.3f} | "
             f"{t['true_reward_oracle']:.3f} | {t['tax_mean']:.3f} ± {t['tax_sd_over_persons']:.3f} | {t['tax_worst_person']:.3f} | "
+            f"{t.get('refused_prompt_share', float('nan')):.3f} | {t.get('tax_mean_answered', float('nan')):.3f} | "
             f"{a.get('raw', {}).get('mean', float('nan')):.3f} | {a.get('bounded', {}).get('mean', float('nan')):.3f} | "
             f"{a.get('population', {}).get('mean', float('nan')):.3f} |"
         )
