@@ -104,7 +104,11 @@ def test_calibrate_cli_writes_calibration_and_a_policy_uses_it(shared_data, tmp_
     assert r.exit_code == 0, r.output
     assert "harmlessness:" in r.output and "test miss" in r.output
     head = HarmlessnessHead.load(tmp_path / "harmlessness")
-    assert head.calibration_ is not None and len(head.calibration_.harmful) > 300
+    cs = head.calibration_
+    assert cs is not None and cs.meta["sources"] == ["hh-rlhf"]  # the head's own domain
+    assert len(cs.harmful) + len(cs.test_harmful) == 578  # the head's held-out pairs' rejected responses
+    cons_cal = ConsensusScorer.load(tmp_path / "consensus").calibration_
+    assert cons_cal is not None and cons_cal.meta["sources"] == ["convabuse", "toxicity-consensus"]
     pol = {
         "constraints": [
             {
