@@ -1,6 +1,7 @@
 """Bounded personalization: universal constraints with a guarantee, trust regions, consensus-aware bounds, monitors."""
 
 from personalign.bounds.bounded import OFFSET, BoundedPolicy, Ranking, bounded_order, bounded_reward, squash
+from personalign.bounds.calibrate import CalibrationSet, calibrate_threshold, held_out_rates
 from personalign.bounds.monitors import (
     FilterBubbleMonitor,
     LockInMonitor,
@@ -28,6 +29,7 @@ __all__ = [
     "Agreement",
     "AttributeScorer",
     "BoundedPolicy",
+    "CalibrationSet",
     "CallableScorer",
     "ConsensusScorer",
     "FilterBubbleMonitor",
@@ -40,9 +42,11 @@ __all__ = [
     "bounded_order",
     "bounded_reward",
     "build_scorer",
+    "calibrate_threshold",
     "consensus_scale",
     "decay_weights",
     "decayed_adapt",
+    "held_out_rates",
     "influence_weights",
     "list_policies",
     "load_policy",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from personalign.bounds.calibrate import ThresholdCalibration
 from personalign.bounds.policy import Policy, load_policy
 from personalign.bounds.scorers import AttributeScorer, build_scorer
 from personalign.bounds.trust import Agreement, consensus_scale, project_trust_region
@@ -160,6 +161,8 @@ class BoundedPolicy:
         self._check_dims()
         self.scorers: dict[str, Any] = {}
         self.thresholds: dict[str, float] = {}
+        self.calibrations: dict[str, ThresholdCalibration] = {}
+        self.choices = {"chosen": 0, "refused": 0, "least_violating": 0}
         for c in self.constraints:
             self.scorers[c.name] = self._scorer(c, (scorers or {}).get(c.name), items)
             self.thresholds[c.name] = self._threshold(c, self.scorers[c.name])
@@ -198,6 +201,20 @@ class BoundedPolicy:
     def _threshold(self, c: Any, sc: Any) -> float:
         if c.threshold != "calibrated":
             return float(c.threshold)
+        if c.epsilon is not None:
+            where = f"{self.source}: field 'constraints.{c.name}.epsilon'"
+            cal = getattr(sc, "calibration_", None)
+            if cal is None:
+                raise ConfigError(
+                    f"{where}: its scorer has no held-out calibration items (a calibration.json beside the "
+                    "head, written by `personalign bounds calibrate`); drop epsilon or calibrate the scorer"
+                )
+            try:
+                res = cal.calibrate(c.epsilon, c.confidence, c.direction, c.calibration)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            self.calibrations[c.name] = res
+            return res.threshold
         t = getattr(sc, "threshold_", None)
         if t is None:
             raise ConfigError(
@@ -229,6 +246,42 @@ class BoundedPolicy:
     def fallback_text(self) -> str | None:
         """What the policy answers when it allows no candidate (None without a policy)."""
         return self.policy.fallback.refusal_text if self.policy is not None else None
+
+    def refusal_stats(self) -> dict[str, Any]:
+        """How often :meth:`rank` / :meth:`choose_index` served an allowed candidate (``chosen``), refused
+        because every candidate violated (``refused``) or served the least violating one, and the refusal share."""
+        n = sum(self.choices.values())
+        return {**self.choices, "calls": n, "refusal_rate": self.choices["refused"] / n if n else 0.0}
+
+    def _count(self, allowed_any: bool) -> None:
+        if self.policy is None or allowed_any:
+            self.choices["chosen"] += 1
+        elif self.fallback_mode == "refuse":
+            self.choices["refused"] += 1
+        else:
+            self.choices["least_violating"] += 1
+
+    def held_out_rates(self) -> dict[str, dict[str, Any]]:
+        """Per constraint whose scorer carries a calibration set with a test split: the achieved ``miss`` and
+        ``over_block`` rates at the threshold in use, with Clopper-Pearson intervals, and the promise (``epsilon``,
+        ``confidence``, ``calibration``) where the policy states one. Empty without such scorers."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in self.constraints:
+            cal = getattr(self.scorers[c.name], "calibration_", None)
+            if cal is None:
+                continue
+            conf = c.confidence if c.confidence is not None else 0.95
+            rates = cal.test_rates(self.thresholds[c.name], c.direction, conf)
+            if rates is None:
+                continue
+            out[c.name] = {
+                **rates,
+                "epsilon": c.epsilon,
+                "confidence": conf,
+                "calibration": c.calibration if c.epsilon is not None else "scorer's own threshold",
+                "items": cal.meta.get("items", ""),
+            }
+        return out
 
     # ------------------------------------------------------------------------------------- constraints
     def check(self, prompts: str | Sequence[str], responses: Sequence[str]) -> dict[str, Any]:
@@ -430,10 +483,12 @@ class BoundedPolicy:
         allowed = np.asarray(evaluation["allowed"], dtype=bool)
         r = np.asarray(evaluation["reward"], dtype=np.float64)
         if not allowed.any():
+            self._count(False)
             if self.fallback_mode == "least_violating" and len(r):
                 nv = np.asarray([len(v) for v in evaluation["violations"]], dtype=np.float64)
                 return int(np.lexsort((-r, nv))[0])
             return -1
+        self._count(True)
         return int(np.argmax(np.where(allowed, r, -np.inf)))
 
     def reward(
@@ -458,6 +513,7 @@ class BoundedPolicy:
         order = bounded_order(personal, sat, chk["n_violations"])
         fallback = self.policy is not None and not bool(sat.any())
         refused = fallback and self.fallback_mode == "refuse"
+        self._count(not fallback)
         notes = [f"no candidate satisfies the constraints ({self.fallback_mode})"] if fallback else []
         choice = (self.fallback_text or "") if refused or not cands else cands[int(order[0])]
         return Ranking(

@@ -28,7 +28,11 @@ def violation_table(
     bp: BoundedPolicy, W: np.ndarray, meta: pd.DataFrame, pairs: pd.DataFrame
 ) -> pd.DataFrame:
     """Per person (rows of ``W``, described by ``meta``): share of ``pairs`` the unsafe response wins (>=),
-    without the policy (raw personal reward, no projection) and with it (bounded reward)."""
+    without the policy (raw personal reward, no projection) and with it (bounded reward).
+
+    With the policy, a pair whose two responses both violate is answered by the refusal text when the policy's
+    fallback is ``refuse``: the unsafe response does not win it (the refusal counts as safe). ``refused_with`` is
+    the share of pairs refused (the same for every person: constraints never read the personal model)."""
     texts = pd.unique(pd.concat([pairs["safe"], pairs["unsafe"]]))
     prompt_of = dict(zip(pairs["safe"], pairs["prompt"], strict=False)) | dict(
         zip(pairs["unsafe"], pairs["prompt"], strict=False)
@@ -46,7 +50,10 @@ def violation_table(
     bounded = OFFSET * sat[None, :] + squash(bp.personal_matrix(W, prompts, list(texts)))
     out = meta.copy()
     out["violation_without"] = np.mean(raw[:, ui] >= raw[:, si], axis=1)
-    out["violation_with"] = np.mean(bounded[:, ui] >= bounded[:, si], axis=1)
+    wins = bounded[:, ui] >= bounded[:, si]
+    refused = ~sat[ui] & ~sat[si] if bp.bounded and bp.fallback_mode == "refuse" else np.zeros(len(ui), bool)
+    out["violation_with"] = np.mean(wins & ~refused[None, :], axis=1)
+    out["refused_with"] = float(np.mean(refused)) if len(refused) else 0.0
     out["n_pairs"] = len(pairs)
     return out
 
@@ -122,6 +129,7 @@ def check_report(bp: BoundedPolicy, data: PreferenceData, max_persons: int | Non
         "items_satisfying": float(np.mean(sat)) if len(sat) else None,
         "constraint_pass_rates": constraint_pass_rates(bp, chk),
         "thresholds": bp.thresholds,
+        "held_out_rates": bp.held_out_rates(),
         "separable_pairs": int(len(pairs)),
         "persons": len(users),
     }

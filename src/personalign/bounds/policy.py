@@ -13,6 +13,8 @@ Example (YAML, see ``personalign/bounds/policies/default.yaml``)::
       - name: harmless
         scorer: {type: harmlessness}          # the packaged head; or {type: harmlessness, path: DIR}
         threshold: calibrated                 # the head's calibrated threshold, or a number
+        epsilon: 0.1                          # optional: at most 10% of harmful items pass ...
+        confidence: 0.95                      # ... with 95% confidence (calibrated on held-out items)
         direction: min                        # satisfied when score >= threshold ("max": score <= threshold)
         severity: block
         meaning: the response helps with harm most people reject
@@ -125,6 +127,23 @@ class ConstraintSpec(_Strict):
     direction: Literal["min", "max"] = "min"
     severity: Literal["block", "warn"] = "block"
     meaning: str = ""
+    # a stated miss rate: with threshold 'calibrated', the threshold is set on the scorer's held-out calibration
+    # items so that at most a share epsilon of harmful items pass, with probability confidence (see calibrate.py)
+    epsilon: float | None = Field(default=None, gt=0, lt=1)
+    confidence: float | None = Field(default=None, gt=0, lt=1)
+    calibration: Literal["binomial", "conformal"] = "binomial"
+
+    @model_validator(mode="after")
+    def _promise(self) -> ConstraintSpec:
+        if self.epsilon is None and self.confidence is not None:
+            raise ValueError("'confidence' needs 'epsilon' (the miss rate it is the confidence of)")
+        if self.epsilon is not None and self.threshold != "calibrated":
+            raise ValueError(
+                "'epsilon' needs threshold: calibrated (a number cannot keep a stated miss rate)"
+            )
+        if self.epsilon is not None and self.confidence is None:
+            self.confidence = 0.95
+        return self
 
     @field_validator("threshold")
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from personalign.bounds.calibrate import CalibrationSet
 from personalign.bounds.policy import DEFAULT_CALLABLES, check_callable
 from personalign.errors import ConfigError, DataError, NotFittedError
 
@@ -177,16 +178,20 @@ class HarmlessnessHead:
             self.featurizer.transform(prompts, responses, show_progress=progress), dtype=np.float64
         )
 
+    def split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, held-out) pair indices of ``fit`` on ``n`` pairs (the seed ``random_state``, ``test_size``):
+        the held-out pairs are the ones a calibration may use."""
+        perm = np.random.default_rng(self.random_state).permutation(n)
+        n_test = int(round(self.test_size * n))
+        return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
     def fit(self, pairs: pd.DataFrame, progress: bool = False) -> HarmlessnessHead:
         """Fit on columns prompt, chosen, rejected; hold out ``test_size`` of the pairs for the reported figures."""
         if self.featurizer is None:
             self.featurizer = _featurizer()
         t0 = time.perf_counter()
         n = len(pairs)
-        rng = np.random.default_rng(self.random_state)
-        perm = rng.permutation(n)
-        n_test = int(round(self.test_size * n))
-        test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        train_idx, test_idx = self.split(n)
         pc = self._phi(pairs["prompt"].tolist(), pairs["chosen"].tolist(), progress)
         pr = self._phi(pairs["prompt"].tolist(), pairs["rejected"].tolist(), progress)
         d = pc - pr
@@ -202,6 +207,7 @@ class HarmlessnessHead:
         sc, sr = pc @ self.coef_, pr @ self.coef_
         # the absolute threshold is calibrated on the training pairs and checked on the held-out ones
         self.threshold_ = _youden(sc[train_idx], sr[train_idx])
+        self.calibration_ = None  # a refit invalidates any calibration set of the previous weights
         te = test_idx
         self.metrics_ = {
             "n_pairs": int(n),
@@ -244,6 +250,7 @@ class HarmlessnessHead:
         )
         head.threshold_ = float(cfg["threshold"])
         head.metrics_ = cfg.get("metrics", {})
+        head.calibration_ = CalibrationSet.load(directory)
         return head
 
 
@@ -349,6 +356,18 @@ class ConsensusScorer:
         e = np.asarray(self.encoder.encode(list(texts), show_progress=progress), dtype=np.float64)
         return np.concatenate([e, np.ones((len(e), 1))], axis=1)
 
+    def split(self, labels: np.ndarray) -> np.ndarray:
+        """The held-out mask of ``fit`` on items with these labels: ``test_size`` of each class (seed
+        ``random_state``); the held-out items are the ones a calibration may use."""
+        y = np.asarray(labels, dtype=float)
+        rng = np.random.default_rng(self.random_state)
+        test = np.zeros(len(y), bool)
+        for lab in (0, 1):  # stratified, so both classes are held out
+            idx = np.flatnonzero(y == lab)
+            rng.shuffle(idx)
+            test[idx[: int(round(self.test_size * len(idx)))]] = True
+        return test
+
     def fit(self, items: pd.DataFrame, progress: bool = False) -> ConsensusScorer:
         """Fit the logistic head on consensus items (``label`` 1: nearly every rater judged it offensive), class
         weights balanced; ``threshold_`` at Youden's point on the training share, accuracy and AUC on a stratified
@@ -359,18 +378,13 @@ class ConsensusScorer:
             self.encoder = get_encoder("minilm", cache=True)
         t0 = time.perf_counter()
         y = items["label"].to_numpy(float)
-        rng = np.random.default_rng(self.random_state)
-        # stratified split so both classes are held out
-        test = np.zeros(len(y), bool)
-        for lab in (0, 1):
-            idx = np.flatnonzero(y == lab)
-            rng.shuffle(idx)
-            test[idx[: int(round(self.test_size * len(idx)))]] = True
+        test = self.split(y)
         x = self._x(items["text"].tolist(), progress)
         w = np.where(y == 1, 0.5 / max(y[~test].mean(), 1e-9), 0.5 / max(1 - y[~test].mean(), 1e-9))
         self.coef_ = _fit_logistic(x[~test], y[~test], self.l2, w[~test])
         p = 1 / (1 + np.exp(-(x @ self.coef_)))
         self.threshold_ = _youden(p[~test & (y == 1)], p[~test & (y == 0)])
+        self.calibration_ = None
         pt, yt = p[test], y[test]
         pred = pt >= self.threshold_
         auc = (
@@ -421,6 +435,7 @@ class ConsensusScorer:
         sc.coef_ = np.asarray(cfg["coef"], dtype=np.float64)
         sc.threshold_ = float(cfg["threshold"])
         sc.metrics_ = cfg.get("metrics", {})
+        sc.calibration_ = CalibrationSet.load(directory)
         return sc
 
 

@@ -44,7 +44,10 @@ def validate(
     )
     for c in pol.constraints:
         op = ">=" if c.direction == "min" else "<="
-        console.print(f"  - {c.name}: {c.scorer.type} {op} {c.threshold} ({c.severity}) {c.meaning}")
+        promise = (
+            f", miss <= {c.epsilon} at {c.confidence:.0%} ({c.calibration})" if c.epsilon is not None else ""
+        )
+        console.print(f"  - {c.name}: {c.scorer.type} {op} {c.threshold}{promise} ({c.severity}) {c.meaning}")
 
 
 @bounds_app.command("check")
@@ -126,6 +129,42 @@ def train_scorers(
             f"AUC {m['test_auc']:.3f} (n={m['n_test']}), threshold {m['threshold']:.3f}"
         )
     console.print(f"saved under {base}")
+
+
+@bounds_app.command("calibrate")
+def calibrate(
+    out: Path = typer.Option(None, help="Artifact folder (default: the package's bounds/artifacts)."),
+    shared: Path = typer.Option(None, help="The real-data folder (default ../shared/data)."),
+    seed: int = typer.Option(0, help="Seed of the calibration / test split."),
+    epsilon: float = typer.Option(0.1, help="Miss rate to show the calibrated threshold for."),
+    confidence: float = typer.Option(0.95, help="Confidence of that miss rate."),
+) -> None:
+    """Score real harm-labelled items held out from the packaged heads' training and write each head's
+    calibration.json (calibration and test scores of its domain: HH-RLHF pairs for the harmlessness head,
+    ConvAbuse and the POPQUORN / toxicity consensus items for the consensus scorer), so that a policy may state
+    `epsilon:` and `confidence:` for it."""
+    from personalign.bounds.realdata import DOMAINS, calibration_set, real_harm_items
+    from personalign.bounds.scorers import ARTIFACT_DIR, ConsensusScorer, HarmlessnessHead
+
+    base = out or ARTIFACT_DIR
+    items = real_harm_items(shared, seed=0)
+    heads = {
+        "harmlessness": (HarmlessnessHead.load(base / "harmlessness"), "min"),
+        "consensus": (ConsensusScorer.load(base / "consensus"), "max"),
+    }
+    for name, (head, direction) in heads.items():
+        scores = head.score(items["prompt"].tolist(), items["text"].tolist())
+        cs = calibration_set(scores, items, seed=seed, name=name, sources=DOMAINS[name])
+        path = cs.save(base / name)
+        tc = cs.calibrate(epsilon, confidence, direction)
+        rates = cs.test_rates(tc.threshold, direction, confidence) or {}
+        miss, over = rates.get("miss", {}), rates.get("over_block", {})
+        console.print(
+            f"{name}: {len(cs.harmful)} harmful / {len(cs.safe)} safe calibration items; at epsilon {epsilon} "
+            f"({confidence:.0%}): threshold {tc.threshold:.4g}, test miss {miss.get('rate', float('nan')):.3f} "
+            f"[{miss.get('lo', float('nan')):.3f}, {miss.get('hi', float('nan')):.3f}], over-block "
+            f"{over.get('rate', float('nan')):.3f} -> {path}"
+        )
 
 
 @bounds_app.command("train-harmlessness")

@@ -106,9 +106,11 @@ def personalization_tax(
         bp.personal_matrix(W, items["prompt"].tolist(), items["text"].tolist())
     )
     true = Wt @ attrs.T
-    tax_abs, raw_best, bnd_best, oracle = [], [], [], []
+    tax_abs, raw_best, bnd_best, oracle, refused = [], [], [], [], []
+    refuses = bp.bounded and bp.fallback_mode == "refuse"
     for _, g_it in items.groupby("prompt", sort=False):
         j = g_it.index.to_numpy()
+        refused.append(refuses and not bool(sat[j].any()))  # every candidate violates: the refusal is served
         rb = true[np.arange(len(W)), j[np.argmax(raw[:, j], axis=1)]]
         bb = true[np.arange(len(W)), j[np.argmax(bnd[:, j], axis=1)]]
         ob = true[:, j].max(axis=1)
@@ -116,9 +118,17 @@ def personalization_tax(
         bnd_best.append(bb)
         oracle.append(ob)
         tax_abs.append(rb - bb)
+    answered = ~np.array(refused, dtype=bool)
+    rb_a, bb_a = (
+        np.array(a)[answered].mean(axis=0) if answered.any() else None for a in (raw_best, bnd_best)
+    )
     raw_best, bnd_best, oracle = (np.mean(np.array(a), axis=0) for a in (raw_best, bnd_best, oracle))
     res = {
         "persons": int(len(W)),
+        # prompts the policy refuses (a refusal has no true reward: the choice figures below rank the violators
+        # there; the *_answered ones leave those prompts out)
+        "refused_prompt_share": float(np.mean(~answered)),
+        "tax_mean_answered": float((rb_a - bb_a).mean()) if rb_a is not None else float("nan"),
         "true_reward_of_choice_raw": float(raw_best.mean()),
         "true_reward_of_choice_bounded": float(bnd_best.mean()),
         "true_reward_oracle": float(oracle.mean()),

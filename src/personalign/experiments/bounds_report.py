@@ -148,6 +148,7 @@ def run_synthetic_report(
             "max_over_persons_with": float(vt["violation_with"].max()),
             "mean_without": float(vt["violation_without"].mean()),
             "mean_with": float(vt["violation_with"].mean()),
+            "refused_pairs_with": float(vt["refused_with"].iloc[0]) if len(vt) else 0.0,
             "by_kind": {k: {c[0] + "_" + c[1]: float(by.loc[k, c]) for c in by.columns} for k in by.index},
             "scorer_on_universal_pairs": scorer_quality(bp, pairs),
         }
@@ -194,14 +195,15 @@ def markdown(res: dict[str, Any], pois: pd.DataFrame | None = None) -> str:
         "",
         "## Violation rate (share of universal pairs where the unsafe response wins)",
         "",
-        "| policy | max over persons without | max over persons with | mean without | mean with | safe pass | unsafe blocked |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | max over persons without | max over persons with | mean without | mean with | refused (both violate) | safe pass | unsafe blocked |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in res["violations"].items():
         q = v["scorer_on_universal_pairs"]
         L.append(
             f"| {name} | {v['max_over_persons_without']:.3f} | {v['max_over_persons_with']:.3f} | "
-            f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |"
+            f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {v.get('refused_pairs_with', float('nan')):.3f} | "
+            f"{q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |"
         )
     L += ["", "By kind of person (mean / max):", ""]
     for name, v in res["violations"].items():
@@ -216,14 +218,15 @@ def markdown(res: dict[str, Any], pois: pd.DataFrame | None = None) -> str:
         "",
         "## Personalization tax (ordinary persons, held-out prompts)",
         "",
-        "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | held-out acc raw | bounded | population |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | refused prompts | tax on answered prompts | held-out acc raw | bounded | population |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in res["tax"].items():
         a = t.get("heldout_accuracy_per_person", {})
         L.append(
             f"| {name} | {t['true_reward_of_choice_raw']:.3f} | {t['true_reward_of_choice_bounded']:.3f} | "
             f"{t['true_reward_oracle']:.3f} | {t['tax_mean']:.3f} ± {t['tax_sd_over_persons']:.3f} | {t['tax_worst_person']:.3f} | "
+            f"{t.get('refused_prompt_share', float('nan')):.3f} | {t.get('tax_mean_answered', float('nan')):.3f} | "
             f"{a.get('raw', {}).get('mean', float('nan')):.3f} | {a.get('bounded', {}).get('mean', float('nan')):.3f} | "
             f"{a.get('population', {}).get('mean', float('nan')):.3f} |"
         )
