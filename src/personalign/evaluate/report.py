@@ -176,7 +176,10 @@ def cell_table(res: dict[str, Any], cell: str, columns: str = "full") -> str:
     """One cell's models as a Markdown table: every column (``full``) or the six read first (``compact``)."""
     rows = res.get("cells", {}).get(cell, {})
     if not rows:
-        return f"_no test pairs in this cell: {res.get('cell_notes', {}).get(cell, 'see the protocol')}_\n"
+        why = res.get("cell_notes", {}).get(
+            cell, "no reason was recorded (results written by an older version)"
+        )
+        return f"_this cell is empty: {why}_\n"
     full = [_full_row(m, r) for m, r in rows.items()]
     if columns == "full":
         return md_table(FULL_HEADER, full)
@@ -187,7 +190,10 @@ def cell_table(res: dict[str, Any], cell: str, columns: str = "full") -> str:
 def kshot_table(res: dict[str, Any]) -> str:
     ks = sorted({int(k) for e in res.get("kshot", {}).values() for k in e.get("random", {})})
     if not ks:
-        return "_no unseen persons with test pairs_\n"
+        why = res.get("cell_notes", {}).get(
+            "kshot", "no reason was recorded (results written by an older version)"
+        )
+        return f"_no k-shot curve: {why}_\n"
     header = ["model", "mode", "collapsed", *[f"k={k}" for k in ks], f"gain at k={ks[-1]}"]
     rows = []
     for m, e in res["kshot"].items():
