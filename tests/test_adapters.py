@@ -400,6 +400,14 @@ def test_convabuse_fixture(tmp_path):
     assert prompts["because"] == "Agent: Go on.\nUser: no\nAgent: Why no?"
     assert data.meta["repeat_judgments"] == {"dropped": 1, "person_items": 1, "agreeing": 0, "kept": "last"}
     assert any("1 repeat judgments merged" in f for f in validate(data).findings())
+    # ... and said again where the data is used: its summary (eval's results.json), eval's Markdown, the audit
+    from personalign.evaluate.report import markdown
+
+    assert data.summary()["repeat_judgments_merged"] == data.meta["repeat_judgments"]
+    assert (
+        " 1 repeat judgments merged by the reader (the last of each of 1 person-item pairs kept"
+        in markdown({"summary": data.summary()})
+    )
 
 
 def test_convabuse_errors(tmp_path):

@@ -338,6 +338,16 @@ def _as_list(v: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- report
+def merged_repeats_note(m: dict[str, Any] | None) -> str | None:
+    """The repeat judgments a reader merged (its ``meta["repeat_judgments"]``) in words; None if it merged none."""
+    if not m or not m.get("dropped"):
+        return None
+    return (
+        f"{m['dropped']} repeat judgments merged by the reader (the {m.get('kept', 'last')} of each of "
+        f"{m.get('person_items', '?')} person-item pairs kept; {m.get('agreeing', '?')} of them agreed)"
+    )
+
+
 @dataclass
 class ValidationReport:
     """Dataset-level findings (legal but suspicious). ``ok`` is True when there is nothing to report."""
@@ -378,12 +388,9 @@ class ValidationReport:
         for k, n in self.repeated.items():
             if n:
                 out.append(f"{n} repeated {k} (a person judging an item again; each judgment counts)")
-        m = self.merged_repeats
-        if m.get("dropped"):
-            out.append(
-                f"{m['dropped']} repeat judgments merged by the reader (the {m.get('kept', 'last')} of each of "
-                f"{m.get('person_items', '?')} person-item pairs kept; {m.get('agreeing', '?')} of them agreed)"
-            )
+        note = merged_repeats_note(self.merged_repeats)
+        if note:
+            out.append(note)
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from personalign.data.files import write_text_atomic
+from personalign.data.validate import merged_repeats_note
 from personalign.reports import glossary_markdown, markdown_to_html, md_table, render_page, verdict_word
 from personalign.reports import plots as rp
 from personalign.reports.text import counts_text
@@ -335,6 +336,11 @@ def _setup_paragraph(res: dict[str, Any]) -> str:
         f"**Data.** {s.get('persons', '?'):,} persons, {s.get('items', '?'):,} items, "
         f"{counts_text(s.get('judgments'))}{per}."
         + (f" Demographic columns: {', '.join(demo)}." if demo else "")
+        + (
+            f" {note[0].upper()}{note[1:]}."
+            if (note := merged_repeats_note(s.get("repeat_judgments_merged")))
+            else ""
+        )
         + f" **Protocol.** {len(res.get('seeds', []))} seeds ({', '.join(map(str, res.get('seeds', [])))}). "
         f"Held out: {cfg.get('unseen_user_frac', 0):.0%} of persons (new persons), "
         f"{cfg.get('unseen_item_frac', 0):.0%} of items (unseen items) and {cfg.get('collab_frac', 0):.0%} of "
