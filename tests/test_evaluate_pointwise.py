@@ -68,6 +68,8 @@ def test_an_empty_cell_says_why_in_json_and_markdown():
     assert "judged by >= 4 persons" in why and "unseen_items" not in res["notes"]
     md = pointwise_markdown(res)
     assert f"_this cell is empty: {why}_" in md and "## unseen items" in md
+    n = res["per_seed"][0]["unseen_items"]["n"]
+    assert f"- test judgments per seed: {n:,}-{n:,} (mean {n:,}), from 2 persons" in md
 
 
 def test_split_notes_name_the_reason_and_the_seeds():

@@ -270,6 +270,15 @@ def pointwise_markdown(res: dict[str, Any], command: str = "") -> str:
         if "personal_gain_mae_reduction" in cs:
             m = cs["personal_gain_mae_reduction"]
             lines.append(f"- MAE reduction over collapsed: {m['mean']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}]")
+        sizes = [r[cell] for r in res.get("per_seed", []) if cell in r]
+        if sizes:
+            n = [x["n"] for x in sizes]
+            p = [x["persons"] for x in sizes]
+            lines.append(
+                f"- test judgments per seed: {min(n):,}-{max(n):,} (mean {np.mean(n):,.0f}), from "
+                + (f"{p[0]:,}" if min(p) == max(p) else f"{min(p):,}-{max(p):,}")
+                + " persons"
+            )
         lines.append("")
     return "\n".join(lines)
 
