@@ -8,7 +8,8 @@ Two levels:
 - :func:`validate` inspects a built :class:`PreferenceData` and lists what is legal but suspicious:
   self-comparisons, exact duplicates, repeated judgments of one item by one person (and those a reader merged,
   ``meta["repeat_judgments"]``, and rows a reader left out, ``meta["skipped_rows"]``), persons missing from a
-  non-empty users table, users rows never used, and empty texts. It never raises on such findings; ``personalign data inspect`` prints them.
+  non-empty users table, users rows never used, and empty texts. It never raises on such findings;
+  ``personalign data inspect`` prints them.
 """
 
 from __future__ import annotations
