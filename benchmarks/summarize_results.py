@@ -37,6 +37,7 @@ README_ROWS = {
     "polis-vtaiwan.uberx": "Polis vTaiwan (500 persons)",
     "polis-brexit-consensus": "Polis Brexit consensus (500)",
     "polis-15-per-hour-seattle": "Polis $15/hour Seattle (500)",
+    "convabuse": "ConvAbuse (8 annotators)",
     "synthetic-alpha0.01": "synthetic alpha 0.01",
     "synthetic-alpha0.1": "synthetic alpha 0.1",
     "synthetic-alpha0.1-attributes": "synthetic alpha 0.1, true attributes as features",

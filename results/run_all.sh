@@ -27,3 +27,11 @@ pw() { out=$1; shift; mkdir -p "$(dirname "$out")"; echo "== $out"; "$P" eval-po
 pw results/pointwise/toxicity-rank0 $D/toxicity-perspective-prolific --format toxicity --seeds 5 --rank 0
 pw results/pointwise/toxicity-rank2 $D/toxicity-perspective-prolific --format toxicity --seeds 5 --rank 2
 pw results/pointwise/popquorn-rank0 $D/popquorn/offensiveness/raw_data.csv --format popquorn --seeds 5 --rank 0
+# ConvAbuse: 8 annotators with 1,025-1,736 severity ratings each (the dense regime). Each item's prompt is its own
+# conversation context, so pairs of one prompt barely exist: --merge-prompt folds the context into the item text
+pw results/pointwise/convabuse-rank0 $D/convabuse --format convabuse --seeds 5 --rank 0
+pw results/pointwise/convabuse-rank2 $D/convabuse --format convabuse --seeds 5 --rank 2
+run results/convabuse $D/convabuse --format convabuse --seeds 5 --merge-prompt
+# the dense regime: up to 1,000 training and 300 test pairs per person (the default caps are 200 and 100)
+run results/convabuse-dense $D/convabuse --format convabuse --seeds 5 --merge-prompt --max-train-pairs 1000 --max-test-pairs 300 --models crowd,bt,independent,lowrank,hybrid --active-max-k 0
+"$P" audit $D/convabuse --format convabuse --polarity lower --out results/audit/convabuse

@@ -381,6 +381,7 @@ def test_convabuse_fixture(tmp_path):
             ("A2", "7.0", "_", "hi", "Hello, how are you?", "you are stupid", 0, "0,0,0"),
             ("A1", "8.0", "Go on.", "no", "Why no?", "because", 1, "0,0,0"),
             ("A1", "7.0", "_", "hi", "Hello, how are you?", "you are stupid", -3, "1,1,1"),  # A1 again: kept
+            ("A2", "_", "_", "_", "_", "_", 1, "0,0,0"),  # no utterance at all: left out, counted
         ],
     )
     assert detect_format(d) == "convabuse" and detect_format(d / "ConvAbuseEMNLPfull.csv") == "convabuse"
@@ -399,7 +400,19 @@ def test_convabuse_fixture(tmp_path):
     assert prompts["you are stupid"] == "User: hi\nAgent: Hello, how are you?"
     assert prompts["because"] == "Agent: Go on.\nUser: no\nAgent: Why no?"
     assert data.meta["repeat_judgments"] == {"dropped": 1, "person_items": 1, "agreeing": 0, "kept": "last"}
-    assert any("1 repeat judgments merged" in f for f in validate(data).findings())
+    assert data.meta["skipped_rows"] == {"no user utterance": 1}
+    findings = validate(data).findings()
+    assert any("1 repeat judgments merged" in f for f in findings)
+    assert "1 rows left out by the reader (no user utterance)" in findings
+    assert not any("empty texts" in f for f in findings)
+    # ... and said again where the data is used: its summary (eval's results.json), eval's Markdown, the audit
+    from personalign.evaluate.report import markdown
+
+    assert data.summary()["repeat_judgments_merged"] == data.meta["repeat_judgments"]
+    assert (
+        " 1 repeat judgments merged by the reader (the last of each of 1 person-item pairs kept"
+        in markdown({"summary": data.summary()})
+    )
 
 
 def test_convabuse_errors(tmp_path):
@@ -421,9 +434,12 @@ def test_convabuse_errors(tmp_path):
 def test_real_convabuse(shared_data):
     d = read_data(shared_data / "convabuse", "convabuse")
     per = d.judgments_per_user()
-    assert d.n_users == 8 and len(d.items) == 4185
-    # 12,768 rows, 357 of them repeats of a judgment the same annotator made (345 annotator-item pairs)
-    assert len(d.ratings) + d.meta["repeat_judgments"]["dropped"] == 12768
+    assert d.n_users == 8 and len(d.items) == 4184
+    # 12,768 rows: 3 with no utterance ("_" everywhere), 357 repeats of a judgment the same annotator made (345
+    # annotator-item pairs)
+    assert d.meta["skipped_rows"] == {"no user utterance": 3}
+    assert len(d.ratings) + d.meta["repeat_judgments"]["dropped"] == 12768 - 3
+    assert (d.ratings["response"].str.strip() != "").all()
     assert d.meta["repeat_judgments"]["person_items"] == 345
     assert per.min() >= 1000 and per.max() <= 1789
     assert d.ratings["rating"].value_counts().to_dict().keys() == {-1.0, 0.0, 1.0, 2.0, 3.0}

@@ -227,3 +227,13 @@ def test_personalized_model_serves_the_group_the_aggregate_fails(tmp_path):
     assert rep["aggregated"]["share_below_60"] > 0.4  # camp Y, the minority, is fit below 60%
     assert rep["personalized"]["share_below_60"] < rep["aggregated"]["share_below_60"]
     assert rep["change"]["mean_gain"] > 0.2
+
+
+def test_audit_notes_the_repeat_judgments_the_reader_merged():
+    data = ranked([(4, "abcd"), (3, "dcba")])
+    assert not any("repeat judgments" in n for n in run_audit(data, n_permutations=0)["notes"])
+    data.meta["repeat_judgments"] = {"dropped": 5, "person_items": 4, "agreeing": 3, "kept": "last"}
+    notes = run_audit(data, n_permutations=0)["notes"]
+    assert notes[0] == (
+        "5 repeat judgments merged by the reader (the last of each of 4 person-item pairs kept; 3 of them agreed)"
+    )

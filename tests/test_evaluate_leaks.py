@@ -142,6 +142,36 @@ def test_an_empty_cell_says_why(with_memorizer):
     assert "judged by >= 2 other persons" in r.notes["collaborative"]
 
 
+def test_empty_cells_say_why_in_results_json_and_markdown(with_memorizer):
+    from personalign.evaluate.protocol import evaluate
+    from personalign.evaluate.report import markdown
+
+    sparse = rankings_data(n_persons=2, seed=1)  # every item judged by at most 2 persons
+    res = evaluate(sparse, cfg(unseen_user_frac=0.0, seeds=2), show_progress=False)
+    notes = res["cell_notes"]
+    assert res["cells"]["collaborative"] == {} and "judged by >= 2 other persons" in notes["collaborative"]
+    assert "seeds" not in notes["collaborative"]  # both seeds, one reason
+    assert res["kshot"] == {} and "no unseen persons" in notes["kshot"]
+    md = markdown(res)
+    assert f"_this cell is empty: {notes['collaborative']}_" in md
+    assert f"_no k-shot curve: {notes['kshot']}_" in md
+    assert "see the protocol" not in md and "no reason was recorded" not in md
+
+
+def test_a_cell_without_figures_names_the_models_and_why_they_were_skipped():
+    from personalign.evaluate.aggregate import missing_figures_notes
+
+    out = {
+        "cells": {"collaborative": {}, "unseen_items": {"bt": {}}},
+        "kshot": {},
+        "skipped_models": {"svd": "needs ratings"},
+    }
+    notes = missing_figures_notes(out, ["bt"], ("collaborative", "unseen_items"))
+    assert set(notes) == {"collaborative", "kshot"}
+    assert "no model run (bt)" in notes["collaborative"] and "svd (needs ratings)" in notes["collaborative"]
+    assert "adapts to new persons" in notes["kshot"]
+
+
 def test_single_prompt_tuning_split_is_grouped_by_item():
     # one prompt (the case 5b): the inner split must hold out items, not a random share of judgments
     data = PreferenceData(

@@ -11,6 +11,8 @@ from personalign.evaluate.pointwise import (
     evaluate_pointwise,
     paired_interval,
     pointwise_markdown,
+    seed_notes,
+    split_judgments,
 )
 from personalign.features import HashingEncoder, PairFeaturizer
 
@@ -54,3 +56,29 @@ def test_no_personal_signal_no_credit():
 def test_paired_interval():
     iv = paired_interval(np.array([0.01, 0.02, 0.03]))
     assert iv["lo"] < 0.02 < iv["hi"] and abs(iv["mean"] - 0.02) < 1e-12
+
+
+def test_an_empty_cell_says_why_in_json_and_markdown():
+    feat = PairFeaturizer(HashingEncoder(dim=16), mode="response")
+    # two raters only: no item has the 3 other judges a collaborative test judgment needs
+    data = _labels(personal=True, persons=2, items=40)
+    res = evaluate_pointwise(data, PointwiseConfig(seeds=1, rank=0), featurizer=feat)
+    assert "collaborative" not in res["summary"] and "unseen_items" in res["summary"]
+    why = res["notes"]["collaborative"]
+    assert "judged by >= 4 persons" in why and "unseen_items" not in res["notes"]
+    md = pointwise_markdown(res)
+    assert f"_this cell is empty: {why}_" in md and "## unseen items" in md
+    n = res["per_seed"][0]["unseen_items"]["n"]
+    assert f"- test judgments per seed: {n:,}-{n:,} (mean {n:,}), from 2 persons" in md
+
+
+def test_split_notes_name_the_reason_and_the_seeds():
+    t = _labels(personal=True, persons=6, items=40).pointwise("ratings")
+    t["key"] = t["response"]
+    *_, notes = split_judgments(t, PointwiseConfig(unseen_item_frac=0.0, collab_frac=0.0), 0)
+    assert "rounds to 0" in notes["unseen_items"] and "collab_frac is 0" in notes["collaborative"]
+    train, collab, unseen, notes = split_judgments(t, PointwiseConfig(), 0)
+    assert len(collab) and len(unseen) and notes == {}
+    rows = [{"seed": 0, "notes": {}}, {"seed": 1, "notes": {"collaborative": "why"}}]
+    assert seed_notes(rows) == {"collaborative": "why (seeds 1)"}
+    assert seed_notes(rows[1:]) == {"collaborative": "why"}

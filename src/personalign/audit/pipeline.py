@@ -32,6 +32,7 @@ from personalign.audit.table import (
     restrict_comparisons,
 )
 from personalign.data.core import PreferenceData
+from personalign.data.validate import merged_repeats_note
 from personalign.errors import DataError
 
 GLOSSARY_COMMON = {
@@ -216,6 +217,9 @@ def run_audit(
     item_text = dict(zip(data.items["item_id"].astype(str), data.items["text"].astype(str), strict=False))
     t = read_tables(data, max_items, min_judgments, max_pairs_per_person, seed, item_text)
     res: dict[str, Any] = {"dataset": data.name, "summary_counts": data.counts(), "notes": list(t.notes)}
+    merged = merged_repeats_note(data.meta.get("repeat_judgments"))
+    if merged:
+        res["notes"].insert(0, merged)
     res.update(selection=t.selection, kind=t.kind, unit=t.unit)
     if t.scale is not None:
         res["scale"] = t.scale

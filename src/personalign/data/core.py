@@ -325,9 +325,11 @@ class PreferenceData:
         return contested_in_table(pt, neutral, threshold=threshold, min_judges=min_judges)
 
     def summary(self) -> dict[str, Any]:
-        """Counts a person reads first: persons, items, judgments per kind and per person, demographics."""
+        """Counts a person reads first: persons, items, judgments per kind and per person, demographics (and the
+        repeat judgments a reader merged, ``meta["repeat_judgments"]``, where it did)."""
         per = self.judgments_per_user()
         contested = self.contested_items()
+        merged = self.meta.get("repeat_judgments")
         return {
             "name": self.name,
             "persons": self.n_users,
@@ -343,7 +345,7 @@ class PreferenceData:
             "population_pairs": int((self.comparisons["user_id"] == POPULATION_USER).sum()),
             "contested_share": float(contested.mean()) if len(contested) else None,
             "items_with_3plus_judges": int(len(contested)),
-        }
+        } | ({"repeat_judgments_merged": dict(merged)} if merged else {})
 
 
 def concat(datas: list[PreferenceData], name: str | None = None) -> PreferenceData:

@@ -7,8 +7,9 @@ Two levels:
   or row (0-based, other tables), the field and what was expected. Readers call it before building anything.
 - :func:`validate` inspects a built :class:`PreferenceData` and lists what is legal but suspicious:
   self-comparisons, exact duplicates, repeated judgments of one item by one person (and those a reader merged,
-  ``meta["repeat_judgments"]``), persons missing from a non-empty users table, users rows never used, and
-  empty texts. It never raises on such findings; ``personalign data inspect`` prints them.
+  ``meta["repeat_judgments"]``, and rows a reader left out, ``meta["skipped_rows"]``), persons missing from a
+  non-empty users table, users rows never used, and empty texts. It never raises on such findings;
+  ``personalign data inspect`` prints them.
 """
 
 from __future__ import annotations
@@ -338,6 +339,16 @@ def _as_list(v: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- report
+def merged_repeats_note(m: dict[str, Any] | None) -> str | None:
+    """The repeat judgments a reader merged (its ``meta["repeat_judgments"]``) in words; None if it merged none."""
+    if not m or not m.get("dropped"):
+        return None
+    return (
+        f"{m['dropped']} repeat judgments merged by the reader (the {m.get('kept', 'last')} of each of "
+        f"{m.get('person_items', '?')} person-item pairs kept; {m.get('agreeing', '?')} of them agreed)"
+    )
+
+
 @dataclass
 class ValidationReport:
     """Dataset-level findings (legal but suspicious). ``ok`` is True when there is nothing to report."""
@@ -349,6 +360,7 @@ class ValidationReport:
     empty_texts: dict[str, int] = field(default_factory=dict)
     repeated: dict[str, int] = field(default_factory=dict)
     merged_repeats: dict[str, Any] = field(default_factory=dict)
+    skipped_rows: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
@@ -378,12 +390,12 @@ class ValidationReport:
         for k, n in self.repeated.items():
             if n:
                 out.append(f"{n} repeated {k} (a person judging an item again; each judgment counts)")
-        m = self.merged_repeats
-        if m.get("dropped"):
-            out.append(
-                f"{m['dropped']} repeat judgments merged by the reader (the {m.get('kept', 'last')} of each of "
-                f"{m.get('person_items', '?')} person-item pairs kept; {m.get('agreeing', '?')} of them agreed)"
-            )
+        note = merged_repeats_note(self.merged_repeats)
+        if note:
+            out.append(note)
+        for why, n in self.skipped_rows.items():
+            if n:
+                out.append(f"{n} rows left out by the reader ({why})")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -453,4 +465,6 @@ def validate(data: PreferenceData, max_examples: int = 5) -> ValidationReport:
     rep.repeated = {k: v for k, v in rep.repeated.items() if v}
     if isinstance(data.meta.get("repeat_judgments"), dict):
         rep.merged_repeats = dict(data.meta["repeat_judgments"])
+    if isinstance(data.meta.get("skipped_rows"), dict):
+        rep.skipped_rows = {str(k): int(v) for k, v in data.meta["skipped_rows"].items()}
     return rep

@@ -169,6 +169,24 @@ def aggregate(
     out["chosen_hyperparameters"] = {
         m: [r.chosen.get(m) for r in per_seed] for m in models if any(m in r.chosen for r in per_seed)
     }
-    out["cell_notes"] = cell_notes(per_seed, seeds)
     out["skipped_models"] = dict(skipped or {})
+    out["cell_notes"] = missing_figures_notes(out, models, cells) | cell_notes(per_seed, seeds)
     return to_jsonable(out)
+
+
+def missing_figures_notes(out: dict[str, Any], models: list[str], cells: tuple[str, ...]) -> dict[str, str]:
+    """Why a cell (or the k-shot curve) without figures is empty although every seed had test pairs: no model
+    of the run has figures there on every seed (the skipped models named). The split's own reasons
+    (:func:`cell_notes`) take precedence over these."""
+    skipped = out.get("skipped_models") or {}
+    tail = f"; skipped: {', '.join(f'{m} ({why})' for m, why in skipped.items())}" if skipped else ""
+    ran = ", ".join(models) or "none"
+    notes: dict[str, str] = {}
+    for cell in cells:
+        if not out["cells"].get(cell):
+            notes[cell] = (
+                f"every seed had test pairs, but no model run ({ran}) has figures here on every seed{tail}"
+            )
+    if not out["kshot"]:
+        notes["kshot"] = f"no model run ({ran}) adapts to new persons on every seed{tail}"
+    return notes

@@ -59,19 +59,51 @@ def paired_interval(x: np.ndarray) -> dict[str, float]:
     return {"mean": m, "lo": m - half, "hi": m + half, "sd": float(x.std(ddof=1)), "n": len(x)}
 
 
-def _split(
+def split_judgments(
     t: pd.DataFrame, cfg: PointwiseConfig, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Training, collaborative and unseen-item judgments of one seed, and why a test cell is empty (if one is)."""
     rng = np.random.default_rng(seed)
     items = np.array(sorted(t["key"].unique()))
-    unseen = set(rng.choice(items, size=int(round(cfg.unseen_item_frac * len(items))), replace=False))
+    n_unseen = int(round(cfg.unseen_item_frac * len(items)))
+    unseen = set(rng.choice(items, size=n_unseen, replace=False))
     test_items = t[t["key"].isin(unseen)]
     rest = t[~t["key"].isin(unseen)]
     judges = rest.groupby("key")["user_id"].transform("size")
     eligible = (judges - 1 >= cfg.min_others).to_numpy()
     u = rng.random(len(rest))
     pick = eligible & (u < cfg.collab_frac)
-    return rest[~pick], rest[pick], test_items
+    notes: dict[str, str] = {}
+    if not n_unseen:
+        notes["unseen_items"] = (
+            f"no unseen items: unseen_item_frac {cfg.unseen_item_frac:g} of {len(items)} items rounds to 0"
+        )
+    if not pick.any():
+        if cfg.collab_frac <= 0:
+            notes["collaborative"] = "collab_frac is 0: no judgments held out"
+        elif not eligible.any():
+            notes["collaborative"] = (
+                f"no item outside the unseen ones was judged by >= {cfg.min_others + 1} persons "
+                f"(a collaborative test judgment needs {cfg.min_others} other judges of its item)"
+            )
+        else:
+            notes["collaborative"] = (
+                f"the draw held out none of the {int(eligible.sum())} eligible judgments "
+                f"(collab_frac {cfg.collab_frac:g})"
+            )
+    return rest[~pick], rest[pick], test_items, notes
+
+
+def seed_notes(per_seed: list[dict[str, Any]]) -> dict[str, str]:
+    """Why a cell is empty: the first seed's reason, with the seeds it applies to when not all."""
+    out: dict[str, str] = {}
+    for cell in ("unseen_items", "collaborative"):
+        hit = [r for r in per_seed if cell in r.get("notes", {})]
+        if hit:
+            first = hit[0]["notes"][cell]
+            seeds = ", ".join(str(r["seed"]) for r in hit)
+            out[cell] = first if len(hit) == len(per_seed) else f"{first} (seeds {seeds})"
+    return out
 
 
 def _per_person(df: pd.DataFrame, value: np.ndarray) -> pd.Series:
@@ -123,13 +155,13 @@ def evaluate_pointwise(
     for i, seed in enumerate(seeds):
         if progress is not None:
             progress("pointwise evaluation", i, len(seeds))
-        train, collab, unseen = _split(t, cfg, seed)
+        train, collab, unseen, notes = split_judgments(t, cfg, seed)
         model = OrdinalLowRank(rank=cfg.rank, featurizer=featurizer, random_state=seed, **cfg.model_kwargs)
         model.fit(train.drop(columns=["key"]))
         collapsed = model.collapsed()
         crowd_all = CrowdOffsetReference().fit(pd.concat([train, collab, unseen]).drop(columns=["key"]))
         offsets = CrowdOffsetReference().fit(train.drop(columns=["key"])).offset_
-        row: dict[str, Any] = {"seed": seed, "n_train": len(train)}
+        row: dict[str, Any] = {"seed": seed, "n_train": len(train), "notes": notes}
         for cell, df in (("unseen_items", unseen), ("collaborative", collab)):
             if not len(df):
                 continue
@@ -179,6 +211,7 @@ def evaluate_pointwise(
         "config": {**cfg.__dict__, "levels": levels.tolist(), "binary": bool(binary), "dataset": data.name},
         "summary": summary,
         "per_seed": per_seed,
+        "notes": seed_notes(per_seed),
     }
 
 
@@ -199,14 +232,21 @@ def pointwise_markdown(res: dict[str, Any], command: str = "") -> str:
         "paired by seed, 95% interval. The crowd rows read other persons' labels of the test items (an oracle).",
         "",
     ]
-    for cell, cs in res["summary"].items():
+    notes = res.get("notes", {})
+    for cell in ("unseen_items", "collaborative"):
+        cs = res["summary"].get(cell)
+        if cs is None:
+            why = notes.get(cell, "no reason was recorded (results written by an older version)")
+            lines += [f"## {cell.replace('_', ' ')}", "", f"_this cell is empty: {why}_", ""]
+            continue
         metrics = ["accuracy", "accuracy_contested", "accuracy_consensus"] + (
             [] if cfg["binary"] else ["mae"]
         )
         metrics = [m for m in metrics if m in cs["personal"]]
+        lines += [f"## {cell.replace('_', ' ')}", ""]
+        if cell in notes:
+            lines += [f"_Some seeds have no judgments here: {notes[cell]}._", ""]
         lines += [
-            f"## {cell.replace('_', ' ')}",
-            "",
             "| row | " + " | ".join(metrics) + " |",
             "|---|" + "---|" * len(metrics),
         ]
@@ -230,6 +270,15 @@ def pointwise_markdown(res: dict[str, Any], command: str = "") -> str:
         if "personal_gain_mae_reduction" in cs:
             m = cs["personal_gain_mae_reduction"]
             lines.append(f"- MAE reduction over collapsed: {m['mean']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}]")
+        sizes = [r[cell] for r in res.get("per_seed", []) if cell in r]
+        if sizes:
+            n = [x["n"] for x in sizes]
+            p = [x["persons"] for x in sizes]
+            lines.append(
+                f"- test judgments per seed: {min(n):,}-{max(n):,} (mean {np.mean(n):,.0f}), from "
+                + (f"{p[0]:,}" if min(p) == max(p) else f"{min(p):,}-{max(p):,}")
+                + " persons"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from personalign.data.files import write_text_atomic
+from personalign.data.validate import merged_repeats_note
 from personalign.reports import glossary_markdown, markdown_to_html, md_table, render_page, verdict_word
 from personalign.reports import plots as rp
 from personalign.reports.text import counts_text
@@ -176,7 +177,10 @@ def cell_table(res: dict[str, Any], cell: str, columns: str = "full") -> str:
     """One cell's models as a Markdown table: every column (``full``) or the six read first (``compact``)."""
     rows = res.get("cells", {}).get(cell, {})
     if not rows:
-        return f"_no test pairs in this cell: {res.get('cell_notes', {}).get(cell, 'see the protocol')}_\n"
+        why = res.get("cell_notes", {}).get(
+            cell, "no reason was recorded (results written by an older version)"
+        )
+        return f"_this cell is empty: {why}_\n"
     full = [_full_row(m, r) for m, r in rows.items()]
     if columns == "full":
         return md_table(FULL_HEADER, full)
@@ -187,7 +191,10 @@ def cell_table(res: dict[str, Any], cell: str, columns: str = "full") -> str:
 def kshot_table(res: dict[str, Any]) -> str:
     ks = sorted({int(k) for e in res.get("kshot", {}).values() for k in e.get("random", {})})
     if not ks:
-        return "_no unseen persons with test pairs_\n"
+        why = res.get("cell_notes", {}).get(
+            "kshot", "no reason was recorded (results written by an older version)"
+        )
+        return f"_no k-shot curve: {why}_\n"
     header = ["model", "mode", "collapsed", *[f"k={k}" for k in ks], f"gain at k={ks[-1]}"]
     rows = []
     for m, e in res["kshot"].items():
@@ -329,6 +336,11 @@ def _setup_paragraph(res: dict[str, Any]) -> str:
         f"**Data.** {s.get('persons', '?'):,} persons, {s.get('items', '?'):,} items, "
         f"{counts_text(s.get('judgments'))}{per}."
         + (f" Demographic columns: {', '.join(demo)}." if demo else "")
+        + (
+            f" {note[0].upper()}{note[1:]}."
+            if (note := merged_repeats_note(s.get("repeat_judgments_merged")))
+            else ""
+        )
         + f" **Protocol.** {len(res.get('seeds', []))} seeds ({', '.join(map(str, res.get('seeds', [])))}). "
         f"Held out: {cfg.get('unseen_user_frac', 0):.0%} of persons (new persons), "
         f"{cfg.get('unseen_item_frac', 0):.0%} of items (unseen items) and {cfg.get('collab_frac', 0):.0%} of "

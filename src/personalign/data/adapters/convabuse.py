@@ -12,7 +12,8 @@ the other offensiveness data (higher = more abusive): minus the upstream level, 
 Item id ``convabuse:<conv_id>:<hash of the turns>``; items keep ``conv_id`` and ``bot``; the secondary flags stay on
 the rating rows. Repeat annotations (an annotator judging the same item again, kept upstream for
 intra-annotator agreement) are merged: the last in file order is kept, and ``meta["repeat_judgments"]`` says how
-many were dropped and how many agreed with the kept one (``personalign data inspect`` reports it).
+many were dropped and how many agreed with the kept one (``personalign data inspect`` reports it). Rows without a
+user utterance (every turn ``_``: nothing to judge) are left out and counted in ``meta["skipped_rows"]``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def read_convabuse(path: str | Path, *, name: str | None = None) -> PreferenceDa
     turns = {t: df[t].fillna("").astype(str).to_numpy(object) for t in TURNS}
     prompts = [render_prompt({t: turns[t][k] for t in ROLES}) for k in range(len(df))]
     responses = np.where(turns["user"] == MISSING_TURN, "", turns["user"])
+    # a row without a user utterance has nothing to judge (upstream has a few rows of "_" only): left out, counted
+    keep = np.array([bool(str(r).strip()) for r in responses])
     conv = df["conv_id"].fillna("").astype(str).to_numpy(object)
     iid = [
         f"convabuse:{c}:{item_id_for(p, r)[:10]}" for c, p, r in zip(conv, prompts, responses, strict=True)
@@ -123,11 +126,11 @@ def read_convabuse(path: str | Path, *, name: str | None = None) -> PreferenceDa
             **{c: to_numeric(df[c]).astype("Int64").to_numpy() for c in flags},
         }
     )
-    ratings, repeats = _merge_repeats(ratings)
+    ratings, repeats = _merge_repeats(ratings[keep].reset_index(drop=True))
     items = pd.DataFrame(
         {"item_id": iid, "prompt": prompts, "text": responses, "conv_id": conv}
         | ({"bot": df["bot"].astype(str).to_numpy()} if "bot" in df.columns else {})
-    ).drop_duplicates("item_id", ignore_index=True)
+    )[keep].drop_duplicates("item_id", ignore_index=True)
     users = pd.DataFrame({"user_id": sorted(ratings["user_id"].unique())})
     return PreferenceData(
         ratings=ratings,
@@ -140,5 +143,6 @@ def read_convabuse(path: str | Path, *, name: str | None = None) -> PreferenceDa
             "label": "severity: -1 not abusive, 0 ambiguous, 1 mild, 2 strong, 3 very strong abuse",
             "neutral_rating": NEUTRAL,
             "repeat_judgments": repeats,
+            "skipped_rows": {"no user utterance": int((~keep).sum())},
         },
     )
