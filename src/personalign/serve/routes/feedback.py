@@ -16,6 +16,15 @@ from personalign.serve.state import ModelState, judgment_pairs, usable_rating
 
 router = APIRouter(tags=["persons"], responses=ERRORS)
 
+# the reply names the stored judgment, which undo takes (an OpenAPI link: clients and fuzzers can follow it)
+UNDO_LINK = {
+    "UndoJudgment": {
+        "operationId": "undo_judgment",
+        "parameters": {"person_id": "$request.path.person_id", "judgment_id": "$response.body#/judgment_id"},
+        "description": "Undo the judgment just stored.",
+    }
+}
+
 # attributes judgment_pairs reads that one kind of feedback does not carry
 _ABSENT = {"chosen": None, "rejected": None, "tie": False, "response": None, "rating": None}
 
@@ -24,6 +33,7 @@ _ABSENT = {"chosen": None, "rejected": None, "tie": False, "response": None, "ra
     "/v1/persons/{person_id}/feedback",
     response_model=schemas.FeedbackOut,
     summary="Store a comparison or rating and update the person's posterior online (committed before the reply).",
+    responses={200: {"links": UNDO_LINK}},
 )
 def feedback(body: schemas.Feedback, person_id: str = PersonPath, ctx: Context = Ctx) -> schemas.FeedbackOut:
     svc, st = ctx.svc, ctx.st
