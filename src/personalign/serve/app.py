@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from personalign import __version__
 from personalign.serve.errors import install_error_handlers
-from personalign.serve.middleware import RequestGuard
+from personalign.serve.middleware import InflightLimit, RequestGuard
 from personalign.serve.routes import ROUTERS
 from personalign.serve.service import ServeConfig, Service
 
@@ -77,6 +77,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         max_body=config.max_body_bytes,
         body_timeout=config.body_timeout_s,
     )
+    # outermost: a request over the in-flight limit is refused (503) before its body is read
+    app.add_middleware(InflightLimit, limit=config.max_inflight, metrics=svc.metrics)
     return app
 
 

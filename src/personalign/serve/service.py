@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from personalign.bounds.policy import list_policies
 from personalign.serve import db, schemas
 from personalign.serve.auth import Principal, authenticate, hash_key
-from personalign.serve.middleware import Metrics
+from personalign.serve.middleware import MAX_INFLIGHT, Metrics
 from personalign.serve.state import ModelHolder, ModelState
 
 log = logging.getLogger("personalign.serve")
@@ -45,6 +45,7 @@ class ServeConfig:
         10.0  # a request body must arrive within this (else 408 and the connection closes)
     )
     model_root: str | None = None  # the admin reload loads only under here (None: the start model's folder)
+    max_inflight: int = MAX_INFLIGHT  # requests one worker serves at once; more get 503 + Retry-After
 
 
 def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) -> list[Any]:
