@@ -51,7 +51,9 @@ def test_over_the_limit_is_shed_at_once_and_slots_come_back() -> None:
                 assert r.status_code == 503
                 assert r.headers["retry-after"] == "1"
                 body = r.json()["error"]
-                assert body["status"] == 503 and body["code"] == "unavailable" and "in flight" in body["message"]
+                assert (
+                    body["status"] == 503 and body["code"] == "unavailable" and "in flight" in body["message"]
+                )
             assert (await c.get("/v1/health")).status_code == 200  # exempt while saturated
             assert len(entered) == 3  # none of the shed requests reached the app
             release.set()

@@ -20,9 +20,8 @@ import pytest
 
 pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra (pip install -e '.[dev]')")
 
-from test_serve import PG_URL, fresh_db  # noqa: E402
-
 from personalign.serve.launch import ServerProcess  # noqa: E402
+from test_serve import PG_URL, fresh_db  # noqa: E402
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 PHASES = "examples,coverage,fuzzing,stateful"
@@ -73,6 +72,8 @@ def test_schemathesis_sqlite(model_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_schemathesis_more_examples(kind: str, model_dir: Path, tmp_path: Path) -> None:
     if kind == "postgresql" and not PG_URL:
-        pytest.skip("PERSONALIGN_TEST_PG_URL is not set (scripts/start_postgres.sh starts a local PostgreSQL)")
+        pytest.skip(
+            "PERSONALIGN_TEST_PG_URL is not set (scripts/start_postgres.sh starts a local PostgreSQL)"
+        )
     with fresh_db(kind, tmp_path) as url:
         run_schemathesis(model_dir, url, tmp_path, max_examples=40)

@@ -16,7 +16,9 @@ from personalign.errors import ConfigError
 from personalign.serve.errors import BodyTimeout, BodyTooLarge, error_response
 
 BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this (a stalled upload is cut off with 408)
-MAX_INFLIGHT = 64  # requests one worker serves at once by default; more are answered 503 at once (back-pressure)
+MAX_INFLIGHT = (
+    64  # requests one worker serves at once by default; more are answered 503 at once (back-pressure)
+)
 RETRY_AFTER_S = 1  # what a shed request is told to wait (Retry-After)
 
 
@@ -29,7 +31,9 @@ class Metrics:
         self.lat: dict[str, deque] = {}
         self.window = window
         self.started = time.time()
-        self.load: InflightLimit | None = None  # the app's back-pressure layer, once built (it registers here)
+        self.load: InflightLimit | None = (
+            None  # the app's back-pressure layer, once built (it registers here)
+        )
 
     def record(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
