@@ -59,6 +59,12 @@ def serve(
         help="Requests one worker serves at once; beyond it the service answers 503 with Retry-After at once "
         "instead of queueing (/v1/health is always served).",
     ),
+    group_commit: bool = typer.Option(
+        True,
+        "--group-commit/--no-group-commit",
+        help="SQLite: store feedback from many requests in one commit (one fsync), each acknowledged only "
+        "after its commit; off: one transaction per judgment.",
+    ),
     allow_callable: list[str] = allow_callable_option(),
     model_root: Path = typer.Option(
         None,
@@ -89,6 +95,7 @@ def serve(
         body_timeout_s=body_timeout,
         model_root=str(model_root) if model_root else None,
         max_inflight=max_inflight,
+        group_commit=group_commit,
     )
     console.print(
         f"personalign serve: model {model}, database {db}, http://{host}:{port}/docs", highlight=False
