@@ -22,13 +22,13 @@ import httpx
 import numpy as np
 import pytest
 from starlette.exceptions import HTTPException
-from test_serve import TEXTS, comparison, fold_locally, fresh_db
 
 from personalign.models import Posterior, load_model
 from personalign.serve import db as sdb
 from personalign.serve import schemas
 from personalign.serve.launch import ServerProcess
 from personalign.serve.service import ServeConfig, Service
+from test_serve import TEXTS, comparison, fold_locally, fresh_db
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def model_dir(tmp_path_factory) -> Path:
 def stored_rows(engine, person: str) -> tuple[list[dict], dict]:
     j, p = sdb.judgments, sdb.persons
     with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(j.select().where(j.c.person_id == person).order_by(j.c.id))]
+        rows = [
+            dict(r._mapping) for r in conn.execute(j.select().where(j.c.person_id == person).order_by(j.c.id))
+        ]
         prow = dict(conn.execute(p.select().where(p.c.person_id == person)).first()._mapping)
     return rows, prow
 
