@@ -143,6 +143,7 @@ class InflightLimit:
         metrics.load = self
 
     def stats(self) -> dict[str, int]:
+        """The limit, requests in flight now and requests shed since start."""
         return {"limit": self.limit, "inflight": self.inflight, "shed": self.shed}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:

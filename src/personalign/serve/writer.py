@@ -176,6 +176,7 @@ class GroupCommitter:
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, int]:
+        """Commits, requests answered through them, the largest batch and failed commits, since start."""
         return {
             "batches": self.batches,
             "judgments": self.judgments,
