@@ -47,7 +47,8 @@ def run_schemathesis(model_dir: Path, db_url: str, tmp: Path, max_examples: int)
             "--header", f"Authorization: Bearer {admin}", "--request-timeout", "30",
             "--report", "json", "--report-json-path", str(report), "--output-truncate", "true",
         ]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        # in the temporary folder: Schemathesis keeps a cache where it runs
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
         server_log = srv.log()
     assert report.exists(), f"schemathesis wrote no report (exit {out.returncode}):\n{out.stdout[-4000:]}"
     data = json.loads(report.read_text())

@@ -10,9 +10,8 @@ import typer
 from personalign.cli.app import app
 from personalign.cli.common import allow_callable_option, console
 
-MAX_INFLIGHT = (
-    64  # the service's default (personalign.serve.middleware.MAX_INFLIGHT; not imported: FastAPI is lazy)
-)
+# the service's default (personalign.serve.middleware.MAX_INFLIGHT, not imported here: FastAPI loads lazily)
+MAX_INFLIGHT = 64
 
 serve_app = typer.Typer(
     help="Run the personalization HTTP service (FastAPI + uvicorn), or manage its API keys.",
