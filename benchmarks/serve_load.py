@@ -10,7 +10,8 @@ One run, one machine, loopback. For each worker count (default 1 and 2) it start
 
 and drives each in open loop: requests sent on a fixed schedule at increasing rates (latency counted from each
 request's scheduled time, so a stalled server cannot hide a queue), one step per rate, until the service sheds
-load (503 from ``--max-inflight``) or stops keeping up. Per step: offered and achieved rate, accepted (200), shed
+load (503 from ``--max-inflight``) or stops keeping up. All servers are up at once and take turns at each rate
+(an idle server costs nothing), so a burst of another job on a shared machine falls on them alike. Per step: offered and achieved rate, accepted (200), shed
 (503), failed, p50/p99 of the accepted. Phases: bare, score (16 candidates), feedback (a comparison, committed
 before the reply), and feedback at a fixed 100 req/s from 12 connections, with group commit and, for comparison,
 without (``--no-group-commit``, one worker).
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -53,9 +55,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 console = Console(record=True, width=150)
 
-SCORE_RATES = [100, 200, 400, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 4000]
+RATES = [100, 200, 400, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 6000]  # bare and score
 FEEDBACK_RATES = [50, 100, 200, 300, 400, 600, 800, 1000, 1500, 2000]
-BARE_RATES = [200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000, 6000]
 
 
 # ------------------------------------------------------------------------------------------------ the bare app
@@ -143,23 +144,25 @@ class RawClient:
 
     def __init__(self, host: str, port: int, max_conns: int) -> None:
         self.host, self.port, self.max_conns = host, port, max_conns
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._open = 0
 
-    async def _acquire(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _acquire(self) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
+        """A connection and whether it was used before (the oldest idle one first, so none idles long enough
+        for the server's keep-alive timeout to close it)."""
         if self._idle:
-            return self._idle.pop()
+            return self._idle.popleft(), True
         if self._open < self.max_conns:
             self._open += 1
             try:
-                return await asyncio.open_connection(self.host, self.port)
+                return await asyncio.open_connection(self.host, self.port), False
             except BaseException:
                 self._open -= 1
                 raise
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        return await fut
+        return await fut, True
 
     def _release(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
         while self._waiters:
@@ -193,26 +196,35 @@ class RawClient:
             waiter.set_result(conn)
 
     async def request(self, data: bytes) -> int:
-        """Send one request; returns the status code (raises OSError/IncompleteReadError on a broken link)."""
-        conn = await self._acquire()
-        reader, writer = conn
-        try:
-            writer.write(data)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            lower = head.lower()
-            i = lower.find(b"content-length:")
-            length = int(lower[i + 15 : lower.find(b"\r\n", i)]) if i >= 0 else 0
-            if length:
-                await reader.readexactly(length)
-        except BaseException:
-            self._discard(conn)
-            raise
-        if b"connection: close" in lower:
-            self._discard(conn)
-        else:
-            self._release(conn)
-        return status
+        """Send one request; returns the status code (raises OSError/IncompleteReadError on a broken link). A
+        reused connection the server had closed before answering anything is replaced once, as HTTP clients do."""
+        for attempt in (0, 1):
+            conn, reused = await self._acquire()
+            reader, writer = conn
+            try:
+                writer.write(data)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                lower = head.lower()
+                i = lower.find(b"content-length:")
+                length = int(lower[i + 15 : lower.find(b"\r\n", i)]) if i >= 0 else 0
+                if length:
+                    await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                self._discard(conn)
+                stale = not getattr(exc, "partial", b"")
+                if attempt == 0 and reused and stale:
+                    continue
+                raise
+            except BaseException:
+                self._discard(conn)
+                raise
+            if b"connection: close" in lower:
+                self._discard(conn)
+            else:
+                self._release(conn)
+            return status
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         for _r, w in self._idle:
@@ -297,42 +309,53 @@ def sustained(step: dict[str, Any], bound_ms: float) -> bool:
     )
 
 
-async def ramp(
-    name: str, url: str, requests: list[bytes], rates: list[float], args: argparse.Namespace, sheds: bool
-) -> dict[str, Any]:
-    """Open-loop steps at increasing rates until the target sheds load (``sheds``: over 1 % answered 503) or
-    stops keeping up (under 90 % of the offered rate achieved, or two steps in a row not sustained)."""
-    host, port = url.removeprefix("http://").split(":")
-    steps = []
-    for rate in rates:
-        st = await open_loop_step(
-            host, int(port), requests, rate, args.step_seconds, args.conns, args.timeout
-        )
-        st["sustained"] = sustained(st, args.p99_bound_ms)
-        steps.append(st)
-        console.print(
-            f"  {name:<28} {rate:>6.0f}/s -> {st['achieved_rps']:7.1f}/s ok, 503 {st['shed']:>5}, failed "
-            f"{st['failed'] + st['other']:>4}, p50 {fmt(st['p50_ms'])} p99 {fmt(st['p99_ms'])} ms",
-            highlight=False,
-        )
-        shed_now = st["shed"] > 0.01 * st["requests"]
-        # not keeping up: well below the offered rate, or two steps in a row over the bound (one step over it
-        # can be another job's burst on a shared machine)
-        behind = st["achieved_rps"] < 0.9 * rate
-        twice = len(steps) >= 2 and not steps[-1]["sustained"] and not steps[-2]["sustained"]
-        if (sheds and shed_now) or behind or twice:
-            break
-        await asyncio.sleep(0.5)  # let the last step's stragglers and the keep-alive sockets settle
+def ramp_result(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
     good = [s["offered_rps"] for s in steps if s["sustained"]]
     first_shed = next((s for s in steps if s["shed"] > 0), None)
     return {
         "phase": name,
         "steps": steps,
         "capacity_rps": max(good) if good else 0.0,
-        "peak_achieved_rps": max(s["achieved_rps"] for s in steps),
+        "peak_achieved_rps": max(s["achieved_rps"] for s in steps) if steps else 0.0,
         "shed_at_rps": first_shed["offered_rps"] if first_shed else None,
         "shed_step": first_shed,
     }
+
+
+async def interleaved_ramps(
+    targets: list[tuple[str, str, list[bytes]]], rates: list[float], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Open-loop steps at increasing rates for every target ``(name, url, requests)``, the targets taking turns
+    at each rate (so a burst of another job on a shared machine hits them alike), each until it sheds load (over
+    1 % answered 503) or stops keeping up (under 90 % of the offered rate achieved, or two steps in a row not
+    sustained)."""
+    steps: dict[str, list[dict[str, Any]]] = {name: [] for name, _u, _r in targets}
+    active = {name for name, _u, _r in targets}
+    for rate in rates:
+        for name, url, requests in targets:
+            if name not in active:
+                continue
+            host, port = url.removeprefix("http://").split(":")
+            st = await open_loop_step(
+                host, int(port), requests, rate, args.step_seconds, args.conns, args.timeout
+            )
+            st["sustained"] = sustained(st, args.p99_bound_ms)
+            mine = steps[name]
+            mine.append(st)
+            console.print(
+                f"  {name:<34} {rate:>6.0f}/s -> {st['achieved_rps']:7.1f}/s ok, 503 {st['shed']:>5}, failed "
+                f"{st['failed'] + st['other']:>4}, p50 {fmt(st['p50_ms'])} p99 {fmt(st['p99_ms'])} ms",
+                highlight=False,
+            )
+            shed_now = st["shed"] > 0.01 * st["requests"]
+            behind = st["achieved_rps"] < 0.9 * rate
+            twice = len(mine) >= 2 and not mine[-1]["sustained"] and not mine[-2]["sustained"]
+            if shed_now or behind or twice:
+                active.discard(name)
+            await asyncio.sleep(0.5)  # let the last step's stragglers and the keep-alive sockets settle
+        if not active:
+            break
+    return [ramp_result(name, steps[name]) for name, _u, _r in targets]
 
 
 def fmt(x: float | None) -> str:
@@ -397,59 +420,77 @@ async def fixed_rate(name: str, url: str, requests: list[bytes], rate: float, co
     host, port = url.removeprefix("http://").split(":")
     st = await open_loop_step(host, int(port), requests, rate, args.fixed_seconds, conns, args.timeout)
     console.print(
-        f"  {name:<28} {rate:>6.0f}/s from {conns} connections -> p50 {fmt(st['p50_ms'])} p99 "
-        f"{fmt(st['p99_ms'])} ms, failed {st['failed'] + st['other'] + st['shed']}",
+        f"  {name:<34} {rate:>6.0f}/s from {conns} connections -> p50 {fmt(st['p50_ms'])} p99 "
+        f"{fmt(st['p99_ms'])} ms, max {fmt(st['max_ms'])} ms, failed {st['failed'] + st['other'] + st['shed']}",
         highlight=False,
     )
     return {"phase": name, "connections": conns, **st}
 
 
-async def run_workers(n_workers: int, model_dir: Path, data_sets: list, args, work: Path) -> dict[str, Any]:
-    from personalign.serve.launch import ServerProcess
-
-    out: dict[str, Any] = {"workers": n_workers}
-    body = {"prompt": data_sets[0][0], "candidates": data_sets[0][1]}
-    console.print(f"[{n_workers} worker(s)] bare FastAPI", highlight=False)
-    with BareServer(n_workers) as bare:
-        out["bare_workers_seen"] = wait_workers(bare.url, "/health", n_workers)
-        reqs = [build("POST", f"/bare/p{i:03d}", body) for i in range(64)]
-        out["bare"] = await ramp("bare FastAPI", bare.url, reqs, BARE_RATES, args, sheds=False)
-    admin = "bench-" + secrets.token_hex(16)
-    env = {"PERSONALIGN_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    extra = ["--workers", str(n_workers), "--max-inflight", str(args.max_inflight)]
-    db_url = f"sqlite:///{work / f'serve-w{n_workers}.db'}"
-    console.print(f"[{n_workers} worker(s)] personalign serve", highlight=False)
-    with ServerProcess(model_dir, db_url, admin, env=env, extra_args=extra, start_timeout=300) as srv:
-        out["service_workers_seen"] = wait_workers(srv.url, "/v1/health", n_workers)
-        persons = [f"p{i:03d}" for i in range(args.persons)]
-        keys = await setup_persons(srv.url, admin, persons, data_sets, np.random.default_rng(0))
-        out["score"] = await ramp(
-            f"score ({args.candidates} candidates)", srv.url, score_requests(persons, keys, data_sets),
-            SCORE_RATES, args, sheds=True,
-        )  # fmt: skip
-        fb = feedback_requests(persons, keys, data_sets)
-        out["feedback_100"] = await fixed_rate("feedback, group commit", srv.url, fb, 100, 12, args)
-        out["feedback"] = await ramp("feedback", srv.url, fb, FEEDBACK_RATES, args, sheds=True)
-        out["server_metrics"] = httpx.get(
-            srv.url + "/v1/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=30
-        ).json()
-    return out
-
-
-async def run_no_group_commit(model_dir: Path, data_sets: list, args, work: Path) -> dict[str, Any]:
+def start_service(stack: contextlib.ExitStack, model_dir: Path, work: Path, name: str, extra: list[str]):
+    """``personalign serve`` (SQLite file of its own) in a subprocess, stopped when ``stack`` closes."""
     from personalign.serve.launch import ServerProcess
 
     admin = "bench-" + secrets.token_hex(16)
     env = {"PERSONALIGN_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    db_url = f"sqlite:///{work / 'serve-nogc.db'}"
-    console.print("[1 worker] personalign serve --no-group-commit", highlight=False)
-    with ServerProcess(
-        model_dir, db_url, admin, env=env, extra_args=["--no-group-commit"], start_timeout=300
-    ) as srv:
-        persons = [f"p{i:03d}" for i in range(args.persons)]
-        keys = await setup_persons(srv.url, admin, persons, data_sets, np.random.default_rng(0))
-        fb = feedback_requests(persons, keys, data_sets)
-        return await fixed_rate("feedback, no group commit", srv.url, fb, 100, 12, args)
+    db_url = f"sqlite:///{work / f'serve-{name}.db'}"
+    srv = stack.enter_context(
+        ServerProcess(model_dir, db_url, admin, env=env, extra_args=extra, start_timeout=300)
+    )
+    return srv, admin
+
+
+async def run_all(model_dir: Path, sets: list, args, work: Path) -> tuple[list[dict[str, Any]], dict | None]:
+    """Every server up at once (idle ones cost nothing), driven one at a time, taking turns at each rate."""
+    body = {"prompt": sets[0][0], "candidates": sets[0][1]}
+    bare_reqs = [build("POST", f"/bare/p{i:03d}", body) for i in range(64)]
+    persons = [f"p{i:03d}" for i in range(args.persons)]
+    runs: dict[int, dict[str, Any]] = {w: {"workers": w} for w in args.workers}
+    nogc = None
+    with contextlib.ExitStack() as stack:
+        bare, svc = {}, {}
+        for w in args.workers:
+            bare[w] = stack.enter_context(BareServer(w))
+            runs[w]["bare_workers_seen"] = wait_workers(bare[w].url, "/health", w)
+            extra = ["--workers", str(w), "--max-inflight", str(args.max_inflight)]
+            svc[w] = start_service(stack, model_dir, work, f"w{w}", extra)
+            runs[w]["service_workers_seen"] = wait_workers(svc[w][0].url, "/v1/health", w)
+        base = (
+            None if args.no_baseline else start_service(stack, model_dir, work, "nogc", ["--no-group-commit"])
+        )
+        console.print(f"servers up: bare and service at {args.workers} worker(s)", highlight=False)
+        keys, fb = {}, {}
+        for w in args.workers:
+            srv, admin = svc[w]
+            keys[w] = await setup_persons(srv.url, admin, persons, sets, np.random.default_rng(0))
+            fb[w] = feedback_requests(persons, keys[w], sets)
+        targets = []
+        for w in args.workers:
+            targets.append((f"bare FastAPI, {w}w", bare[w].url, bare_reqs))
+            targets.append((f"score ({args.candidates} cand.), {w}w", svc[w][0].url,
+                            score_requests(persons, keys[w], sets)))  # fmt: skip
+        results = await interleaved_ramps(targets, RATES, args)
+        for w in args.workers:
+            runs[w]["bare"] = results.pop(0)
+            runs[w]["score"] = results.pop(0)
+        for w in args.workers:
+            runs[w]["feedback_100"] = await fixed_rate(f"feedback, group commit, {w}w", svc[w][0].url, fb[w],
+                                                       100, 12, args)  # fmt: skip
+            if w == args.workers[0] and base is not None:
+                bkeys = await setup_persons(base[0].url, base[1], persons, sets, np.random.default_rng(0))
+                nogc = await fixed_rate("feedback, no group commit, 1w", base[0].url,
+                                        feedback_requests(persons, bkeys, sets), 100, 12, args)  # fmt: skip
+        fb_targets = [(f"feedback, {w}w", svc[w][0].url, fb[w]) for w in args.workers]
+        for w, res in zip(
+            args.workers, await interleaved_ramps(fb_targets, FEEDBACK_RATES, args), strict=True
+        ):
+            runs[w]["feedback"] = res
+        for w in args.workers:
+            srv, admin = svc[w]
+            runs[w]["server_metrics"] = httpx.get(
+                srv.url + "/v1/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+            ).json()
+    return [runs[w] for w in args.workers], nogc
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -560,8 +601,7 @@ def main() -> None:
         )
         model_dir = train_small_model(work / "model", data=data, encoder=args.encoder, rank=8)
         sets = candidate_sets(data, 8, args.candidates)
-        runs = [asyncio.run(run_workers(w, model_dir, sets, args, work)) for w in args.workers]
-        nogc = None if args.no_baseline else asyncio.run(run_no_group_commit(model_dir, sets, args, work))
+        runs, nogc = asyncio.run(run_all(model_dir, sets, args, work))
     verdict = report(runs, nogc, args)
     out = {
         "benchmark": "serve_load",
