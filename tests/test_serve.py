@@ -557,6 +557,7 @@ def test_kill9_keeps_every_acknowledged_judgment(srv: Srv) -> None:
         prow = {r.person_id: r for r in conn.execute(select(pt))}
     missing = [a for a in acked if got.get((a[0], a[1])) != a[2]]
     assert not missing, f"{len(missing)} acknowledged judgments lost, e.g. {missing[:3]}"
+    print(f"kill -9 ({srv.db_url.split(':')[0]}): {len(acked)} acknowledged, {len(missing)} lost")
     # judgment rows and the posterior were committed together: counts agree for every person
     for p in persons:
         assert prow[p].n_judgments == per_person.get(p, 0) >= len([a for a in acked if a[0] == p])

@@ -10,6 +10,9 @@ import typer
 from personalign.cli.app import app
 from personalign.cli.common import allow_callable_option, console
 
+# the service's default (personalign.serve.middleware.MAX_INFLIGHT, not imported here: FastAPI loads lazily)
+MAX_INFLIGHT = 64
+
 serve_app = typer.Typer(
     help="Run the personalization HTTP service (FastAPI + uvicorn), or manage its API keys.",
     invoke_without_command=True,
@@ -48,6 +51,19 @@ def serve(
         min=0.01,
         help="Seconds a request body may take to arrive (then 408, connection closed).",
     ),
+    max_inflight: int = typer.Option(
+        MAX_INFLIGHT,
+        "--max-inflight",
+        min=1,
+        help="Requests one worker serves at once; beyond it the service answers 503 with Retry-After at once "
+        "instead of queueing (/v1/health is always served).",
+    ),
+    group_commit: bool = typer.Option(
+        True,
+        "--group-commit/--no-group-commit",
+        help="SQLite: store feedback from many requests in one commit (one fsync), each acknowledged only "
+        "after its commit; off: one transaction per judgment.",
+    ),
     allow_callable: list[str] = allow_callable_option(),
     model_root: Path = typer.Option(
         None,
@@ -77,6 +93,8 @@ def serve(
         allow_callables=list(allow_callable),
         body_timeout_s=body_timeout,
         model_root=str(model_root) if model_root else None,
+        max_inflight=max_inflight,
+        group_commit=group_commit,
     )
     console.print(
         f"personalign serve: model {model}, database {db}, http://{host}:{port}/docs", highlight=False

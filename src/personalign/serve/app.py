@@ -4,7 +4,7 @@ Build it with :func:`create_app` (``personalign serve`` does, and runs it with u
 ``/v1``, documented at ``/docs`` and ``/openapi.json``):
 
 - ``POST /persons/{id}/feedback``  a comparison or rating; stored (append-only) and folded into the posterior
-  in the same transaction; acknowledged only after commit.
+  in the same transaction; acknowledged only after commit (on SQLite, many judgments share one commit).
 - ``POST /persons/{id}/score``     personalized rewards of candidates (+ constraint report with a policy).
 - ``POST /persons/{id}/rank``      candidates best first (best-of-n with ``top_k=1``), under the bounds.
 - ``GET  /persons/{id}``           profile: posterior summary, uncertainty, judgment counts, monitors.
@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from personalign import __version__
 from personalign.serve.errors import install_error_handlers
-from personalign.serve.middleware import RequestGuard
+from personalign.serve.middleware import InflightLimit, RequestGuard
 from personalign.serve.routes import ROUTERS
 from personalign.serve.service import ServeConfig, Service
 
@@ -53,7 +53,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        svc.engine.dispose()
+        svc.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -77,6 +77,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         max_body=config.max_body_bytes,
         body_timeout=config.body_timeout_s,
     )
+    # outermost: a request over the in-flight limit is refused (503) before its body is read
+    app.add_middleware(InflightLimit, limit=config.max_inflight, metrics=svc.metrics)
     return app
 
 

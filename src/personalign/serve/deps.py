@@ -64,4 +64,7 @@ PersonPath = Path(
     pattern=schemas.PERSON_ID_REGEX,
     description="The person's id.",
 )
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": schemas.ErrorOut} for s in (401, 403, 404, 413, 422)}
+# 400: a body that is not JSON at all (not UTF-8); 408: a body that stalls; 503: the worker is at its in-flight limit (back-pressure)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": schemas.ErrorOut} for s in (400, 401, 403, 404, 408, 413, 422, 503)
+}

@@ -1,4 +1,5 @@
-"""ASGI plumbing of the service: request metrics, and the outermost guard that limits bodies and times requests."""
+"""ASGI plumbing of the service: request metrics, back-pressure (a limit on requests in flight) and the guard that
+limits bodies and times requests."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from personalign.errors import ConfigError
 from personalign.serve.errors import BodyTimeout, BodyTooLarge, error_response
 
 BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this (a stalled upload is cut off with 408)
+MAX_INFLIGHT = (
+    64  # requests one worker serves at once by default; more are answered 503 at once (back-pressure)
+)
+RETRY_AFTER_S = 1  # what a shed request is told to wait (Retry-After)
 
 
 class Metrics:
@@ -25,6 +31,9 @@ class Metrics:
         self.lat: dict[str, deque] = {}
         self.window = window
         self.started = time.time()
+        self.load: InflightLimit | None = (
+            None  # the app's back-pressure layer, once built (it registers here)
+        )
 
     def record(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -109,3 +118,51 @@ class RequestGuard:
             route = scope.get("route")
             name = f"{scope['method']} {route.path}" if route is not None else "(unrouted)"
             self.metrics.record(name, status["code"], time.perf_counter() - t0)
+
+
+class InflightLimit:
+    """Outermost ASGI layer, back-pressure: a worker serves at most ``limit`` requests at once (counted from the
+    request's arrival to its last response byte, the body's upload included); one more is answered at once with
+    503, a ``Retry-After`` header and the API's JSON error body, instead of waiting in a queue that only grows.
+    Paths in ``exempt`` (liveness) are always served. One event loop per worker: the counter needs no lock."""
+
+    def __init__(
+        self,
+        app: Callable,
+        limit: int,
+        metrics: Metrics,
+        exempt: tuple[str, ...] = ("/v1/health",),
+        retry_after: int = RETRY_AFTER_S,
+    ) -> None:
+        if limit < 1:
+            raise ConfigError(f"the in-flight limit must be at least 1, not {limit}")
+        self.app, self.limit, self.metrics = app, int(limit), metrics
+        self.exempt, self.retry_after = frozenset(exempt), int(retry_after)
+        self.inflight = 0
+        self.shed = 0
+        metrics.load = self
+
+    def stats(self) -> dict[str, int]:
+        """The limit, requests in flight now and requests shed since start."""
+        return {"limit": self.limit, "inflight": self.inflight, "shed": self.shed}
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            t0 = time.perf_counter()
+            self.shed += 1
+            resp = error_response(
+                503,
+                f"the service is at its limit of {self.limit} requests in flight; retry in {self.retry_after} s",
+                headers={"Retry-After": str(self.retry_after)},
+            )
+            await resp(scope, receive, send)
+            self.metrics.record("(shed)", 503, time.perf_counter() - t0)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from personalign.bounds.explain import PersonExplanation
 
@@ -28,12 +28,24 @@ NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEX
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 # finite and a JSON number: NaN, Infinity and 1e400 (read as inf) are refused, and so is a boolean (strict)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+
+
+def _integral(value: Any) -> Any:
+    """A float with no fractional part as the integer it is: an integer as JSON Schema defines it is 26 or
+    26.0, never "26", 26.5 or true (the bodies are strict)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 PERSON_ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
 PERSON_ID_PATTERN = re.compile(PERSON_ID_REGEX)
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON value of another type is refused, not coerced ("true" or 1 for a boolean, "3" for a number),
+    # so what the schema documents is exactly what is accepted
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ComparisonFeedback(_Body):
@@ -108,8 +120,8 @@ class ScoreOut(BaseModel):
 
 
 class RankIn(ScoreIn):
-    top_k: int | None = Field(
-        None, ge=1, le=MAX_CANDIDATES, description="Return only the best k (best-of-n: 1)."
+    top_k: Annotated[int, Field(ge=1, le=MAX_CANDIDATES), BeforeValidator(_integral)] | None = Field(
+        None, description="Return only the best k (best-of-n: 1)."
     )
 
 

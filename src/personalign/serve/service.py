@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException
 from personalign.bounds.policy import list_policies
 from personalign.serve import db, schemas
 from personalign.serve.auth import Principal, authenticate, hash_key
-from personalign.serve.middleware import Metrics
+from personalign.serve.middleware import MAX_INFLIGHT, Metrics
 from personalign.serve.state import ModelHolder, ModelState
+from personalign.serve.writer import GroupCommitter
 
 log = logging.getLogger("personalign.serve")
 
@@ -45,6 +46,8 @@ class ServeConfig:
         10.0  # a request body must arrive within this (else 408 and the connection closes)
     )
     model_root: str | None = None  # the admin reload loads only under here (None: the start model's folder)
+    max_inflight: int = MAX_INFLIGHT  # requests one worker serves at once; more get 503 + Retry-After
+    group_commit: bool = True  # SQLite: many feedback judgments per commit (one writer thread per worker)
 
 
 def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) -> list[Any]:
@@ -86,6 +89,14 @@ class Service:
         self.sqlite = db.is_sqlite(self.engine)
         root = config.model_root or Path(config.model_dir).resolve().parent
         self.model_root = Path(root).resolve()
+        # SQLite has one writer at a time anyway: one thread per worker writes feedback, many judgments a commit
+        self.committer = GroupCommitter(self) if self.sqlite and config.group_commit else None
+
+    def close(self) -> None:
+        """Commit the feedback still queued, stop the writer thread and close the database connections."""
+        if self.committer is not None:
+            self.committer.close()
+        self.engine.dispose()
 
     def confine(self, path: str | None, what: str) -> str | None:
         """``path`` resolved (symlinks, ``..``), or 403 when it lies outside :attr:`model_root`: the admin

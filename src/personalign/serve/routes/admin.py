@@ -102,5 +102,9 @@ def metrics(ctx: Context = Ctx) -> dict[str, Any]:
         "uptime_s": time.time() - svc.metrics.started,
         "database": {"dialect": svc.engine.dialect.name, "persons": n_persons, "judgments": n_judg},
         "feature_cache": st.lru.stats() if st.lru is not None else None,
+        # this worker's back-pressure: its limit, requests in flight now, requests shed (503) since start
+        "inflight": svc.metrics.load.stats() if svc.metrics.load is not None else None,
+        # SQLite's group commit in this worker (None: one transaction per judgment)
+        "group_commit": svc.committer.stats() if svc.committer is not None else None,
         "requests": svc.metrics.snapshot(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter
@@ -19,4 +20,9 @@ def health(svc: Service = Svc) -> dict[str, Any]:
     with db.read_tx(svc.engine) as conn:
         conn.execute(select(1))
     st = svc.holder.current
-    return {"status": "ok", "model_version": st.version, "schema_version": svc.schema_version}
+    return {
+        "status": "ok",
+        "model_version": st.version,
+        "schema_version": svc.schema_version,
+        "worker_pid": os.getpid(),  # which worker process answered (with --workers N)
+    }

@@ -46,6 +46,7 @@ def list_judgments(
 @router.delete(
     "/v1/persons/{person_id}/judgments/{judgment_id}",
     response_model=schemas.UndoOut,
+    operation_id="undo_judgment",  # the target of the feedback reply's link
     summary="Undo one judgment: it is deleted and the posterior recomputed by folding the remaining judgments, "
     "in order, onto the person's start (learned posterior or prior).",
 )
