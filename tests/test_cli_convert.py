@@ -4,28 +4,18 @@ and TRL-ready comparisons (`--kind comparisons`) that `datasets` reads as a dens
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from personalign.cli import app
-from personalign.cli.common import run_guarded
+from _cli import run_cli as _run
 from personalign.data import PreferenceData, read_data
 from personalign.data.io import write_data
 from personalign.data.synthetic import SyntheticConfig, generate_population
 
 TABLES = ("comparisons", "ratings", "rankings", "votes", "users", "items")
-
-
-def _run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["personalign", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    code = run_guarded(app)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,8 @@ import sys
 
 import pytest
 
-from personalign.cli import app
-from personalign.cli.common import run_guarded
+from _cli import run_cli as _run
 from personalign.data import read_data
-
-
-def _run(monkeypatch, capsys, *args):
-    """Run the CLI in-process through the real entry point's error handling; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["personalign", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    code = run_guarded(app)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _ratings_jsonl(path, n_users=4):

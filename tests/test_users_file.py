@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
 
-from personalign.cli import app
-from personalign.cli.common import run_guarded
+from _cli import run_cli as _run
 from personalign.data import read_data
 from personalign.errors import DataError
-
-
-def _run(monkeypatch, capsys, *args):
-    """The CLI in-process through the real entry point's error handling: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["personalign", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    code = run_guarded(app)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 AGES = {"u0": "18-29", "u1": "30-49", "u2": "50+", "u3": "30-49"}
 
