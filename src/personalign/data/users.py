@@ -18,7 +18,7 @@ from personalign.data.core import PreferenceData
 from personalign.data.tables import read_csv_frame, read_jsonl_records, require_columns
 from personalign.errors import DataError
 
-USER_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".gz")
+USER_FILE_TYPES = ".csv, .tsv, .jsonl (JSON lines, also as .json) or .parquet, optionally gzipped"
 
 
 def read_users(path: str | Path, user_col: str | None = None) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def read_users(path: str | Path, user_col: str | None = None) -> pd.DataFrame:
         raise DataError(
             f"cannot tell the format of {path.name!r}",
             file=str(path),
-            expected=f"a name ending {USER_FILE_SUFFIXES}",
+            expected=f"a name ending {USER_FILE_TYPES}",
         )
     col = user_col or "user_id"
     require_columns(df, [col], source=str(path))
@@ -56,8 +56,8 @@ def read_users(path: str | Path, user_col: str | None = None) -> pd.DataFrame:
 
 
 def _one_row_per_person(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Drop exact repeats; a person listed with two different rows is a DataError naming both rows."""
-    df = df.drop_duplicates().reset_index(drop=True)
+    """Drop exact repeats; a person listed with two different rows is a DataError naming both (file) rows."""
+    df = df.drop_duplicates()  # keeps the file's row numbers for the message
     dup = df["user_id"].duplicated(keep=False)
     if dup.any():
         rows = df.index[dup]
@@ -70,7 +70,7 @@ def _one_row_per_person(df: pd.DataFrame, source: str) -> pd.DataFrame:
             field="user_id",
             expected="one row per person",
         )
-    return df
+    return df.reset_index(drop=True)
 
 
 def attach_users(data: PreferenceData, users: pd.DataFrame, source: str | None = None) -> PreferenceData:
