@@ -43,7 +43,9 @@ LABELS = {
 }
 # the personalized model a verdict speaks for, in order of preference (the project's model first)
 VERDICT_MODELS = ("lowrank", "mixture", "independent", "group")
-PERSONAL_MODELS = ("lowrank", "mixture", "independent", "group")
+PERSONAL_MODELS = ("lowrank", "hybrid", "mixture", "independent", "group")
+# the order models take in the per-person and group plots; a model outside it comes after them
+PLOT_ORDER = ("crowd", "bt", "lowrank", "hybrid", "independent", "group", "mixture", "svd", "oracle")
 
 GLOSSARY = {
     "per-person acc": "Mean over persons of the share of their test pairs the model orders as they did "
@@ -465,6 +467,13 @@ def kshot_figure(res: dict[str, Any]) -> Any:
     return fig
 
 
+def _plot_models(available: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """The models of ``available`` to draw, in PLOT_ORDER, then any others; ``skip`` left out unless nothing
+    else is there."""
+    ordered = [m for m in PLOT_ORDER if m in available] + sorted(set(available) - set(PLOT_ORDER))
+    return [m for m in ordered if m not in skip] or ordered[:3]
+
+
 def _group_columns(g: dict[str, Any], models: list[str], limit: int = 6) -> list[str]:
     cols = sorted(
         {c for m in models for c in g[m] if len({v for mm in models for v in g[mm].get(c, {})}) >= 2}
@@ -476,7 +485,7 @@ def groups_figure(res: dict[str, Any], cell: str = "unseen_items") -> Any:
     """Per demographic column, each group's accuracy (a point per model, ± std over seeds) with a chance line;
     None without groups."""
     g = res.get("groups", {}).get(cell, {})
-    models = [m for m in ("bt", "lowrank", "group", "independent", "mixture") if m in g] or list(g)[:3]
+    models = _plot_models(g, skip=("majority", "choix", "crowd", "svd"))
     cols = _group_columns(g, models) if g else []
     if not cols:
         return None
@@ -525,7 +534,9 @@ def per_person_figure(res: dict[str, Any]) -> Any:
     plt = rp.pyplot()
     fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 3.8), squeeze=False, sharey=True)
     for ax, c in zip(axes[0], cells, strict=True):
-        for m in [m for m in ("bt", "lowrank", "independent", "group", "mixture", "oracle") if m in pp[c]]:
+        # majority and choix are item-level and svd answers 1/2 on items nobody judged: spikes, not spreads
+        skip = ("majority", "choix") + (("svd",) if c == "unseen_items" else ())
+        for m in _plot_models(pp[c], skip=skip):
             v = 100 * np.asarray(pp[c][m], float)
             ax.hist(
                 v, bins=20, range=(0, 100), histtype="step", lw=1.6, color=rp.model_color(m), label=label(m)

@@ -14,8 +14,32 @@ import numpy as np
 from personalign.data.files import atomic_write
 
 # one colour per model name across every plot of a report (tab10, in a fixed order)
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
-MODEL_ORDER = ("lowrank", "bt", "group", "independent", "mixture", "majority", "choix", "crowd", "oracle")
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+]
+MODEL_ORDER = (
+    "lowrank",
+    "bt",
+    "group",
+    "independent",
+    "mixture",
+    "majority",
+    "choix",
+    "crowd",
+    "oracle",
+    "hybrid",
+    "svd",
+)
 # fonts tried after DejaVu Sans for glyphs it lacks (item texts in Chinese, Japanese, Korean), when installed
 FALLBACK_FONTS = (
     "Noto Sans CJK SC",
