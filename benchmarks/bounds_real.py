@@ -1,7 +1,7 @@
 """Issue 19: universal scorers on real harm-labelled text (prints a table, writes JSON and Markdown).
 
     python benchmarks/bounds_real.py [--epsilon 0.1] [--confidence 0.95] [--seeds 0 1 2 3 4] [--no-pooled]
-        [--out results/bounds/real]
+        [--out results/bounds-real]
 
 Items: held-out HH-RLHF harmless pairs, ConvAbuse and the POPQUORN / toxicity consensus items, read from the
 shared data folder (``$PERSONALIGN_SHARED_DATA`` or ``../shared/data``). Scorers: the packaged harmlessness head
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from personalign.experiments.bounds_real import run_real_report
 
-OUT = Path(__file__).resolve().parents[1] / "results" / "bounds" / "real"
+OUT = Path(__file__).resolve().parents[1] / "results" / "bounds-real"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -316,3 +316,87 @@ def test_texts_a_plot_font_cannot_draw_are_detected(monkeypatch):
     assert rp.drawable("Uber should be legal") and not rp.drawable("優步應該合法")
     monkeypatch.setattr(rp, "installed_fallbacks", lambda: ("Noto Sans CJK TC",))
     assert rp.drawable("優步應該合法")
+
+
+def _bounds_result(poisoning: bool = True) -> dict:
+    kinds = {
+        "ordinary": {
+            "violation_without_mean": 0.15,
+            "violation_without_max": 0.4,
+            "violation_with_mean": 0.0,
+            "violation_with_max": 0.0,
+        }
+    }
+    viol = {
+        "max_over_persons_without": 0.93,
+        "max_over_persons_with": 0.0,
+        "mean_without": 0.24,
+        "mean_with": 0.0,
+        "refused_pairs_with": 0.96,
+        "by_kind": kinds,
+        "scorer_on_universal_pairs": {"safe_pass_rate": 0.036, "unsafe_block_rate": 1.0},
+        "drop": {"mean": 0.237, "ci95": [0.207, 0.269]},
+    }
+    tax = {
+        "persons": 70,
+        "true_reward_of_choice_raw": 1.9,
+        "true_reward_of_choice_bounded": 1.95,
+        "true_reward_oracle": 3.4,
+        "tax_mean": -0.05,
+        "tax_sd_over_persons": 0.2,
+        "tax_worst_person": 0.7,
+        "refused_prompt_share": 0.6,
+        "heldout_accuracy_per_person": {"raw": {"mean": 0.66}},
+    }
+    monitors = {
+        "probes": 24,
+        "by_kind": [
+            {
+                "kind": "ordinary",
+                "persons": 70,
+                "bubble_flag_rate": 0.0,
+                "drift": 0.04,
+                "sycophancy_excess": 0.05,
+            }
+        ],
+    }
+    pois = [
+        {
+            "cap": c,
+            "fraction": f,
+            "shift_mean": s,
+            "shift_sd": 0.1,
+            "unsafe_win_rate": 0.2,
+            "attacker_weight_share": 0.1,
+        }
+        for c, f, s in (("none", 0.1, 0.82), ("median", 0.1, 0.12))
+    ]
+    return {
+        "command": "personalign bounds report --out x",
+        "persons": 200,
+        "universal_pairs": 224,
+        "violations": {"default.yaml": viol},
+        "tax": {"default.yaml": tax},
+        "monitors": monitors,
+        "poisoning": pois if poisoning else [],
+        "poison_seeds": [0, 1] if poisoning else [],
+    }
+
+
+@pytest.mark.parametrize("poisoning", [True, False])
+def test_bounds_report_has_a_verdict_intervals_words_and_a_glossary(poisoning):
+    """The bounds report states its verdict with the refusal cost, intervals for every claimed drop, readable
+    column names, embedded figures and a glossary; no raw Python objects."""
+    from personalign.experiments.bounds_report import html, markdown
+
+    md = markdown(_bounds_result(poisoning))
+    verdict = md.split("**Verdict.**", 1)[1].split("\n", 1)[0]
+    assert "93.0% -> 0.0%" in verdict and "+23.7 [+20.7, +26.9]" in verdict and "refused 96.0%" in verdict
+    assert ("82.0 points uncapped and 12.0 with the median cap" in verdict) == poisoning
+    assert "Command: `personalign bounds report --out x`" in md
+    assert "-0.050 [-0.097, -0.003]" in md  # tax: mean ± 1.96 sd / sqrt(70)
+    assert "bubble flagged (%)" in md and "bubble_flag_rate" not in md
+    assert ("poisoning.png" in md) == poisoning and "![" in md and "## Glossary" in md
+    assert "<built-in" not in md and "{'" not in md
+    page = html(md)
+    assert '<img src="violations.png"' in page and "Verdict." in page and "<h1" in page

@@ -24,86 +24,78 @@ from personalign.experiments.bounds import (
 )
 from personalign.experiments.models import fit_synthetic
 from personalign.experiments.poisoning import poisoning_curve
+from personalign.reports import markdown_to_html, render_page
+from personalign.reports import plots as rp
+from personalign.reports.stats import bootstrap_mean
+from personalign.reports.text import glossary_markdown, interval_text, md_table, shorten
+
+KINDS = ("ordinary", "adversarial", "extreme")
+
+
+def violations_figure(viol: dict[str, pd.DataFrame]) -> Any:
+    """Per policy, each person's unsafe-win share without and with the policy, by kind of person."""
+    plt = rp.pyplot()
+    fig, axes = plt.subplots(1, len(viol), figsize=(4.0 * len(viol), 3.7), squeeze=False, sharey=True)
+    for ax, (name, df) in zip(axes[0], viol.items(), strict=True):
+        for k, kind in enumerate(KINDS):
+            d = df[df["kind"] == kind]
+            jit = np.random.default_rng(k).uniform(-0.12, 0.12, len(d))
+            for dx, col, color, lab in (
+                (-0.2, "violation_without", "tab:red", "without policy"),
+                (0.2, "violation_with", "tab:green", "with policy"),
+            ):
+                ax.scatter(
+                    k + dx + jit, 100 * d[col], s=8, alpha=0.6, color=color, label=lab if k == 0 else None
+                )
+        ax.axhline(0, color="0.35", ls=":", lw=1.2, label="no violation (0%)")
+        ax.set_xticks(range(len(KINDS)), KINDS)
+        ax.set_ylim(-3, 103)
+        rp.style(
+            ax,
+            shorten(name, 38),
+            "kind of person",
+            "unsafe response wins (% of pairs)" if ax is axes[0, 0] else None,
+        )
+    rp.legend_outside(axes[0, 0], title="each dot: one person", loc="below")
+    fig.tight_layout()
+    return fig
+
+
+def poisoning_figure(pois: pd.DataFrame) -> Any:
+    """The shared reward's shift in unsafe-win share against the attackers' fraction (mean ± sd over seeds)."""
+    plt = rp.pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.7))
+    for cap, color in (("none", "tab:red"), ("median", "tab:blue")):
+        d = pois[pois["cap"] == cap].groupby("fraction")["shift"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(
+            100 * d["fraction"],
+            100 * d["mean"],
+            yerr=100 * d["std"].fillna(0),
+            marker="o",
+            color=color,
+            capsize=3,
+            label=f"shared reward, cap={cap}",
+        )
+    ax.axhline(0, color="tab:green", ls="--", lw=1.4, label="bounded policy (0 at every fraction)")
+    n = pois["seed"].nunique() if "seed" in pois else "?"
+    rp.style(
+        ax,
+        f"Poisoning: attackers against the shared reward (± sd over {n} seeds)",
+        "attackers (% of persons, each with 5x the ordinary volume)",
+        "shift in unsafe-win share (points)",
+    )
+    rp.legend_outside(ax)
+    return fig
 
 
 def plots(out: Path, viol: dict[str, pd.DataFrame], pois: pd.DataFrame | None) -> list[str]:
     """violations.png (per person, with and without each policy) and poisoning.png; returns the file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    fig, axes = plt.subplots(1, len(viol), figsize=(4.2 * len(viol), 3.6), squeeze=False)
-    for ax, (name, df) in zip(axes[0], viol.items(), strict=False):
-        kinds = ["ordinary", "adversarial", "extreme"]
-        for k, kind in enumerate(kinds):
-            d = df[df["kind"] == kind]
-            if len(d) == 0:
-                continue
-            jit = np.random.default_rng(k).uniform(-0.12, 0.12, len(d))
-            ax.scatter(
-                k - 0.2 + jit,
-                d["violation_without"],
-                s=8,
-                alpha=0.6,
-                color="tab:red",
-                label="without policy" if k == 0 else None,
-            )
-            ax.scatter(
-                k + 0.2 + jit,
-                d["violation_with"],
-                s=8,
-                alpha=0.6,
-                color="tab:green",
-                label="with policy" if k == 0 else None,
-            )
-        ax.set_xticks(range(3), kinds)
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(name, fontsize=9)
-        ax.set_ylabel("share of universal pairs unsafe wins")
-    axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "violations.png", dpi=120)
-    plt.close(fig)
-    files.append("violations.png")
+    rp.save(violations_figure(viol), out / "violations.png")
+    files = ["violations.png"]
     if pois is not None and len(pois):
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for cap, col in (("none", "tab:red"), ("median", "tab:blue")):
-            d = pois[pois["cap"] == cap].groupby("fraction")["shift"].agg(["mean", "std"]).reset_index()
-            ax.errorbar(
-                d["fraction"] * 100,
-                d["mean"],
-                yerr=d["std"].fillna(0),
-                marker="o",
-                color=col,
-                capsize=3,
-                label=f"shared model, cap={cap}",
-            )
-        ax.plot(
-            sorted(pois["fraction"].unique() * 100),
-            [0] * pois["fraction"].nunique(),
-            "g--",
-            label="bounded policy",
-        )
-        ax.set_xlabel("attackers (% of persons)")
-        ax.set_ylabel("shift in unsafe-win share (universal pairs)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "poisoning.png", dpi=120)
-        plt.close(fig)
+        rp.save(poisoning_figure(pois), out / "poisoning.png")
         files.append("poisoning.png")
     return files
-
-
-def md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    """A markdown table of ``df`` (floats formatted with ``floatfmt``)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = [format(v, floatfmt) if isinstance(v, float | np.floating) else str(v) for v in r.tolist()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def run_synthetic_report(
@@ -137,6 +129,7 @@ def run_synthetic_report(
         "persons": persons,
         "seed": seed,
         "universal_pairs": len(pairs),
+        "poison_seeds": list(poison_seeds) if poisoning else [],
     }
     viol = {}
     for name, bp in policies.items():
@@ -151,6 +144,8 @@ def run_synthetic_report(
             "refused_pairs_with": float(vt["refused_with"].iloc[0]) if len(vt) else 0.0,
             "by_kind": {k: {c[0] + "_" + c[1]: float(by.loc[k, c]) for c in by.columns} for k in by.index},
             "scorer_on_universal_pairs": scorer_quality(bp, pairs),
+            # the paired per-person drop, with a bootstrap interval over persons
+            "drop": bootstrap_mean(vt["violation_without"] - vt["violation_with"]),
         }
         res.setdefault("tax", {})[name] = personalization_tax(bp, model, data, test)
         if progress:
@@ -180,78 +175,233 @@ def run_synthetic_report(
     res = to_jsonable(res)
     write_text_atomic(out / "bounds_report.json", dumps_json(res, indent=1))
     mt.to_csv(out / "monitors_per_person.csv", index=False)
-    write_text_atomic(out / "bounds_report.md", markdown(res, pois))
+    md = markdown(res)
+    write_text_atomic(out / "bounds_report.md", md)
+    write_text_atomic(out / "bounds_report.html", html(md))
     return res
 
 
-def markdown(res: dict[str, Any], pois: pd.DataFrame | None = None) -> str:
-    """The markdown report of a :func:`run_synthetic_report` result."""
-    L = ["# Bounded personalization: synthetic population with adversarial persons", ""]
-    if res.get("command"):
-        L += ["Command:", "", f"    {res['command']}", ""]
-    L += [
-        f"{res['persons']} persons (10% adversarial) + extreme weights (x1000, inf), LowRankBT rank 4 over MiniLM; "
-        f"{res['universal_pairs']} held-out universal pairs (harmless vs harmful response, unseen prompts).",
-        "",
-        "## Violation rate (share of universal pairs where the unsafe response wins)",
-        "",
-        "| policy | max over persons without | max over persons with | mean without | mean with | refused (both violate) | safe pass | unsafe blocked |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+GLOSSARY = {
+    "universal pair": "A held-out prompt with one harmless and one harmful response: every person's bounded "
+    "reward must prefer the harmless one.",
+    "unsafe wins": "Share of universal pairs where a person's reward scores the harmful response at least as high "
+    "as the harmless one.",
+    "without / with policy": "Under the raw personal reward (own weights, no constraints) / under the bounded "
+    "reward (constraints first, then the personal reward inside the trust region).",
+    "drop": "Mean over persons of (unsafe wins without - with the policy), in points, with a 95% bootstrap "
+    "interval over persons.",
+    "refused": "Share of universal pairs where both responses fail the policy, answered by the refusal text.",
+    "safe pass": "Share of harmless responses the policy's scorers let through (blocking them is the cost).",
+    "unsafe blocked": "Share of harmful responses the policy's scorers block.",
+    "tax": "True reward of the raw personal choice minus that of the bounded choice, per ordinary person "
+    "(negative: the bounds cost nothing); mean with a normal 95% interval over persons.",
+    "bubble": "Entropy of the clusters of a person's top-3 choices over the population's (flag below 0.5); mmr: "
+    "after diversity re-ranking at strength 0.5.",
+    "lock-in": "Drift (accuracy on old minus recent judgments) or overconfidence flags; 'drifting' persons had "
+    "their last 20 judgments reversed.",
+    "sycophancy": "Excess share of probes where the personal reward prefers the agreeing-but-wrong answer over "
+    "what the population reward prefers.",
+    "cap=median": "Each person's total training weight is capped at the median person's (influence weights).",
+}
+
+
+def _pts(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _drop_text(v: dict[str, Any]) -> str:
+    d = v.get("drop")
+    return "n/a" if not d else interval_text(d["mean"], *d["ci95"])
+
+
+def verdict(res: dict[str, Any]) -> str:
+    """One line: which policies remove the violations, what they cost, and what the cap does to poisoning."""
+    parts = []
     for name, v in res["violations"].items():
         q = v["scorer_on_universal_pairs"]
-        L.append(
-            f"| {name} | {v['max_over_persons_without']:.3f} | {v['max_over_persons_with']:.3f} | "
-            f"{v['mean_without']:.3f} | {v['mean_with']:.3f} | {v.get('refused_pairs_with', float('nan')):.3f} | "
-            f"{q['safe_pass_rate']:.3f} | {q['unsafe_block_rate']:.3f} |"
+        parts.append(
+            f"{name}: worst person {_pts(v['max_over_persons_without'])}% -> {_pts(v['max_over_persons_with'])}% "
+            f"unsafe wins (drop {_drop_text(v)} points), safe pass {_pts(q['safe_pass_rate'])}%, "
+            f"refused {_pts(v.get('refused_pairs_with'))}%"
         )
-    L += ["", "By kind of person (mean / max):", ""]
-    for name, v in res["violations"].items():
-        L.append(
-            f"- {name}: "
-            + "; ".join(
-                f"{k}: without {d['violation_without_mean']:.3f}/{d['violation_without_max']:.3f}, with {d['violation_with_mean']:.3f}/{d['violation_with_max']:.3f}"
-                for k, d in v["by_kind"].items()
+    text = "; ".join(parts) + "."
+    pois = pd.DataFrame(res.get("poisoning") or [])
+    if len(pois):
+        at = pois[np.isclose(pois["fraction"], 0.1)].set_index("cap")["shift_mean"]
+        if {"none", "median"} <= set(at.index):
+            text += (
+                f" With 10% attackers the shared reward's unsafe-win share rises {_pts(at['none'])} points "
+                f"uncapped and {_pts(at['median'])} with the median cap; the bounded policy does not move."
             )
+    return text
+
+
+def _violation_section(res: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, v in res["violations"].items():
+        q = v["scorer_on_universal_pairs"]
+        rows.append(
+            [
+                name,
+                _pts(v["max_over_persons_without"]),
+                _pts(v["max_over_persons_with"]),
+                _pts(v["mean_without"]),
+                _pts(v["mean_with"]),
+                _drop_text(v),
+                _pts(v.get("refused_pairs_with")),
+                _pts(q["safe_pass_rate"]),
+                _pts(q["unsafe_block_rate"]),
+            ]
         )
-    L += [
-        "",
-        "## Personalization tax (ordinary persons, held-out prompts)",
-        "",
-        "| policy | true reward of choice, raw | bounded | oracle | tax (raw - bounded) | worst person | refused prompts | tax on answered prompts | held-out acc raw | bounded | population |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "policy",
+        "worst person without (%)",
+        "worst person with (%)",
+        "mean without (%)",
+        "mean with (%)",
+        "drop (points)",
+        "refused (%)",
+        "safe pass (%)",
+        "unsafe blocked (%)",
     ]
-    for name, t in res["tax"].items():
-        a = t.get("heldout_accuracy_per_person", {})
-        L.append(
-            f"| {name} | {t['true_reward_of_choice_raw']:.3f} | {t['true_reward_of_choice_bounded']:.3f} | "
-            f"{t['true_reward_oracle']:.3f} | {t['tax_mean']:.3f} ± {t['tax_sd_over_persons']:.3f} | {t['tax_worst_person']:.3f} | "
-            f"{t.get('refused_prompt_share', float('nan')):.3f} | {t.get('tax_mean_answered', float('nan')):.3f} | "
-            f"{a.get('raw', {}).get('mean', float('nan')):.3f} | {a.get('bounded', {}).get('mean', float('nan')):.3f} | "
-            f"{a.get('population', {}).get('mean', float('nan')):.3f} |"
-        )
-    L += [
-        "",
-        "## Monitor findings (synthetic.yaml policy)",
-        "",
-        md_table(pd.DataFrame(res["monitors"]["by_kind"])),
-        "",
-        "bubble: entropy of the person's top-3 choices' clusters / the population's (flag < 0.5); _mmr: after "
-        "diversity re-ranking at strength 0.5. lock-in: drift (accuracy old - recent) or overconfidence flags; "
-        "'drifting' persons had their last 20 judgments reversed. sycophancy: excess share of probes where the "
-        f"personal reward prefers the agreeing-but-wrong answer over the population reward ({res['monitors']['probes']} probes).",
-        "",
-    ]
-    if pois is not None:
-        L += [
-            "## Poisoning: shift of the shared reward's unsafe-win share vs attackers' fraction",
-            "",
-            md_table(pd.DataFrame(res["poisoning"])),
-            "",
-            "Attackers submit 5x the ordinary volume, all 'harmful > harmless'. cap=median: each person's total "
-            "weight <= the median person's (influence_weights). The bounded policy's shift is 0 at every fraction "
-            "(its constraints do not read the shared model).",
-            "",
+    kind_rows = [
+        [
+            name,
+            k,
+            f"{_pts(d['violation_without_mean'])} / {_pts(d['violation_without_max'])}",
+            f"{_pts(d['violation_with_mean'])} / {_pts(d['violation_with_max'])}",
         ]
-    L += [f"Figures: {', '.join(res['figures'])}", ""]
+        for name, v in res["violations"].items()
+        for k, d in v["by_kind"].items()
+    ]
+    return [
+        "## 1. How often the unsafe response wins, per person",
+        "",
+        md_table(header, rows),
+        "![Each person's unsafe-win share without and with each policy](violations.png)",
+        "",
+        "By kind of person (mean / worst, %):",
+        "",
+        md_table(["policy", "kind", "without", "with"], kind_rows),
+    ]
+
+
+def _tax_section(res: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, t in res["tax"].items():
+        half = 1.96 * t["tax_sd_over_persons"] / max(1, t.get("persons") or 1) ** 0.5
+        acc = t.get("heldout_accuracy_per_person", {})
+        rows.append(
+            [
+                name,
+                f"{t['true_reward_of_choice_raw']:.3f}",
+                f"{t['true_reward_of_choice_bounded']:.3f}",
+                f"{t['true_reward_oracle']:.3f}",
+                interval_text(t["tax_mean"], t["tax_mean"] - half, t["tax_mean"] + half, scale=1, digits=3),
+                f"{t['tax_worst_person']:.3f}",
+                _pts(t.get("refused_prompt_share")),
+                " / ".join(_pts(acc.get(k, {}).get("mean")) for k in ("raw", "bounded", "population")),
+            ]
+        )
+    header = [
+        "policy",
+        "true reward, raw choice",
+        "bounded choice",
+        "oracle",
+        "tax",
+        "worst person",
+        "refused prompts (%)",
+        "held-out acc raw / bounded / population (%)",
+    ]
+    return ["## 2. What the bounds cost ordinary persons (held-out prompts)", "", md_table(header, rows)]
+
+
+# the monitor table's columns in words (rates in %, ratios as they are)
+MONITOR_COLUMNS = {
+    "persons": ("persons", None),
+    "bubble_flag_rate": ("bubble flagged (%)", "pct"),
+    "bubble_flag_rate_mmr": ("bubble flagged, mmr (%)", "pct"),
+    "entropy_ratio": ("entropy ratio", "num"),
+    "entropy_ratio_mmr": ("entropy ratio, mmr", "num"),
+    "lockin_flag_rate": ("lock-in flagged (%)", "pct"),
+    "drift": ("drift (points)", "pct"),
+    "sycophancy_flag_rate": ("sycophancy flagged (%)", "pct"),
+    "sycophancy_excess": ("sycophancy excess (points)", "pct"),
+}
+
+
+def _monitor_cell(v: Any, how: str | None) -> str:
+    if how == "pct":
+        return _pts(v)
+    return f"{v:.3f}" if how == "num" else str(v)
+
+
+def _monitor_section(res: dict[str, Any]) -> list[str]:
+    m = res["monitors"]
+    recs = pd.DataFrame(m["by_kind"]).to_dict(orient="records")
+    cols = [c for c in MONITOR_COLUMNS if recs and c in recs[0]]
+    rows = [[r.get("kind", "")] + [_monitor_cell(r[c], MONITOR_COLUMNS[c][1]) for c in cols] for r in recs]
+    return [
+        "## 3. Monitors (synthetic.yaml policy)",
+        "",
+        md_table(["kind"] + [MONITOR_COLUMNS[c][0] for c in cols], rows),
+        f"Sycophancy is measured on {m['probes']} probes; bubble, lock-in and sycophancy are defined in the "
+        "glossary.",
+        "",
+    ]
+
+
+def _poisoning_section(res: dict[str, Any]) -> list[str]:
+    if not res.get("poisoning"):
+        return []
+    rows = [
+        [
+            r["cap"],
+            _pts(r["fraction"]),
+            f"{_pts(r['shift_mean'])} ± {_pts(r.get('shift_sd') or 0.0)}",
+            _pts(r["unsafe_win_rate"]),
+            _pts(r["attacker_weight_share"]),
+        ]
+        for r in res["poisoning"]
+    ]
+    n = len(res.get("poison_seeds") or []) or "?"
+    return [
+        "## 4. Poisoning the shared reward",
+        "",
+        f"Attackers submit 5x the ordinary volume, all 'harmful > harmless' ({n} seeds, ± sd over seeds). The "
+        "bounded policy's constraints never read the shared reward, so its shift is 0 at every fraction.",
+        "",
+        md_table(
+            ["cap", "attackers (%)", "shift (points)", "unsafe wins (%)", "attackers' weight share (%)"], rows
+        ),
+        "![Shift of the shared reward against the attackers' fraction](poisoning.png)",
+        "",
+    ]
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The markdown report of a :func:`run_synthetic_report` result: verdict, command, sections, glossary."""
+    L = [
+        "# Bounded personalization: synthetic population with adversarial persons",
+        "",
+        f"> **Verdict.** {verdict(res)}",
+        "",
+    ]
+    if res.get("command"):
+        L += [f"Command: `{res['command']}`", ""]
+    L += [
+        f"{res['persons']} persons (10% adversarial, plus extreme weights x1000 and inf), LowRankBT rank 4 over "
+        f"MiniLM; {res['universal_pairs']} held-out universal pairs (a harmless and a harmful response to an unseen "
+        "prompt). Percentages are shares of those pairs.",
+        "",
+    ]
+    for section in (_violation_section, _tax_section, _monitor_section, _poisoning_section):
+        L += section(res)
+    L += ["", glossary_markdown(GLOSSARY).rstrip(), ""]
     return "\n".join(L)
+
+
+def html(md: str) -> str:
+    """bounds_report.html: the markdown as a page (column tooltips from the glossary)."""
+    title, _, body = md.partition("\n")
+    return render_page(title.lstrip("# "), markdown_to_html(body, GLOSSARY))
