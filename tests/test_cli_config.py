@@ -164,3 +164,30 @@ def test_the_file_can_supply_required_options(data_file, tmp_path, monkeypatch, 
     code, _, err = _main(monkeypatch, capsys, "train", str(data_file), "--config", str(cfg), "--json")
     assert code == 0, err
     assert (tmp_path / "m" / "manifest.json").is_file()
+
+
+def test_eval_prints_progress_lines_when_its_output_is_not_a_terminal(tmp_path, monkeypatch, capsys):
+    """Into a log (no terminal) eval prints one line per seed, model and phase as it goes, not a bar at the end."""
+    data = "synthetic:persons=24,comparisons_per_person=12"
+    args = [
+        "eval",
+        data,
+        "--models",
+        "majority,bt",
+        "--seeds",
+        "2",
+        "--k",
+        "0",
+        "--encoder",
+        "hashing[dim=32]",
+    ]
+    args += ["--active-max-k", "0", "--harmless", "none", "--out", str(tmp_path / "ev")]
+    code, out, err = _main(monkeypatch, capsys, *args)
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    order = [f"seed {s}/2 · {m}: fitting" for s in (1, 2) for m in ("majority", "bt")]
+    at = [next(i for i, ln in enumerate(lines) if o in ln) for o in order]
+    assert at == sorted(at)  # in the order the work happens
+    done, total = lines[-1][1:].split("]")[0].split("/")
+    assert done == total and lines[-1].endswith(" s)")  # the last line: all done, with its elapsed time
+    assert out.index(order[-1]) < out.index("wrote results.json")  # before the final summary

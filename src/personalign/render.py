@@ -6,6 +6,7 @@ The library hands back dicts and frames; these functions turn them into tables a
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,7 +22,14 @@ ProgressCallback = Callable[[str, int, int], None]
 @contextlib.contextmanager
 def progress_bar(console: Console | None = None, disable: bool = False) -> Iterator[ProgressCallback]:
     """A rich progress bar (description, bar, done/total, elapsed) driven by a :data:`ProgressCallback`; it
-    appears at the first call, so whatever the function prints before its first step stays above it."""
+    appears at the first call, so whatever the function prints before its first step stays above it.
+
+    When the console is not a terminal (a log file, a pipe, CI) a live bar would only be drawn at the end, so each
+    new step is printed as one plain line instead, as it happens."""
+    console = console or Console()
+    if not disable and not console.is_terminal:
+        yield progress_lines(console)
+        return
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -45,6 +53,23 @@ def progress_bar(console: Console | None = None, disable: bool = False) -> Itera
     finally:
         if task is not None:
             bar.stop()
+
+
+def progress_lines(console: Console) -> ProgressCallback:
+    """A :data:`ProgressCallback` that prints ``[done/total] description (elapsed s)`` whenever the description
+    or the count changes (rich flushes each print, so a log shows it at once)."""
+    t0 = time.perf_counter()
+    last: tuple[str, int] | None = None
+
+    def update(description: str, done: int, total: int) -> None:
+        nonlocal last
+        if (description, done) == last:
+            return
+        last = (description, done)
+        line = f"[{done}/{total}] {description} ({time.perf_counter() - t0:.0f} s)"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    return update
 
 
 def key_value_table(title: str, rows: Sequence[tuple[str, str]], bold_keys: bool = False) -> Table:
