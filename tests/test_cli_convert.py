@@ -76,9 +76,9 @@ def test_folder_round_trip_of_every_kind(tmp_path, monkeypatch, capsys, out_form
     )
     assert code == 0, err
     ext = f".{out_format}"
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}{ext}" for t in TABLES] + ["tables.json"]), (
-        "one file per table"
-    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{t}{ext}" for t in TABLES] + ["manifest.json", "tables.json"]
+    ), "one file per table"
     _assert_same(read_data(src), read_data(out))
     if out_format == "jsonl":  # each file is dense: every record has the same fields
         for t in TABLES:

@@ -166,3 +166,64 @@ def test_a_written_population_leaves_its_truth_out_instead_of_a_string(tmp_path,
     assert pop.meta.get("truth") is not None
     back = read_data(write_data(pop, tmp_path / f"pop{suffix}"))
     assert "truth" not in back.meta and back.meta["config"]["persons"] == 5
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _common(m: dict, args: list[str], kind: str) -> None:
+    assert m["kind"] == kind and m["command"] == "personalign " + shlex.join(args)
+    assert m["versions"]["personalign"] and m["git"]["personalign"] == git_state(PACKAGE_DIR)
+
+
+def test_data_synth_writes_a_manifest_that_train_reads_past(tmp_path, capsys):
+    out = tmp_path / "pop"
+    args = ["data", "synth", "--persons", "12", "--comparisons", "8", "--seed", "5", "--out", str(out)]
+    _run(args, capsys)
+    m = _manifest(out / "manifest.json")
+    _common(m, args, "population")
+    assert m["seeds"] == [5] and m["data"]["persons"] == 12 and m["data"]["sha256"]
+    # the manifest beside the tables does not confuse the folder's format
+    args = ["train", str(out), "--encoder", "hashing[dim=32]", "--rank", "1", "--max-iter", "5"]
+    _run([*args, "--out", str(tmp_path / "m")], capsys)
+
+
+@pytest.mark.parametrize("target", ["folder", "tables.parquet"])
+def test_data_convert_writes_a_manifest_with_the_input_hash(files, tmp_path, capsys, target):
+    out = tmp_path / target
+    args = ["data", "convert", str(files["comparisons"]), "--out", str(out)]
+    _run(args, capsys)
+    where = out / "manifest.json" if target == "folder" else tmp_path / "tables.parquet.manifest.json"
+    m = _manifest(where)
+    _common(m, args, "converted-data")
+    digest = hashlib.sha256(files["comparisons"].read_bytes()).hexdigest()
+    assert {"path": str(files["comparisons"]), "sha256": digest} in m["inputs"]
+    assert m["data"]["sha256"] == data_summary(read_data(files["comparisons"]))["sha256"]
+    if target == "folder":
+        assert read_data(out).comparisons.shape == read_data(files["comparisons"]).comparisons.shape
+
+
+def test_export_reward_writes_a_manifest_naming_the_model(model_dir, tmp_path, capsys):
+    out = tmp_path / "reward"
+    args = ["export-reward", "--model", str(model_dir), "--out", str(out)]
+    _run(args, capsys)
+    m = _manifest(out / "manifest.json")
+    _common(m, args, "exported-reward")
+    assert m["model"] == str(model_dir) and m["user"] is None
+    assert [i["path"] for i in m["inputs"]] == [str(model_dir)] and m["inputs"][0]["sha256"]
+    _run([*args, "--overwrite"], capsys)  # the guard still knows the folder as its own
+
+
+def test_export_dpo_writes_a_manifest_beside_its_file(model_dir, tmp_path, capsys):
+    cands = tmp_path / "cands.jsonl"
+    rows = [
+        {"prompt": "Say hi.", "response": r} for r in ("Hi there!", "Hello, friend.", "Hey.", "Greetings.")
+    ]
+    cands.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "pairs.jsonl"
+    args = ["export-dpo", "--model", str(model_dir), "--candidates", str(cands), "--out", str(out)]
+    _run(args, capsys)
+    m = _manifest(tmp_path / "pairs.jsonl.manifest.json")
+    _common(m, args, "dpo-pairs")
+    assert [i["path"] for i in m["inputs"]] == [str(model_dir), str(cands)] and m["persons"]

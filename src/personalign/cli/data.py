@@ -222,6 +222,9 @@ def convert(
         what = "one lossless Parquet file"
     else:
         raise _mixed_file_error(out, data)
+    from personalign.data.manifest import data_summary, write_output_manifest
+
+    write_output_manifest(out, kind="converted-data", data=data_summary(data), extra={"judgments_kind": kind})
     console.print(f"{data!r}\nwritten to [bold]{out}[/]: {what}{note if folder else ''}", highlight=False)
 
 
@@ -268,6 +271,9 @@ def synth(
     data = generate_population(cfg)
     test = sample_comparisons(data, heldout, prompts="heldout", seed=seed + 1) if heldout > 0 else None
     summary = write_population(data, out, test)
+    from personalign.data.manifest import data_summary, write_output_manifest
+
+    write_output_manifest(out, kind="population", seeds=seed, data=data_summary(data))
     console.print(population_table(summary))
     console.print(
         f"written to [bold]{out}[/]: population.parquet, "

@@ -152,6 +152,13 @@ def export_dpo(
         show_progress=True,
     )
     write_pairs(df, out)
+    from personalign.data.manifest import record_input, write_output_manifest
+
+    for f in (model, candidates, prompts_file):
+        if f is not None:
+            record_input(f)  # hashed in the manifest
+    extra = {"model": str(model), "persons": users, "policy": getattr(reward.policy, "name", None)}
+    write_output_manifest(out, kind="dpo-pairs", seeds=seed, extra=extra)
     console.print(
         f"{len(df):,} pairs for {df['user_id'].nunique() if len(df) else 0} persons written to [bold]{out}[/]"
     )
@@ -176,6 +183,11 @@ def export_reward_cmd(
     check_replaceable(out, is_reward_artifact, "an exported reward folder", overwrite=overwrite)
     m, reward = _load(model, policy, allow_callable)
     path = export_reward(m, out, user_id=user, policy=reward if reward.bounded else None, group=group)
+    from personalign.data.manifest import record_input, write_output_manifest
+
+    record_input(model)  # the model folder is the input (hashed in the manifest)
+    extra = {"model": str(model), "user": user, "group": group, "policy": policy}
+    write_output_manifest(path, kind="exported-reward", extra=extra)
     console.print(f"portable reward written to [bold]{path}[/] (see {path / 'README.md'})")
 
 

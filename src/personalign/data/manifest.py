@@ -224,3 +224,16 @@ def build_manifest(
 def write_manifest(folder: str | os.PathLike, **kw: Any) -> Path:
     """Write ``manifest.json`` (:func:`build_manifest` of ``kw``) into ``folder``, atomically."""
     return write_text_atomic(Path(folder) / MANIFEST_FILE, dumps_json(build_manifest(**kw)) + "\n")
+
+
+def manifest_path(out: str | os.PathLike) -> Path:
+    """Where the manifest of an output goes: ``manifest.json`` inside a folder, ``NAME.manifest.json`` beside a
+    single file."""
+    out = Path(out)
+    return out / MANIFEST_FILE if out.is_dir() else out.with_name(out.name + "." + MANIFEST_FILE)
+
+
+def write_output_manifest(out: str | os.PathLike, **kw: Any) -> Path:
+    """Write the manifest (:func:`build_manifest` of ``kw``) of what a command wrote at ``out`` (a folder or a
+    file), atomically, at :func:`manifest_path`."""
+    return write_text_atomic(manifest_path(out), dumps_json(build_manifest(**kw)) + "\n")
