@@ -226,4 +226,4 @@ def test_export_dpo_writes_a_manifest_beside_its_file(model_dir, tmp_path, capsy
     _run(args, capsys)
     m = _manifest(tmp_path / "pairs.jsonl.manifest.json")
     _common(m, args, "dpo-pairs")
-    assert [i["path"] for i in m["inputs"]] == [str(model_dir), str(cands)] and m["persons"]
+    assert [i["path"] for i in m["inputs"]] == [str(model_dir), str(cands)] and m["persons"] > 0

@@ -157,7 +157,7 @@ def export_dpo(
     for f in (model, candidates, prompts_file):
         if f is not None:
             record_input(f)  # hashed in the manifest
-    extra = {"model": str(model), "persons": users, "policy": getattr(reward.policy, "name", None)}
+    extra = {"model": str(model), "persons": len(users), "policy": getattr(reward.policy, "name", None)}
     write_output_manifest(out, kind="dpo-pairs", seeds=seed, extra=extra)
     console.print(
         f"{len(df):,} pairs for {df['user_id'].nunique() if len(df) else 0} persons written to [bold]{out}[/]"
