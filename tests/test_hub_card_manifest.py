@@ -41,6 +41,9 @@ def _fit(data, seed: int = 0) -> LowRankBT:
         rank=2,
         featurizer=PairFeaturizer(HashingEncoder(128)),
         training=TrainingConfig(max_iter=30),
+        # a fixed scale: "auto" may rightly choose 0 (everybody served the population) on this small hashed
+        # population, and these tests need persons whose rewards differ
+        prior_scale=1.0,
         random_state=seed,
     )
     return model.fit(data)

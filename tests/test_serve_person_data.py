@@ -207,9 +207,11 @@ def test_migration_adds_the_reset_column_to_an_old_database(tmp_path: Path) -> N
     sdb.migrate(engine)
     with engine.begin() as conn:  # turn it into a version-1 database
         conn.execute(text("ALTER TABLE persons DROP COLUMN start_from"))
-        conn.execute(text("DELETE FROM schema_version WHERE version = 2"))
-    assert sdb.migrate(engine) == sdb.SCHEMA_VERSION == 2
+        conn.execute(text("DROP TABLE served_model"))
+        conn.execute(text("DELETE FROM schema_version WHERE version >= 2"))
+    assert sdb.migrate(engine) == sdb.SCHEMA_VERSION == 3
     with engine.connect() as conn:
         assert "start_from" in {c["name"] for c in inspect(conn).get_columns("persons")}
-    assert sdb.migrate(engine) == 2  # idempotent
+        assert "served_model" in inspect(conn).get_table_names()
+    assert sdb.migrate(engine) == 3  # idempotent
     engine.dispose()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from personalign.cli.app import app
 from personalign.cli.common import allow_callable_option, console
+from personalign.errors import ConfigError
+
+if TYPE_CHECKING:
+    from personalign.serve.service import ServeConfig
 
 # the service's default (personalign.serve.middleware.MAX_INFLIGHT, not imported here: FastAPI loads lazily)
 MAX_INFLIGHT = 64
@@ -64,6 +69,13 @@ def serve(
         help="SQLite: store feedback from many requests in one commit (one fsync), each acknowledged only "
         "after its commit; off: one transaction per judgment.",
     ),
+    follow_interval: float = typer.Option(
+        1.0,
+        "--follow-interval",
+        min=0.0,
+        help="Seconds between a worker's looks at the database for a model another worker's admin reload "
+        "published (0: never follow).",
+    ),
     allow_callable: list[str] = allow_callable_option(),
     model_root: Path = typer.Option(
         None,
@@ -95,11 +107,16 @@ def serve(
         model_root=str(model_root) if model_root else None,
         max_inflight=max_inflight,
         group_commit=group_commit,
+        follow_interval_s=follow_interval,
     )
     console.print(
         f"personalign serve: model {model}, database {db}, http://{host}:{port}/docs", highlight=False
     )
     if workers > 1:
+        # the command line's model is published once, here; every worker (and any uvicorn restarts) starts
+        # from what the database names, so a restarted worker runs the model a reload switched to
+        publish_start(cfg)
+        cfg.start_from_database = True
         os.environ[ENV_CONFIG] = config_to_env(cfg)
         uvicorn.run(
             "personalign.serve.app:app_from_env",
@@ -113,6 +130,16 @@ def serve(
         uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level)
 
 
+def publish_start(cfg: ServeConfig) -> int:
+    """Publish the configured model as the one every worker serves (a start counts as a reload)."""
+    from personalign.serve import db as sdb
+
+    if not Path(cfg.model_dir).is_dir():  # said once here, not once by each worker
+        raise ConfigError(f"model directory {cfg.model_dir} does not exist")
+    with sdb.open_database(cfg.db_url) as engine, sdb.write_tx(engine) as conn:
+        return sdb.publish_served(conn, str(Path(cfg.model_dir).resolve()), cfg.policy)
+
+
 @keys_app.command("create")
 def keys_create(
     db: str = typer.Option("personalign-serve.db", "--db", help=DB_HELP),
@@ -121,7 +148,6 @@ def keys_create(
     label: str = typer.Option("", help="A note stored with the key."),
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from personalign.errors import ConfigError
     from personalign.serve import auth
     from personalign.serve.db import open_database, write_tx
 
@@ -157,7 +183,6 @@ def keys_revoke(
     db: str = typer.Option("personalign-serve.db", "--db", help=DB_HELP),
 ) -> None:
     """Delete a key."""
-    from personalign.errors import ConfigError
     from personalign.serve import auth
     from personalign.serve.db import open_database, write_tx
 

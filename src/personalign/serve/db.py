@@ -9,6 +9,14 @@ takes the person's row lock before reading the posterior - ``SELECT ... FOR UPDA
 ``BEGIN IMMEDIATE`` (the database write lock) on SQLite - and commits the new judgment and the new posterior in
 the same transaction.
 
+Several SQLite workers: every write transaction first takes an exclusive ``flock`` on ``FILE.writelock`` beside
+the database (:func:`write_tx`), so writers of all processes queue in the kernel and the next one starts the
+moment the lock is released, instead of polling in SQLite's busy handler (which sleeps up to 100 ms a try).
+
+The model being served: the ``served_model`` row names the model folder and policy every worker should run, with
+a generation that grows by one per change (:func:`publish_served`); an admin reload in one worker writes it and the
+other workers follow (:meth:`personalign.serve.state.ModelHolder.follow`).
+
 Migrations run on start: a ``schema_version`` table records which numbered migrations were applied; applying
 is idempotent and serialized (an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so several
 workers may start at once.
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +57,12 @@ from sqlalchemy.engine import make_url
 
 from personalign.errors import ConfigError
 
-SCHEMA_VERSION = 2
+try:  # POSIX; elsewhere SQLite's own busy handler is the only queue
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = 3
 
 # persons.start_from: where a person's belief starts before their stored judgments are folded in. NULL = the
 # model's start (the learned posterior for a person the model was trained on, else the population prior);
@@ -109,6 +123,17 @@ api_keys = Table(
     Column("label", String(200), nullable=False, default=""),
     Column("created_at", String(40), nullable=False),
     Index("ix_api_keys_person", "person_id"),
+)
+
+
+served_model = Table(
+    "served_model",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row
+    Column("generation", Integer, nullable=False),  # +1 per published change
+    Column("model_dir", Text, nullable=False),
+    Column("policy", Text, nullable=True),
+    Column("updated_at", String(40), nullable=False),
 )
 
 
@@ -181,11 +206,34 @@ def make_engine(url: str | Path, pool_size: int = 8) -> Engine:
     )
 
 
+def write_lock_path(engine: Engine) -> Path | None:
+    """The lock file SQLite writers of every process queue on (None: not a SQLite file)."""
+    database = engine.url.database if is_sqlite(engine) else None
+    return Path(database + ".writelock") if database else None
+
+
+@contextlib.contextmanager
+def process_write_lock(engine: Engine) -> Iterator[None]:
+    """Hold the cross-process SQLite write lock (an exclusive ``flock``; a no-op on PostgreSQL). Each call opens
+    the file anew: flock locks belong to an open file, so two threads of one process also queue on it."""
+    path = write_lock_path(engine)
+    if path is None or fcntl is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the lock
+
+
 @contextlib.contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: on SQLite it takes the write lock at BEGIN (IMMEDIATE), so a read-modify-write of a
-    posterior cannot interleave with another writer; on PostgreSQL callers lock rows with FOR UPDATE."""
-    with engine.connect() as conn:
+    """A write transaction: on SQLite it takes the cross-process lock, then the database write lock at BEGIN
+    (IMMEDIATE), so a read-modify-write of a posterior cannot interleave with another writer; on PostgreSQL
+    callers lock rows with FOR UPDATE."""
+    with process_write_lock(engine), engine.connect() as conn:
         if is_sqlite(engine):
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
@@ -209,7 +257,15 @@ def _m2_start_from(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE persons ADD COLUMN start_from VARCHAR(16)"))
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _m1_initial), (2, _m2_start_from)]
+def _m3_served_model(conn: Connection) -> None:
+    served_model.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _m1_initial),
+    (2, _m2_start_from),
+    (3, _m3_served_model),
+]
 
 
 def migrate(engine: Engine) -> int:
@@ -291,12 +347,18 @@ def reset_person(conn: Connection, person_id: str) -> int:
     return int(n or 0)
 
 
-def ensure_person(conn: Connection, person_id: str) -> None:
-    """Create the person's row if it does not exist (atomic: INSERT ... ON CONFLICT DO NOTHING)."""
+def _dialect_insert(conn: Connection) -> Callable[..., Any]:
+    """The dialect's ``insert`` (it has ``on_conflict_do_nothing``)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def ensure_person(conn: Connection, person_id: str) -> None:
+    """Create the person's row if it does not exist (atomic: INSERT ... ON CONFLICT DO NOTHING)."""
+    insert = _dialect_insert(conn)
     stamp = now()
     conn.execute(
         insert(persons)
@@ -311,3 +373,30 @@ def ensure_person(conn: Connection, person_id: str) -> None:
         )
         .on_conflict_do_nothing(index_elements=["person_id"])
     )
+
+
+def read_served(conn: Connection) -> Any:
+    """The served-model row (generation, model_dir, policy, updated_at), or None before anything was published."""
+    m = served_model
+    return conn.execute(
+        select(m.c.generation, m.c.model_dir, m.c.policy, m.c.updated_at).where(m.c.id == 1)
+    ).first()
+
+
+def publish_served(conn: Connection, model_dir: str, policy: str | None) -> int:
+    """Name the model every worker should serve (in the caller's write transaction); returns its generation."""
+    m = served_model
+    insert = _dialect_insert(conn)
+    # the row exists from here on (two first publishers cannot both insert it); generation 0 is never served
+    conn.execute(
+        insert(m)
+        .values(id=1, generation=0, model_dir="", policy=None, updated_at=now())
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    generation = conn.execute(
+        update(m)
+        .where(m.c.id == 1)
+        .values(generation=m.c.generation + 1, model_dir=model_dir, policy=policy, updated_at=now())
+        .returning(m.c.generation)
+    ).scalar_one()
+    return int(generation)

@@ -296,6 +296,10 @@ class ReloadOut(BaseModel):
     previous_version: str
     model_dir: str
     load_seconds: float
+    generation: int = Field(
+        description="The served-model generation now published; the other workers switch to it within "
+        "the follow interval."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -48,6 +48,11 @@ class ServeConfig:
     model_root: str | None = None  # the admin reload loads only under here (None: the start model's folder)
     max_inflight: int = MAX_INFLIGHT  # requests one worker serves at once; more get 503 + Retry-After
     group_commit: bool = True  # SQLite: many feedback judgments per commit (one writer thread per worker)
+    # seconds between a worker's looks at the served-model row, to follow another worker's reload (0: never)
+    follow_interval_s: float = 1.0
+    # start with the model the database names (set for the workers of ``serve --workers N``, whose parent
+    # published the command line's model), not the config's: a worker uvicorn restarts runs the reloaded model
+    start_from_database: bool = False
 
 
 def judgment_rows(conn: Connection, person_id: str, limit: int | None = None) -> list[Any]:
@@ -79,9 +84,11 @@ class Service:
         self.engine: Engine = db.make_engine(config.db_url, pool_size=config.pool_size)
         self.schema_version = db.migrate(self.engine)
         allow = tuple(config.allow_callables)
-        self.holder = ModelHolder(
-            ModelState.load(config.model_dir, config.policy, config.lru_size, allow), config.lru_size, allow
-        )
+        model_dir, policy, generation = self._start_model()
+        state = ModelState.load(model_dir, policy, config.lru_size, allow)
+        if not generation:
+            generation = self.publish(state)
+        self.holder = ModelHolder(state, config.lru_size, allow, generation)
         self.admin_hashes = frozenset(hash_key(k) for k in config.admin_keys if k)
         self.metrics = Metrics()
         # striped in-process locks: writers for one person queue here instead of spinning on the DB lock
@@ -91,12 +98,64 @@ class Service:
         self.model_root = Path(root).resolve()
         # SQLite has one writer at a time anyway: one thread per worker writes feedback, many judgments a commit
         self.committer = GroupCommitter(self) if self.sqlite and config.group_commit else None
+        self.follow_error: dict[str, Any] | None = None  # the last published model this worker failed to load
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        if config.follow_interval_s > 0:
+            self._follower = threading.Thread(target=self._follow, name="personalign-follow", daemon=True)
+            self._follower.start()
 
     def close(self) -> None:
-        """Commit the feedback still queued, stop the writer thread and close the database connections."""
+        """Stop following reloads, commit the feedback still queued, stop the writer thread and close the
+        database connections."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(5.0)
         if self.committer is not None:
             self.committer.close()
         self.engine.dispose()
+
+    # ------------------------------------------------------------ served model
+    def _start_model(self) -> tuple[str, str | None, int]:
+        """(model folder, policy, generation) to start with; generation 0: not yet published."""
+        cfg = self.config
+        if cfg.start_from_database:
+            with db.read_tx(self.engine) as conn:
+                row = db.read_served(conn)
+            if row is not None and row.generation > 0:
+                return row.model_dir, row.policy, int(row.generation)
+        return cfg.model_dir, cfg.policy, 0
+
+    def publish(self, st: ModelState) -> int:
+        """Make ``st``'s model the one every worker serves; returns its generation."""
+        with db.write_tx(self.engine) as conn:
+            return db.publish_served(conn, str(Path(st.model_dir).resolve()), st.policy_path)
+
+    def follow_once(self) -> ModelState | None:
+        """Load the model another worker published, if there is a newer one (what the follower thread runs)."""
+        with db.read_tx(self.engine) as conn:
+            row = db.read_served(conn)
+        if row is None or row.generation <= self.holder.generation:
+            return None
+        if self.follow_error is not None and self.follow_error["generation"] == row.generation:
+            return None  # tried and failed: wait for the next publication instead of retrying each second
+        try:
+            return self.holder.follow(int(row.generation), row.model_dir, row.policy)
+        except Exception as exc:  # noqa: BLE001 - reported on /v1/metrics; this worker keeps its model
+            log.exception("could not load the published model %s", row.model_dir)
+            self.follow_error = {
+                "generation": int(row.generation),
+                "model_dir": row.model_dir,
+                "error": str(exc),
+            }
+            return None
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.config.follow_interval_s):
+            try:
+                self.follow_once()
+            except Exception:  # noqa: BLE001 - a database hiccup: look again next time
+                log.exception("could not read the served model")
 
     def confine(self, path: str | None, what: str) -> str | None:
         """``path`` resolved (symlinks, ``..``), or 403 when it lies outside :attr:`model_root`: the admin

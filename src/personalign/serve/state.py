@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,31 +315,58 @@ def summarize(posterior: Any, prior: Any) -> dict[str, Any]:
 
 
 class ModelHolder:
-    """Holds the current :class:`ModelState`; ``reload`` swaps it atomically (one reference assignment)."""
+    """Holds the current :class:`ModelState`; ``reload`` swaps it atomically (one reference assignment).
 
-    def __init__(self, state: ModelState, lru_size: int = 100_000, allow: Sequence[str] = ()) -> None:
+    ``generation`` is the served-model generation (``db.served_model``) this worker runs: a reload publishes a new
+    one for the other workers, and :meth:`follow` loads what another worker published."""
+
+    def __init__(
+        self, state: ModelState, lru_size: int = 100_000, allow: Sequence[str] = (), generation: int = 0
+    ) -> None:
         self._state = state
         self.allow = tuple(allow)  # the operator's --allow-callable list; a reload's policy gets no other
         self._reload_lock = threading.Lock()
         self.lru_size = lru_size
         self.reloads = 0
+        self.generation = generation
 
     @property
     def current(self) -> ModelState:
         return self._state
 
     def reload(
-        self, model_dir: str | Path | None = None, policy: str | Path | None = None
+        self,
+        model_dir: str | Path | None = None,
+        policy: str | Path | None = None,
+        publish: Callable[[ModelState], int] | None = None,
     ) -> tuple[ModelState, str]:
-        """Load a model (default: the current directory again) and publish it; returns (new state, old version)."""
+        """Load a model (default: the current directory again) and switch to it; ``publish`` (called with the new
+        state before the switch, under the reload lock) returns the generation it was published as. Returns
+        (new state, old version)."""
         with self._reload_lock:
             old = self._state
-            new = ModelState.load(
+            new = self._load(
                 model_dir if model_dir is not None else old.model_dir,
                 policy if policy is not None else old.policy_path,
-                self.lru_size,
-                self.allow,
             )
-            self._state = new
-            self.reloads += 1
+            generation = publish(new) if publish is not None else self.generation
+            self._switch(new, generation)
             return new, old.version
+
+    def follow(self, generation: int, model_dir: str | Path, policy: str | None) -> ModelState | None:
+        """Switch to a model another worker published, unless this worker already runs that generation or a
+        later one; returns the new state, or None when nothing changed."""
+        with self._reload_lock:
+            if generation <= self.generation:
+                return None
+            new = self._load(model_dir, policy)
+            self._switch(new, generation)
+            return new
+
+    def _load(self, model_dir: str | Path, policy: str | Path | None) -> ModelState:
+        return ModelState.load(model_dir, policy, self.lru_size, self.allow)
+
+    def _switch(self, new: ModelState, generation: int) -> None:
+        self._state = new
+        self.generation = generation
+        self.reloads += 1

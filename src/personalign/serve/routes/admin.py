@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -76,12 +77,14 @@ def reload_model(body: schemas.ReloadIn | None = None, ctx: Context = Ctx) -> sc
     model_dir = ctx.svc.confine(body.model_dir if body else None, "model_dir")
     policy = ctx.svc.confine(body.policy if body else None, "policy")
     t0 = time.perf_counter()
-    new, old_version = ctx.svc.holder.reload(model_dir, policy)
+    # published for the other workers, which follow within --follow-interval seconds
+    new, old_version = ctx.svc.holder.reload(model_dir, policy, publish=ctx.svc.publish)
     return schemas.ReloadOut(
         model_version=new.version,
         previous_version=old_version,
         model_dir=str(new.model_dir),
         load_seconds=time.perf_counter() - t0,
+        generation=ctx.svc.holder.generation,
     )
 
 
@@ -99,6 +102,10 @@ def metrics(ctx: Context = Ctx) -> dict[str, Any]:
         "model_class": type(st.model).__name__,
         "policy": st.policy_path,
         "reloads": svc.holder.reloads,
+        # which worker answered, and the served-model generation it runs (every worker follows the newest)
+        "worker_pid": os.getpid(),
+        "generation": svc.holder.generation,
+        "follow_error": svc.follow_error,
         "uptime_s": time.time() - svc.metrics.started,
         "database": {"dialect": svc.engine.dialect.name, "persons": n_persons, "judgments": n_judg},
         "feature_cache": st.lru.stats() if st.lru is not None else None,
