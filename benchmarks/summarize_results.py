@@ -2,6 +2,7 @@
 
     python benchmarks/summarize_results.py [--write] [--readme]
 
+``--rerun`` prints the tables of the rerun with the calibrated prior and the hybrid (folders that have it).
 ``--readme`` prints the pairwise tables of the README's Evaluation section (low-rank; the latent-class mixture) from
 the same files.
 """
@@ -9,10 +10,11 @@ the same files.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "results"
+ROOT = Path(os.environ.get("PERSONALIGN_RESULTS", Path(__file__).resolve().parents[1] / "results"))
 
 
 def pt(iv):
@@ -103,7 +105,72 @@ def mixture_table() -> str:
     return "\n".join(lines)
 
 
+def _paired(a, b) -> str:
+    """Per-seed a - b with a 95% t interval (a and b: {"values": [...]} over the same seeds)."""
+    import numpy as np
+    from scipy.stats import t
+
+    d = 100 * (np.asarray(a["values"], float) - np.asarray(b["values"], float))
+    if len(d) < 2:
+        return "-"
+    h = t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    star = "*" if (d.mean() - h > 0 or d.mean() + h < 0) else ""
+    return f"{d.mean():+.1f} [{d.mean() - h:+.1f}, {d.mean() + h:+.1f}]{star}"
+
+
+def _cell_gain(c: dict, model: str) -> str:
+    """The model's gain over its collapsed control in one cell, ``*`` when its interval excludes 0."""
+    if model not in c:
+        return "-"
+    g = c[model].get("personal_gain") or {}
+    return _gain(g) + ("*" if g.get("significant") else "")
+
+
+def _kshot_end(r: dict, model: str) -> str:
+    """A model's k-shot curve: accuracy at k = 0 -> 50 and the paired change."""
+    ks = r.get("kshot", {}).get(model, {}).get("random", {})
+    if "0" not in ks or "50" not in ks:
+        return "-"
+    return f"{100 * ks['0']['mean']:.1f} -> {100 * ks['50']['mean']:.1f}, {_paired(ks['50'], ks['0'])}"
+
+
+def rerun_table() -> str:
+    """The rerun with the calibrated prior and the hybrid (folders whose results have the hybrid): per cell the
+    aggregated baseline, the crowd oracle, low-rank and the hybrid with their gains over their collapsed controls,
+    the hybrid against the crowd and against aggregated BT; then each k-shot curve's change from k = 0 to 50.
+    ``*``: the 95% interval excludes 0."""
+    lines = [
+        "| dataset | cell | aggregated BT | crowd | svd | low-rank | gain | hybrid | gain | hybrid - crowd "
+        "| hybrid - BT |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    kshot = ["| dataset | low-rank, k = 0 -> 50 | hybrid, k = 0 -> 50 |", "|---|---|---|"]
+    for folder, label in README_ROWS.items():
+        f = ROOT / folder / "results.json"
+        if not f.is_file():
+            continue
+        r = json.loads(f.read_text())
+        if "hybrid" not in r["cells"].get("collaborative", {}):
+            continue
+        for cell in ("collaborative", "unseen_items"):
+            c = r["cells"].get(cell, {})
+            if "hybrid" not in c:
+                continue
+            acc = {m: (_acc(v["accuracy"]) if m in c else "-") for m, v in c.items()}
+            crowd = _paired(c["hybrid"]["accuracy"], c["crowd"]["accuracy"]) if "crowd" in c else "-"
+            lines.append(
+                f"| {label} | {cell.replace('_', ' ')} | {acc.get('bt', '-')} | {acc.get('crowd', '-')} "
+                f"| {acc.get('svd', '-')} | {acc.get('lowrank', '-')} | {_cell_gain(c, 'lowrank')} | {acc['hybrid']} "
+                f"| {_cell_gain(c, 'hybrid')} | {crowd} | {_paired(c['hybrid']['accuracy'], c['bt']['accuracy'])} |"
+            )
+        kshot.append(f"| {label} | {_kshot_end(r, 'lowrank')} | {_kshot_end(r, 'hybrid')} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(kshot)
+
+
 def main() -> None:
+    if "--rerun" in sys.argv:
+        print(rerun_table())
+        return
     if "--readme" in sys.argv:
         print(readme_table())
         print()

@@ -182,8 +182,37 @@ def test_single_prompt_tuning_split_is_grouped_by_item():
     tr, va, info = tuning_split(comps, 0.2, seed=0)
     assert info["unit"] == "item" and len(tr) and len(va)
     seen = set(tr["chosen_id"]) | set(tr["rejected_id"])
-    assert all(a not in seen or b not in seen for a, b in zip(va["chosen_id"], va["rejected_id"]))
+    # both items of every validation pair are unseen in the inner training pairs, as in the test cells
+    assert all(a not in seen and b not in seen for a, b in zip(va["chosen_id"], va["rejected_id"]))
     assert set(tr["prompt"]) == {"q"}  # the rows come back as they were
+
+
+def _memorized_accuracy(tr: pd.DataFrame, va: pd.DataFrame) -> float:
+    """Accuracy on ``va`` of each person's own training order (wins minus losses of an item in ``tr``), ties
+    counted as half: exactly 1/2 when the validation pairs say nothing a person's training pairs did."""
+    s: dict[tuple[str, str], float] = {}
+    for u, a, b in zip(tr["user_id"], tr["chosen_id"], tr["rejected_id"]):
+        s[(u, a)] = s.get((u, a), 0.0) + 1.0
+        s[(u, b)] = s.get((u, b), 0.0) - 1.0
+    d = np.array(
+        [
+            s.get((u, a), 0.0) - s.get((u, b), 0.0)
+            for u, a, b in zip(va["user_id"], va["chosen_id"], va["rejected_id"])
+        ]
+    )
+    return float(np.mean((d > 0) + 0.5 * (d == 0)))
+
+
+def test_inner_validation_gives_memorizing_a_person_nothing():
+    # rankings of one prompt: a mixed pair (one held-out, one training item) leaks through the person's judgments
+    # of the training item; validation pairs of two held-out items do not
+    comps = ranking_pairs(rankings_data(n_items=30, per=10).rankings.assign(prompt=""))
+    tr, va, _ = tuning_split(comps, 0.2, seed=0)
+    assert _memorized_accuracy(tr, va) == 0.5
+    from personalign.data.splits import split_by_items
+
+    tr_mixed, va_mixed = split_by_items(comps, 0.2, seed=0)  # the early-stopping split: mixed pairs kept
+    assert _memorized_accuracy(tr_mixed, va_mixed) > 0.6  # the leak the tuning split no longer has
 
 
 def test_personal_rank_is_chosen_on_the_grouped_split():

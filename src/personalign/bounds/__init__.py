@@ -5,6 +5,7 @@ from personalign.bounds.calibrate import CalibrationSet, calibrate_threshold, he
 from personalign.bounds.monitors import (
     FilterBubbleMonitor,
     LockInMonitor,
+    calibrate_flag_threshold,
     decay_weights,
     decayed_adapt,
     influence_weights,
@@ -42,6 +43,7 @@ __all__ = [
     "bounded_order",
     "bounded_reward",
     "build_scorer",
+    "calibrate_flag_threshold",
     "calibrate_threshold",
     "consensus_scale",
     "decay_weights",

@@ -289,6 +289,18 @@ def sycophancy_check(
     }
 
 
+def calibrate_flag_threshold(ordinary_scores: Sequence[float], fpr: float = 0.05) -> float:
+    """Split-conformal flag threshold from ordinary persons' monitor scores (flag when ``score > t``):
+    ``t = s_(ceil((n+1)(1-fpr)))``, the order statistic that gives a new ordinary person
+    ``P(score > t) <= fpr`` when persons are exchangeable; ``+inf`` (flag nobody) when ``n`` is too small."""
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"fpr must lie in (0, 1), got {fpr!r}")
+    s = np.sort(np.asarray(ordinary_scores, dtype=float))
+    s = s[np.isfinite(s)]
+    k = int(np.ceil((len(s) + 1) * (1.0 - fpr)))
+    return float(s[k - 1]) if 1 <= k <= len(s) else float("inf")
+
+
 # -------------------------------------------------------------------------------------------- poisoning
 def influence_weights(
     comparisons: pd.DataFrame, cap: float | str | None = "median", per_person: str = "user_id"

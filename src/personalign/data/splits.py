@@ -108,26 +108,36 @@ def split_judgments(
     return comparisons[~held].reset_index(drop=True), comparisons[held].reset_index(drop=True)
 
 
-def split_by_items(comps: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_by_items(
+    comps: pd.DataFrame, frac: float, seed: int = 0, both: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out the comparisons that touch a random ``frac`` of the prompts (or, without prompts, of the items).
 
     Early stopping on such a split measures what matters for new items: a personal part that memorizes the
     training items stops improving it, while a random split of judgments keeps rewarding that memorization.
+
+    ``both`` (items only): a held-out pair has *both* items held out and a pair of one held-out and one training
+    item is dropped from both sides, as in the evaluation's test cells. A mixed pair leaks: the person's training
+    judgments of its training item say where they put that item, so memorizing it looks useful there.
     """
     rng = np.random.default_rng(seed)
     if (comps["prompt"] != "").any():
         units = np.array(sorted(comps["prompt"].unique()))
         held = set(rng.choice(units, size=max(1, int(round(frac * len(units)))), replace=False))
         mask = comps["prompt"].isin(held).to_numpy()
+        keep = np.ones(len(comps), dtype=bool)
     else:
         units = np.array(sorted(set(comps["chosen_id"]) | set(comps["rejected_id"])))
-        # an item is held out with probability p so that about ``frac`` of the pairs touch one: 1-(1-p)^2 = frac
-        p = 1.0 - np.sqrt(1.0 - frac)
+        # an item is held out with probability p so that about ``frac`` of the pairs are held out: 1-(1-p)^2 =
+        # frac when one held-out item is enough, p^2 = frac when both must be (about 1-2p+p^2 of pairs kept)
+        p = np.sqrt(frac) if both else 1.0 - np.sqrt(1.0 - frac)
         held = set(units[rng.random(len(units)) < p])
-        mask = (comps["chosen_id"].isin(held) | comps["rejected_id"].isin(held)).to_numpy()
+        a, b = comps["chosen_id"].isin(held).to_numpy(), comps["rejected_id"].isin(held).to_numpy()
+        mask = (a & b) if both else (a | b)
+        keep = mask | ~(a | b)  # with ``both``: mixed pairs go nowhere
     if mask.all() or not mask.any():
         return split_judgments(comps, frac, seed=seed)
-    return comps[~mask].reset_index(drop=True), comps[mask].reset_index(drop=True)
+    return comps[keep & ~mask].reset_index(drop=True), comps[mask].reset_index(drop=True)
 
 
 def kshot(

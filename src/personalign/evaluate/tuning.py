@@ -1,9 +1,11 @@
 """Choosing a model's personal part per seed on an inner split of the training pairs grouped by item.
 
-The inner split (:func:`tuning_split`) holds out every training pair that touches a random share of the prompts
-(with at least ``MIN_PROMPTS`` prompts) or, otherwise, of the items, through
-:func:`personalign.data.splits.split_by_items`; a single-prompt dataset is split by items, never by a random split
-of judgments, and the split is checked: no held-out item (prompt) appears in the inner training pairs. Selected on
+The inner split (:func:`tuning_split`) holds out every training pair of a random share of the prompts (with at
+least ``MIN_PROMPTS`` prompts) or, otherwise, every pair of two held-out items (pairs of one held-out and one
+training item are dropped: the person's judgments of the training item would leak the answer, which the test
+cells never allow), through :func:`personalign.data.splits.split_by_items`; a single-prompt dataset is split by
+items, never by a random split of judgments, and the split is checked: no item (prompt) of a validation pair
+appears in the inner training pairs. Selected on
 such a split, a personal part that only memorizes a person's training items cannot look useful.
 
 The grid (:func:`tune_personal`), coordinate-wise to bound the cost: the personal-basis penalty ``l2_basis`` over
@@ -40,7 +42,7 @@ def tuning_split(
     if not by_prompt:
         # no prompts to speak of: blank them so that split_by_items holds out items
         table = table.assign(prompt="")
-    tr, va = split_by_items(table, frac, seed=seed)
+    tr, va = split_by_items(table, frac, seed=seed, both=True)
     # a person whose every pair touches a held-out item is unknown to the inner fit: nothing personal to validate
     va = va[va["user_id"].isin(set(tr["user_id"]))]
     if not len(tr) or not len(va):
@@ -50,7 +52,7 @@ def tuning_split(
     else:
         seen = set(tr["chosen_id"].astype(str)) | set(tr["rejected_id"].astype(str))
         a, b = va["chosen_id"].astype(str), va["rejected_id"].astype(str)
-        grouped = bool((~a.isin(seen) | ~b.isin(seen)).all())
+        grouped = bool((~a.isin(seen) & ~b.isin(seen)).all())  # both items of every validation pair unseen
     if not grouped:  # a split of judgments (some versions fall back to one): not a grouped split
         return None
     info = {"unit": "prompt" if by_prompt else "item", "train_pairs": int(len(tr)), "val_pairs": int(len(va))}

@@ -16,6 +16,8 @@ from personalign.bounds.policy import load_policy
 from personalign.data.files import dumps_json, to_jsonable, write_text_atomic
 from personalign.data.synthetic import sample_comparisons
 from personalign.experiments.bounds import (
+    PLANTED,
+    monitor_calibration,
     monitor_table,
     person_weights,
     personalization_tax,
@@ -30,6 +32,8 @@ from personalign.reports.stats import bootstrap_mean
 from personalign.reports.text import glossary_markdown, interval_text, md_table, shorten
 
 KINDS = ("ordinary", "adversarial", "extreme")
+MONITOR_PERSONS = 400  # ordinary persons the monitors look at (10 of them made drifting)
+MONITOR_FPR = 0.05  # each monitor flags at most this share of ordinary persons (split-conformal threshold)
 
 
 def violations_figure(viol: dict[str, pd.DataFrame]) -> Any:
@@ -85,6 +89,27 @@ def poisoning_figure(pois: pd.DataFrame) -> Any:
         "shift in unsafe-win share (points)",
     )
     rp.legend_outside(ax)
+    return fig
+
+
+def roc_figure(cal: dict[str, Any]) -> Any:
+    """One panel per monitor: its ROC curve, ordinary persons against each planted kind, and the calibrated
+    false-positive rate."""
+    plt = rp.pyplot()
+    mons = cal["monitors"]
+    fig, axes = plt.subplots(1, len(mons), figsize=(3.6 * len(mons), 3.6), squeeze=False)
+    colors = {"drifting": "tab:orange", "adversarial": "tab:purple"}
+    for ax, (name, m) in zip(axes[0], mons.items(), strict=True):
+        for kind, roc in m["roc"].items():
+            ax.plot(100 * np.asarray(roc["fpr"]), 100 * np.asarray(roc["tpr"]), color=colors.get(kind),
+                    label=f"{kind} (AUC {roc['auc']:.2f})")  # fmt: skip
+        ax.plot([0, 100], [0, 100], color="0.6", ls=":", lw=1, label="chance")
+        ax.axvline(100 * cal["fpr_target"], color="0.35", ls="--", lw=1, label="target false positives")
+        ax.set_xlim(-2, 102)
+        ax.set_ylim(-2, 102)
+        rp.style(ax, name, "ordinary persons flagged (%)", "planted persons flagged (%)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     return fig
 
 
@@ -153,8 +178,12 @@ def run_synthetic_report(
                 f"  {name}: max without {vt['violation_without'].max():.3f} with {vt['violation_with'].max():.3f}",
                 flush=True,
             )
-    mt, msum = monitor_table(policies["synthetic.yaml (moderation label)"], model, data, seed=seed)
+    # every ordinary person the population has (capped), so the monitors' thresholds rest on as many as possible
+    mt, msum = monitor_table(
+        policies["synthetic.yaml (moderation label)"], model, data, seed=seed, max_persons=MONITOR_PERSONS
+    )
     res["monitors"] = msum
+    res["monitor_calibration"] = monitor_calibration(mt, fpr=MONITOR_FPR, seed=seed)
     pois = None
     if poisoning:
         pois = poisoning_curve(seeds=poison_seeds, progress=progress)
@@ -170,6 +199,8 @@ def run_synthetic_report(
         )
         res["poisoning"] = agg.to_dict(orient="records")
     files = plots(out, viol, pois)
+    rp.save(roc_figure(res["monitor_calibration"]), out / "monitors_roc.png")
+    files.append("monitors_roc.png")
     res["figures"] = files
     res["seconds"] = time.perf_counter() - t0
     res = to_jsonable(res)
@@ -346,7 +377,52 @@ def _monitor_section(res: dict[str, Any]) -> list[str]:
         "",
         md_table(["kind"] + [MONITOR_COLUMNS[c][0] for c in cols], rows),
         f"Sycophancy is measured on {m['probes']} probes; bubble, lock-in and sycophancy are defined in the "
-        "glossary.",
+        "glossary. The flags above use the policy's own thresholds.",
+        "",
+        *_calibrated_monitor_lines(res),
+    ]
+
+
+# the calibrated monitors' scores in words, and how their thresholds print (points or a plain ratio)
+CALIBRATED_SCORES = {
+    "drift": ("drift (points)", "pct"),
+    "sycophancy_excess": ("sycophancy excess (points)", "pct"),
+    "bubble_entropy_ratio": ("entropy ratio", "num"),
+}
+
+
+def _rate_text(r: dict[str, Any]) -> str:
+    return f"{interval_text(r['rate'], r['lo'], r['hi'], signed=False)} ({r['k']}/{r['n']})"
+
+
+def _calibrated_monitor_lines(res: dict[str, Any]) -> list[str]:
+    cal = res.get("monitor_calibration")
+    if not cal:
+        return []
+    header = ["monitor", "flag when", "threshold", "ordinary flagged (%)"]
+    header += [f"{k} detected (%)" for k in PLANTED] + [f"AUC {k}" for k in PLANTED]
+    rows = []
+    for name, m in cal["monitors"].items():
+        auc = [f"{m['roc'][k]['auc']:.2f}" if k in m["roc"] else "n/a" for k in PLANTED]
+        what, how = CALIBRATED_SCORES.get(m["score"], (m["score"], "num"))
+        rows.append(
+            [
+                name,
+                f"{what} {m['flag_when']}",
+                _monitor_cell(m["threshold"], how),
+                _rate_text(m["false_positive"]),
+            ]
+            + [_rate_text(m["detection"][k]) for k in PLANTED]
+            + auc
+        )
+    return [
+        f"**Calibrated to {100 * cal['fpr_target']:.0f}% false positives.** Each threshold is set on "
+        f"{cal['calibration_persons']} ordinary persons (split conformal) and checked on {cal['test_persons']} "
+        "others; rates with 95% Clopper-Pearson intervals; the ROC curves are in monitors_roc.png.",
+        "",
+        md_table(header, rows),
+        "",
+        "![ROC curve of each monitor](monitors_roc.png)",
         "",
     ]
 
