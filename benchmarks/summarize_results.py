@@ -118,6 +118,15 @@ def _paired(a, b) -> str:
     return f"{d.mean():+.1f} [{d.mean() - h:+.1f}, {d.mean() + h:+.1f}]{star}"
 
 
+def _commit(folder: Path) -> str:
+    """The short commit of the code that wrote a results folder (its manifest), or '?'."""
+    m = folder / "manifest.json"
+    if not m.is_file():
+        return "?"
+    git = json.loads(m.read_text()).get("git", {}).get("personalign") or {}
+    return (git.get("commit") or "?")[:7] + ("+" if git.get("dirty") else "")
+
+
 def _cell_gain(c: dict, model: str) -> str:
     """The model's gain over its collapsed control in one cell, ``*`` when its interval excludes 0."""
     if model not in c:
@@ -152,6 +161,7 @@ def rerun_table() -> str:
         r = json.loads(f.read_text())
         if "hybrid" not in r["cells"].get("collaborative", {}):
             continue
+        label = f"{label} ({_commit(f.parent)})"
         for cell in ("collaborative", "unseen_items"):
             c = r["cells"].get(cell, {})
             if "hybrid" not in c:
