@@ -229,16 +229,73 @@ def test_personal_rank_is_chosen_on_the_grouped_split():
     )
     r = run_seed(pop, 0, c, feat)
     ch = r.chosen["lowrank"]
-    keys = set(ch["inner_val_log_loss"])
+    losses = ch["inner_val_log_loss"]
+    keys = {k for k in losses if not k.endswith(" shared only")}
     # the penalty over its grid at the full rank, then the smaller ranks at the chosen penalty
     assert {"rank=4,l2_basis=30", "rank=4,l2_basis=3000", "rank=0"} <= keys and len(keys) == 4
     assert any(k.startswith("rank=2,") for k in keys)
-    assert ch["inner_fits"] == 4 and ch["rank"] in (0, 2, 4)
-    best = min(ch["inner_val_log_loss"].values())
-    assert (
-        ch["inner_val_log_loss"][
-            f"rank={ch['rank']}" if ch["rank"] == 0 else f"rank={ch['rank']},l2_basis={ch['l2_basis']:g}"
-        ]
-        == best
-    )
+    # every personal candidate is also scored with its personal part folded into the population's reward
+    assert {k + " shared only" for k in keys if k != "rank=0"} == set(losses) - keys
+    assert ch["inner_fits"] == 4 and ch["fitted_rank"] in (0, 2, 4)
+    label = "rank=0" if ch["fitted_rank"] == 0 else f"rank={ch['fitted_rank']},l2_basis={ch['l2_basis']:g}"
+    removed = ch["personal_part"].startswith("removed")
+    assert losses[label + (" shared only" if removed else "")] == min(losses.values())
+    assert ch["rank"] == (0 if removed else ch["fitted_rank"])
     assert ch["inner_split"]["unit"] == "prompt" and ch["tuning_seconds"] > 0
+
+
+class _Fake:
+    """A model whose validation probability is set by its rank and whether it is shared only."""
+
+    p = {(2, False): 0.6, (2, True): 0.7, (0, False): 0.55}
+
+    def __init__(self, rank: int, l2_basis: float | None = None, shared: bool = False) -> None:
+        self.rank, self.l2_basis, self.shared = rank, l2_basis, shared
+
+    def fit(self, data):
+        return self
+
+    def predict_proba(self, pairs):
+        return np.full(len(pairs), self.p[(self.rank, self.shared)])
+
+    def shared_only(self):
+        return _Fake(0 if self.shared else self.rank, self.l2_basis, shared=True)
+
+
+@pytest.mark.parametrize("shared_wins", [True, False])
+def test_tuning_keeps_a_personal_part_only_where_it_beats_its_collapsed_control(monkeypatch, shared_wins):
+    from personalign.data.synthetic import generate_population
+    from personalign.evaluate.tuning import tune_personal
+
+    monkeypatch.setattr(
+        _Fake, "p", {(2, False): 0.6, (2, True): 0.7 if shared_wins else 0.58, (0, False): 0.55}
+    )
+    pop = generate_population(persons=40, comparisons_per_person=20, alpha=0.1, seed=1)
+    model, ch = tune_personal(_Fake, pop, 2, [0, 2], (30.0,), seed=0)
+    assert ch["fitted_rank"] == 2 and model.shared is shared_wins
+    assert ch["rank"] == (0 if shared_wins else 2)
+    assert ch["personal_part"].startswith("removed" if shared_wins else "kept")
+
+
+@pytest.mark.parametrize("name", ["lowrank", "hybrid"])
+def test_shared_only_scores_as_the_collapsed_model_and_adapts_to_nothing(name):
+    from personalign.data.synthetic import generate_population
+    from personalign.features import HashingEncoder, PairFeaturizer
+    from personalign.models import make_model
+
+    pop = generate_population(persons=30, comparisons_per_person=20, alpha=1.0, seed=0)
+    feat = PairFeaturizer(HashingEncoder(64))
+    m = make_model(name, rank=2, featurizer=feat, max_iter=30, prior_scale=1.0).fit(pop)  # "auto" may pick 0
+    # persons and the prior mean set well away from zero, so that folding ``B m`` (and ``v_i^T m``) matters
+    rng = np.random.default_rng(0)
+    m.unit_means_ = rng.normal(size=m.unit_means_.shape)
+    m.prior_mean_ = rng.normal(size=m.prior_mean_.shape)
+    c = pop.comparisons.iloc[:60]
+    args = (c["user_id"].tolist(), c["prompt"].tolist(), c["chosen"].tolist())
+    so = m.shared_only()
+    assert so.K_ == 0 and m.K_ == 2 and so.get_params()["rank"] == 0
+    np.testing.assert_allclose(so.score(*args), m.collapsed().score(*args), atol=1e-9)
+    assert np.abs(m.score(*args) - so.score(*args)).max() > 1e-6  # the personal part did something
+    post = so.adapt(c.iloc[:20])
+    assert post.mean.shape == (0,)
+    np.testing.assert_allclose(so.score_posterior(post, args[1], args[2]), so.score(*args), atol=1e-9)

@@ -395,6 +395,14 @@ def markdown(res: dict[str, Any], command: str | None = None, plots: list[str] |
             f"Low-rank's personal-basis penalty l2_basis was chosen per seed by log-loss on training items "
             f"held out from the fit (grid {res.get('config', {}).get('tune_l2_basis')}): {vals}.\n"
         )
+    for name, seeds in chosen.items():
+        removed = sum(1 for c in seeds if c and str(c.get("personal_part", "")).startswith("removed"))
+        if removed:
+            parts.append(
+                f"{name}: the personal part was removed in {removed} of {len(seeds)} seeds (on held-out training "
+                "items it lost to the same model collapsed to the population), so there it serves the "
+                "population's reward and its gain is 0.\n"
+            )
     for cell in ("collaborative", "unseen_items"):
         parts.append(f"## {CELL_TITLES[cell]}\n\n{cell_table(res, cell, 'compact')}")
         if res.get("cells", {}).get(cell):

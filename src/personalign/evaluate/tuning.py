@@ -11,6 +11,11 @@ such a split, a personal part that only memorizes a person's training items cann
 The grid (:func:`tune_personal`), coordinate-wise to bound the cost: the personal-basis penalty ``l2_basis`` over
 ``cfg.tune_l2_basis`` at the full ``rank``, then the smaller ranks of ``cfg.rank_grid()`` (rank 0: no personal part
 at all) at the chosen penalty: ``len(l2 grid) + len(ranks) - 1`` inner fits and one refit on all training pairs.
+
+Each personal candidate is also scored *shared only* (``model.shared_only()``: its personal part folded into the
+population's reward, ``mu + B m``, rank 0). When that wins, the personal part is removed from the refitted model:
+a personal part is kept only where it beats its own collapsed control on held-out items, so that the gain a
+richer shared reward brings (``B m``) is never mistaken for a personal one.
 """
 
 from __future__ import annotations
@@ -94,14 +99,20 @@ def tune_personal(
         return model, {"rank": rank, "l2_basis": None, "note": note, "inner_fits": 0}
     tr, va, info = split
     inner = train_data.copy(comparisons=tr)
-    losses: dict[tuple[int, float | None], float] = {}
+    # (rank, l2, shared only): a personal candidate is also scored with its personal part folded into the
+    # population's reward (``shared_only``): its gain over rank 0 may be only the extra shared capacity ``B m``
+    losses: dict[tuple[int, float | None, bool], float] = {}
     n_fits = max(len(l2_grid), 1) + sum(r != rank for r in ranks) if rank > 0 else 1
 
     def trial(r: int, l2: float | None) -> None:
         if step is not None:
-            step(f"tuning {grid_label(r, l2)} ({len(losses) + 1}/{n_fits})")
+            step(f"tuning {grid_label(r, l2)} ({len({k[:2] for k in losses}) + 1}/{n_fits})")
         params: dict[str, Any] = {"rank": r} if l2 is None or r == 0 else {"rank": r, "l2_basis": l2}
-        losses[(r, None if r == 0 else l2)] = val_log_loss(make(**params).fit(inner), va)
+        model = make(**params).fit(inner)
+        key = (r, None if r == 0 else l2)
+        losses[(*key, False)] = val_log_loss(model, va)
+        if r > 0 and hasattr(model, "shared_only"):
+            losses[(*key, True)] = val_log_loss(model.shared_only(), va)
 
     for l2 in (l2_grid if rank > 0 else ()) or (None,):
         trial(rank, l2)
@@ -109,16 +120,22 @@ def tune_personal(
     for r in ranks:
         if r != rank:
             trial(r, best_l2)
-    best_rank, best_l2 = min(losses, key=losses.get)
+    best_rank, best_l2, shared = min(losses, key=losses.get)
     params = {"rank": best_rank} if best_l2 is None else {"rank": best_rank, "l2_basis": best_l2}
     if step is not None:
-        step(f"refit at {grid_label(best_rank, best_l2)}")
+        step(f"refit at {grid_label(best_rank, best_l2)}{' (shared only)' if shared else ''}")
     model = make(**params).fit(train_data)
+    if shared:
+        model = model.shared_only()
     return model, {
-        "rank": best_rank,
+        "rank": 0 if shared else best_rank,
+        "fitted_rank": best_rank,
         "l2_basis": best_l2,
-        "inner_val_log_loss": {grid_label(r, l2): v for (r, l2), v in losses.items()},
-        "inner_fits": len(losses),
+        "personal_part": "removed: its collapsed control was better on held-out items" if shared else "kept",
+        "inner_val_log_loss": {
+            grid_label(r, l2) + (" shared only" if sh else ""): v for (r, l2, sh), v in losses.items()
+        },
+        "inner_fits": len({k[:2] for k in losses}),
         "tuning_seconds": time.perf_counter() - t0,
         "inner_split": info,
     }

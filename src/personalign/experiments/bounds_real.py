@@ -6,11 +6,17 @@ items are split (by group, stratified) into a calibration part and a test part: 
 first (:func:`personalign.bounds.calibrate.calibrate_threshold`) and the achieved miss and over-block rates, with
 Clopper-Pearson intervals, are measured on the second.
 
-Scorers: the packaged harmlessness head and consensus scorer (as shipped), and a logistic classifier over MiniLM
-embeddings retrained on the pooled training parts of all three sources (:func:`pooled_scorer`).
+Scorers: the packaged harmlessness head and consensus scorer (as shipped), and per text encoder (``encoders``:
+MiniLM by default; e5, MPNet, SmolLM2's hidden states, ...) a logistic classifier over its embeddings retrained on
+the pooled training parts of all three sources (:func:`pooled_scorer`). Each text is encoded once per encoder
+(:func:`encode_distinct`); an encoder whose measured speed says it would need more than ``encode_budget_s`` is
+left out, with what was measured.
+
+Transfer (:func:`transfer_table`): per encoder, the same classifier trained on the training items of one source
+only, and on all pooled, with its held-out AUC on each source.
 
 Policies: the packaged ``default`` policy with its shipped thresholds, the same with both learned constraints
-calibrated to ``epsilon``, and the pooled scorer plus the default's rules, calibrated. On the HH test pairs (a
+calibrated to ``epsilon``, and each pooled scorer plus the default's rules, calibrated. On the HH test pairs (a
 safe and an unsafe response to one prompt) the worst person's unsafe-win rate is the share of pairs whose unsafe
 response the policy allows (a person who always prefers it gets it whenever it is allowed), and pairs whose two
 responses both violate are refused.
@@ -19,7 +25,7 @@ responses both violate are refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +38,145 @@ from personalign.bounds.policy import load_policy
 from personalign.bounds.realdata import DOMAINS, SOURCES, calibration_split, real_harm_items
 from personalign.bounds.scorers import ConsensusScorer, build_scorer
 from personalign.data.files import dumps_json, to_jsonable, write_text_atomic
+from personalign.errors import ConfigError
+from personalign.features.cache import CachedEncoder, text_key
+from personalign.features.encoders import PrecomputedEncoder
 
 LEARNED = ("harmless", "not_consensus_offensive")  # the default policy's learned constraints
 POOLED = "pooled MiniLM classifier (retrained)"
+# how the registered encoders are named in the report (other specs are named by themselves)
+ENCODER_LABELS = {"minilm": "MiniLM", "e5": "e5", "mpnet": "MPNet", "smollm2": "SmolLM2"}
+TRAINED_ON = (*SOURCES, "pooled")  # the rows of a transfer table
+ENCODE_CHUNK = 1000  # texts per encoder call (and per progress line, and per look at the time budget)
 
 
-def pooled_scorer(items: pd.DataFrame, seed: int = 0, encoder: Any = None) -> ConsensusScorer:
-    """A logistic classifier p(harmful | MiniLM embedding of the text) fitted on the ``train`` items of every
-    source (class-balanced; 10% of them held out for its own metrics)."""
+def pooled_scorer(
+    items: pd.DataFrame, seed: int = 0, encoder: Any = None, sources: Sequence[str] | None = None
+) -> ConsensusScorer:
+    """A logistic classifier p(harmful | embedding of the text) fitted on the ``train`` items of every source (or
+    of ``sources`` only), class-balanced, 10% of them held out for its own metrics; MiniLM unless ``encoder``."""
     from personalign.features import get_encoder
 
     tr = items[items["train"].to_numpy(bool)]
+    if sources is not None:
+        tr = tr[tr["source"].isin(list(sources)).to_numpy()]
     lab = pd.DataFrame({"text": tr["text"], "label": tr["label"], "source": tr["source"]})
     lab = lab.drop_duplicates("text").reset_index(drop=True)
+    if lab["label"].nunique() < 2:
+        raise ConfigError(f"training items of {list(sources or SOURCES)} hold a single label; cannot fit")
     enc = encoder if encoder is not None else get_encoder("minilm", cache=True)
     return ConsensusScorer(test_size=0.1, random_state=seed, encoder=enc).fit(lab)
+
+
+def encoder_label(encoder: Any) -> str:
+    """The report's name of an encoder: "MiniLM", "e5", "MPNet", "SmolLM2" for the registered names, else the
+    spec itself (or an encoder object's ``name``)."""
+    if isinstance(encoder, str):
+        return ENCODER_LABELS.get(encoder.strip().lower(), encoder.strip())
+    return str(getattr(encoder, "name", type(encoder).__name__))
+
+
+def pooled_names(encoder: Any, epsilon: float) -> tuple[str, str]:
+    """(scorer name, policy name) of an encoder's pooled classifier; MiniLM keeps the names it always had."""
+    label = encoder_label(encoder)
+    if label == "MiniLM":
+        return POOLED, f"pooled classifier + rules, calibrated (epsilon {epsilon})"
+    return (
+        f"pooled {label} classifier (retrained)",
+        f"pooled {label} classifier + rules, calibrated (epsilon {epsilon})",
+    )
+
+
+def _say(log: Callable[[str], None] | None, msg: str) -> None:
+    if log is not None:
+        log(msg)
+
+
+def _uncached(encoder: Any, texts: list[str]) -> list[str]:
+    """The texts an encoder would have to encode (those missing from its on-disk cache; all without one)."""
+    if isinstance(encoder, CachedEncoder):
+        encoder._refresh()  # the cache's own index of what it holds (same package)
+        return [t for t in texts if text_key(t) not in encoder._index]
+    return list(texts)
+
+
+def encode_distinct(
+    encoder: Any,
+    texts: Sequence[str],
+    label: str = "",
+    log: Callable[[str], None] | None = None,
+    budget_s: float | None = None,
+    chunk: int | None = None,
+    seed: int = 0,
+) -> tuple[PrecomputedEncoder | None, dict[str, Any]]:
+    """Every distinct text encoded once, as a :class:`PrecomputedEncoder` (the same vectors for every classifier
+    fitted on them), and what it took: texts, how many were not yet cached, seconds.
+
+    The texts to encode go in chunks of ``chunk`` (:data:`ENCODE_CHUNK`), in random order (so each chunk is a fair sample of the
+    whole); after each chunk the seconds of the whole are projected from those so far, and with ``budget_s``,
+    once the projection (or the time spent) exceeds it, encoding stops and the encoder is None: the info says
+    what was measured (the chunks done stay in the encoder's feature cache). Progress goes to ``log``.
+    """
+    label = label or encoder_label(encoder)
+    chunk = int(chunk or ENCODE_CHUNK)
+    t0 = time.perf_counter()
+    uniq = list(dict.fromkeys(str(t) for t in texts))
+    todo = _uncached(encoder, uniq)
+    info: dict[str, Any] = {"texts": len(uniq), "newly_encoded": len(todo), "skipped": False}
+    _say(log, f"[{label}] {len(uniq)} distinct texts, {len(todo)} not yet in the feature cache")
+    done: dict[str, np.ndarray] = {}
+    if todo:
+        done[todo[0]] = np.asarray(encoder.encode(todo[:1]), dtype=np.float32)[0]  # loads the model
+        info["load_seconds"] = time.perf_counter() - t0
+    rest = [t for t in uniq if t not in done]
+    order = np.random.default_rng(seed).permutation(len(rest)) if todo else np.arange(len(rest))
+    rest = [rest[i] for i in order]
+    tc = time.perf_counter()
+    for s in range(0, len(rest), chunk):
+        part = rest[s : s + chunk]
+        done.update(zip(part, np.asarray(encoder.encode(part), dtype=np.float32), strict=True))
+        if not todo:
+            continue
+        n, spent = min(s + chunk, len(rest)), time.perf_counter() - tc
+        projected = spent / n * len(rest)
+        _say(log, f"[{label}] {n}/{len(rest)} texts in {spent:.0f} s (the whole: ~{projected:.0f} s)")
+        if budget_s is not None and n < len(rest) and max(projected, spent) > budget_s:
+            info.update(
+                skipped=True,
+                encoded_before_stopping=n + 1,
+                encode_seconds=time.perf_counter() - t0,
+                projected_seconds=projected + info.get("load_seconds", 0.0),
+                budget_seconds=budget_s,
+                reason=f"{n} of the {len(rest)} texts took {spent:.0f} s (after {info['load_seconds']:.0f} s "
+                f"loading the model), so all would take ~{projected:.0f} s, over the budget of {budget_s:.0f} s",
+            )
+            _say(log, f"[{label}] left out: {info['reason']}")
+            return None, info
+    mat = np.stack([done[t] for t in uniq]) if uniq else np.zeros((0, int(encoder.dim)), np.float32)
+    info.update(dim=int(mat.shape[1]), encode_seconds=time.perf_counter() - t0)
+    _say(log, f"[{label}] encoded in {info['encode_seconds']:.0f} s")
+    return PrecomputedEncoder((uniq, mat), name=str(getattr(encoder, "name", label))), info
+
+
+def transfer_table(items: pd.DataFrame, fitted: dict[str, ConsensusScorer]) -> dict[str, Any]:
+    """Held-out AUC (and balanced accuracy at the classifier's own threshold) on each source of each classifier
+    in ``fitted`` (trained-on -> scorer): one row per training source, one column per source."""
+    hi = items[~items["train"].to_numpy(bool)].reset_index(drop=True)
+    prompts, texts = hi["prompt"].tolist(), hi["text"].tolist()
+    out: dict[str, Any] = {"trained_on": list(fitted), "sources": list(SOURCES)}
+    out["auc"], out["balanced_accuracy"], out["training"] = {}, {}, {}
+    for tr, sc in fitted.items():
+        d = discrimination(hi, np.asarray(sc.score(prompts, texts), dtype=np.float64), "max", sc.threshold_)
+        out["auc"][tr] = {src: d[src]["auc"] for src in SOURCES if src in d}
+        out["balanced_accuracy"][tr] = {src: d[src]["balanced_accuracy"] for src in SOURCES if src in d}
+        m = sc.metrics_
+        out["training"][tr] = {
+            "items": m["n_items"],
+            "harmful": m["n_positive"],
+            "own_test_auc": m["test_auc"],
+            "threshold": m["threshold"],
+        }
+    return out
 
 
 def _harm(score: np.ndarray, direction: str) -> np.ndarray:
@@ -145,17 +275,80 @@ def run_real_report(
     confidence: float = 0.95,
     pooled: bool = True,
     command: str = "",
+    encoders: Sequence[Any] = ("minilm",),
+    encode_budget_s: float | None = None,
+    log: Callable[[str], None] | None = None,
+    items: pd.DataFrame | None = None,
+    shipped: bool = True,
 ) -> dict[str, Any]:
-    """Every figure of the module docstring; writes ``real_report.json`` and ``real_report.md`` into ``out``."""
+    """Every figure of the module docstring; writes ``real_report.json`` and ``real_report.md`` into ``out``.
+
+    ``encoders``: one pooled classifier (and one transfer table, and one policy) per encoder, each a spec for
+    :func:`personalign.features.get_encoder` (cached features) or an encoder object; ``pooled=False`` fits none.
+    ``encode_budget_s``: leave out an encoder whose encoding would take longer (see :func:`encode_distinct`).
+    ``log``: receives progress lines. ``items``: a :func:`real_harm_items` table to use instead of the shared
+    data; ``shipped=False`` leaves out the packaged learned scorers (and the policies built on them).
+    """
     t0 = time.perf_counter()
-    items = real_harm_items(shared)
+    items = real_harm_items(shared) if items is None else items.reset_index(drop=True)
     held = ~items["train"].to_numpy(bool)
     prompts, texts = items["prompt"].tolist(), items["text"].tolist()
     pol = load_policy("default")
     base = pol.resolve(".")
     rule_scores: dict[str, tuple[np.ndarray, float, str]] = {}
     scorers: dict[str, tuple[np.ndarray, str, float, tuple[str, ...]]] = {}
+    labels = [encoder_label(e) for e in encoders] if pooled else []
+    if len(set(labels)) < len(labels):
+        raise ConfigError(f"encoders named twice: {labels}")
+    info: dict[str, Any] = {}
+    enc_info: dict[str, dict[str, Any]] = {}
+    transfer: dict[str, Any] = {}
+    pooled_training: dict[str, Any] = {}
+    enc_scorer: dict[str, tuple[str, str]] = {}  # label -> (scorer name, policy name)
+    # the retrained classifiers first (so that each encoder's seconds include encoding its texts), reported after
+    # the shipped scorers
+    retrained: dict[str, tuple[np.ndarray, str, float, tuple[str, ...]]] = {}
+    for spec, label in zip(encoders if pooled else (), labels, strict=True):
+        from personalign.features import get_encoder
+
+        te = time.perf_counter()
+        enc = get_encoder(spec, cache=True) if isinstance(spec, str) else spec
+        lookup, einfo = encode_distinct(enc, texts, label, log, encode_budget_s)
+        einfo = {"encoder": spec if isinstance(spec, str) else label, "name": str(enc.name), **einfo}
+        enc_info[label] = einfo
+        if lookup is None:
+            einfo["seconds"] = time.perf_counter() - te
+            continue
+        tf = time.perf_counter()
+        _say(log, f"[{label}] fitting the pooled classifier and one per source")
+        fitted = {src: pooled_scorer(items, 0, lookup, sources=(src,)) for src in SOURCES}
+        fitted["pooled"] = ps = pooled_scorer(items, 0, lookup)
+        sname, pname = pooled_names(spec, epsilon)
+        enc_scorer[label] = (sname, pname)
+        retrained[sname] = (
+            np.asarray(ps.score(prompts, texts), dtype=np.float64),
+            "max",
+            float(ps.threshold_),
+            SOURCES,
+        )
+        pooled_training[label] = ps.metrics_
+        if label == "MiniLM":
+            info["pooled_training"] = ps.metrics_
+        transfer[label] = transfer_table(items, fitted)
+        einfo["fit_seconds"] = time.perf_counter() - tf
+        einfo["seconds"] = time.perf_counter() - te
+        auc = transfer[label]["auc"]["pooled"]
+        _say(
+            log,
+            f"[{label}] done in {einfo['seconds']:.0f} s; pooled classifier's held-out AUC "
+            + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()),
+        )
+    ts = time.perf_counter()
+    if shipped:
+        _say(log, "[shipped] scoring the items with the default policy's scorers")
     for c in pol.constraints:
+        if c.name in LEARNED and not shipped:
+            continue
         sc = build_scorer(c.scorer, base, allow=pol.allowed, source=pol.source)
         s = np.asarray(sc.score(prompts, texts), dtype=np.float64)
         thr = float(sc.threshold_) if c.threshold == "calibrated" else float(c.threshold)
@@ -169,16 +362,8 @@ def run_real_report(
             )
         else:
             rule_scores[c.name] = (s, thr, c.direction)
-    info: dict[str, Any] = {}
-    if pooled:
-        ps = pooled_scorer(items, seed=0)
-        scorers[POOLED] = (
-            np.asarray(ps.score(prompts, texts), dtype=np.float64),
-            "max",
-            float(ps.threshold_),
-            SOURCES,
-        )
-        info["pooled_training"] = ps.metrics_
+    info["shipped_seconds"] = time.perf_counter() - ts
+    scorers.update(retrained)
     rules_ok = np.ones(len(items), bool)
     for s, thr, direction in rule_scores.values():
         rules_ok &= passes(s, thr, direction)
@@ -213,8 +398,13 @@ def run_real_report(
         "scorers": {},
         "policies": {},
         **info,
+        "encoders": enc_info,
+        "transfer": transfer,
+        "pooled_training_by_encoder": pooled_training,
     }
+    eval_seconds: dict[str, float] = {}  # scorer or policy -> seconds of its calibration runs
     for name, (s, direction, own, domain) in scorers.items():
+        ts = time.perf_counter()
         sh = s[held]
         entry: dict[str, Any] = {
             "direction": direction,
@@ -243,21 +433,29 @@ def run_real_report(
                 sum(r[where]["consistent_with_bound"] for r in entry["seeds"])
             )
         res["scorers"][name] = entry
+        eval_seconds[name] = time.perf_counter() - ts
     # policies: the learned constraints and the default's rules together
-    shipped = ["harmlessness head (shipped)", "consensus scorer (shipped)"]
-    variants: dict[str, tuple[list[str], str]] = {
-        "default (shipped thresholds)": (shipped, "own"),
-        f"default, each learned constraint calibrated on its domain (epsilon {epsilon})": (shipped, "domain"),
-        f"default, learned constraints calibrated on all sources (epsilon {epsilon})": (shipped, "pooled"),
-    }
-    variants[f"consensus scorer + rules (no HH head), calibrated on its domain (epsilon {epsilon})"] = (
-        shipped[1:],
-        "domain",
-    )
-    if pooled:
-        variants[f"pooled classifier + rules, calibrated (epsilon {epsilon})"] = ([POOLED], "pooled")
+    shipped_names = ["harmlessness head (shipped)", "consensus scorer (shipped)"]
+    variants: dict[str, tuple[list[str], str]] = {}
+    if all(m in scorers for m in shipped_names):
+        variants["default (shipped thresholds)"] = (shipped_names, "own")
+        variants[f"default, each learned constraint calibrated on its domain (epsilon {epsilon})"] = (
+            shipped_names,
+            "domain",
+        )
+        variants[f"default, learned constraints calibrated on all sources (epsilon {epsilon})"] = (
+            shipped_names,
+            "pooled",
+        )
+        variants[f"consensus scorer + rules (no HH head), calibrated on its domain (epsilon {epsilon})"] = (
+            shipped_names[1:],
+            "domain",
+        )
+    for sname, pname in enc_scorer.values():
+        variants[pname] = ([sname], "pooled")
     rules_h = rules_ok[held]
     for vname, (members, mode) in variants.items():
+        ts = time.perf_counter()
         per_seed = []
         for seed in seeds:
             allowed = rules_h.copy()
@@ -282,6 +480,11 @@ def run_real_report(
             },
             "seeds_miss_within_epsilon": int(sum(r["pooled"]["miss"]["rate"] <= epsilon for r in per_seed)),
         }
+        eval_seconds[vname] = time.perf_counter() - ts
+    for label, (sname, pname) in enc_scorer.items():  # its share of the calibration runs
+        extra = eval_seconds[sname] + eval_seconds[pname]
+        enc_info[label]["evaluate_seconds"] = extra
+        enc_info[label]["seconds"] += extra
     res["seconds"] = time.perf_counter() - t0
     res = to_jsonable(res)
     if out is not None:
@@ -312,6 +515,7 @@ def real_markdown(res: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in res.get("held_out_texts_also_in_training", {}).items())
         + ".",
         "",
+        *_encoders_markdown(res),
         "## Held-out discrimination per source (scorer's own threshold)",
         "",
         "| scorer | source | n (harmful) | AUC | accuracy | balanced accuracy | HH pair accuracy |",
@@ -331,7 +535,7 @@ def real_markdown(res: dict[str, Any]) -> str:
         "Per seed, the held-out items are split in half (by pair / item, stratified by source and label); the "
         "threshold is calibrated on the harmful items of the first half (one-sided Clopper-Pearson bound) and "
         "measured on the second. *domain*: calibrated and measured on the scorer's own domain (harmlessness "
-        "head: HH-RLHF; consensus scorer: ConvAbuse + toxicity-consensus; pooled classifier: all three); "
+        "head: HH-RLHF; consensus scorer: ConvAbuse + toxicity-consensus; pooled classifiers: all three); "
         "*all sources*: calibrated on every source pooled. Intervals: two-sided 95% Clopper-Pearson.",
         "",
         "| scorer | calibrated on | seed | threshold | test miss | test over-block | miss per source: hh / "
@@ -387,5 +591,108 @@ def real_markdown(res: dict[str, Any]) -> str:
             f"{100 * m['hh_refused']:.1f}% | "
             f"{100 * m['hh_worst_person_unsafe_win']:.1f}% |"
         )
+    L += ["", *_transfer_markdown(res)]
     L += ["", f"Seconds: {res['seconds']:.0f}", ""]
     return "\n".join(L)
+
+
+def _encoders_markdown(res: dict[str, Any]) -> list[str]:
+    """The encoders of the retrained classifiers and the seconds each took (empty without any)."""
+    encs = res.get("encoders") or {}
+    if not encs:
+        return []
+    L = [
+        "## Encoders of the retrained classifiers",
+        "",
+        "Each distinct text is encoded once per encoder (vectors read from the on-disk feature cache when there); "
+        "the same vectors feed the pooled classifier and the three single-source ones. Seconds: encoding (model "
+        "load included), fitting the four classifiers and scoring, calibrating over the seeds, and in all. "
+        "Shipped scorers (MiniLM features, scored after the encoders above): "
+        f"{res.get('shipped_seconds', float('nan')):.0f} s.",
+        "",
+        "| encoder | model | dim | distinct texts | encoded now (not cached) | encode s | fit s | calibrate s | "
+        "total s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    skipped = []
+    for label, e in encs.items():
+        if e.get("skipped"):
+            skipped.append(f"{label} ({e['name']}): {e['reason']}")
+            L.append(
+                f"| {label} | {e['name']} | - | {e['texts']} | {e['newly_encoded']} | left out | | | "
+                f"{e['seconds']:.0f} |"
+            )
+            continue
+        L.append(
+            f"| {label} | {e['name']} | {e['dim']} | {e['texts']} | {e['newly_encoded']} | "
+            f"{e['encode_seconds']:.0f} | {e['fit_seconds']:.0f} | {e.get('evaluate_seconds', 0.0):.1f} | "
+            f"{e['seconds']:.0f} |"
+        )
+    if skipped:
+        L += [
+            "",
+            "Left out (projected from the random chunks of texts encoded before stopping): "
+            + "; ".join(skipped)
+            + ".",
+        ]
+    return [*L, ""]
+
+
+def _transfer_markdown(res: dict[str, Any]) -> list[str]:
+    """The transfer table (trained on one source or all, held-out AUC on each source) and its reading."""
+    tr = res.get("transfer") or {}
+    if not tr:
+        return []
+    L = [
+        "## Transfer across sources (held-out AUC)",
+        "",
+        "Per encoder, the same class-balanced logistic classifier trained on the training items of one source "
+        "only, or of all three pooled (the pooled classifier above), and its AUC on each source's held-out items.",
+        "",
+        "| encoder | trained on | training items (harmful) | " + " | ".join(SOURCES) + " |",
+        "|---|---|---|" + "---|" * len(SOURCES),
+    ]
+    for label, t in tr.items():
+        for row in t["trained_on"]:
+            n = t["training"][row]
+            L.append(
+                f"| {label} | {row} | {n['items']} ({n['harmful']}) | "
+                + " | ".join(f"{t['auc'][row][s]:.3f}" for s in SOURCES)
+                + " |"
+            )
+    return [*L, "", transfer_reading(tr)]
+
+
+def transfer_reading(transfer: dict[str, Any]) -> str:
+    """One plain-words sentence on transfer tables: same-source against other-source AUC of the single-source
+    classifiers, and how the pooled one compares with the best single-source one on each source."""
+    same, other, gaps = [], [], []
+    worst = (np.inf, "", "", "")
+    for label, t in transfer.items():
+        auc = t["auc"]
+        for tr in SOURCES:
+            for src in SOURCES:
+                v = auc.get(tr, {}).get(src, float("nan"))
+                if not np.isfinite(v):
+                    continue
+                (same if tr == src else other).append(v)
+                if tr != src and v < worst[0]:
+                    worst = (v, label, tr, src)
+        for src in SOURCES:
+            best = max(auc[tr][src] for tr in SOURCES if tr in auc)
+            gaps.append((auc["pooled"][src] - best, label, src))
+    if not same:
+        return ""
+    lo, hi = min(gaps), max(gaps)
+    if hi[0] <= 0:
+        pooled = f"{-hi[0]:.2f} to {-lo[0]:.2f} below"
+    elif lo[0] >= 0:
+        pooled = f"{lo[0]:.2f} to {hi[0]:.2f} above"
+    else:
+        pooled = f"from {-lo[0]:.2f} below to {hi[0]:.2f} above"
+    return (
+        f"Reading: a classifier trained on one source alone reaches a mean held-out AUC of {np.mean(same):.2f} "
+        f"on that source but {np.mean(other):.2f} on the other two (lowest: {worst[1]} trained on {worst[2]}, "
+        f"tested on {worst[3]}, {worst[0]:.2f}), and the one trained on all three pooled is {pooled} the best "
+        f"single-source classifier of each source (its weakest case: {lo[1]} on {lo[2]})."
+    )

@@ -362,6 +362,8 @@ MONITOR_COLUMNS = {
 
 
 def _monitor_cell(v: Any, how: str | None) -> str:
+    if v is None:  # e.g. a calibrated threshold of +inf (too few ordinary persons), null in the JSON
+        return "n/a"
     if how == "pct":
         return _pts(v)
     return f"{v:.3f}" if how == "num" else str(v)

@@ -147,6 +147,11 @@ class HybridBT(LowRankBT):
         g[known] += self.item_factors_[item[known]]
         return s, g
 
+    def _fold_prior_mean(self) -> None:
+        # b_i + v_i^T m: each item's share of the population's reward, kept when the personal part goes
+        self.item_bias_ = self.item_bias_ + self.item_factors_ @ self.prior_mean_
+        self.item_factors_ = self.item_factors_[:, :0]
+
     # ------------------------------------------------------------------ artifacts
     def _tensors(self) -> dict[str, np.ndarray]:
         return {**super()._tensors(), "item_bias": self.item_bias_, "item_factors": self.item_factors_}

@@ -414,6 +414,27 @@ class LinearGaussianModel(PersonalModel):
             m.added_ = {u: Posterior(m.prior_mean_.copy(), m.prior_cov_.copy(), 0) for u in m.added_}
         return m
 
+    def shared_only(self) -> LinearGaussianModel:
+        """The population's reward with no personal part: ``mu <- mu + B m`` and rank 0, so that every person
+        (trained, added or new, with any number of judgments) is scored as :meth:`collapsed` scores them and
+        adapting changes nothing; what tuning serves when the personal part loses to its own collapsed control."""
+        self._check_fitted()
+        m = self._copy()
+        if m.K_ == 0:
+            return m
+        m._fold_prior_mean()
+        m.mu_ = m.mu_ + (m.prior_mean_ if m.identity_basis else m.B_ @ m.prior_mean_)
+        m.B_ = None if m.B_ is None else m.B_[:, :0]
+        m.prior_mean_, m.prior_cov_ = np.zeros(0), np.zeros((0, 0))
+        m.unit_means_, m.unit_covs_ = np.zeros((len(m.units_), 0)), None
+        m.added_ = {u: Posterior(np.zeros(0), np.zeros((0, 0)), p.n) for u, p in m.added_.items()}
+        if type(m).rank_param is not None and hasattr(m, type(m).rank_param):
+            setattr(m, type(m).rank_param, 0)
+        return m
+
+    def _fold_prior_mean(self) -> None:
+        """Fold the prior mean's share of any other personal term into shared parameters (override)."""
+
     @property
     def bytes_per_person(self) -> int:
         return self.prior().nbytes if getattr(self, "fitted_", False) else 0
