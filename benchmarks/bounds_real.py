@@ -1,6 +1,6 @@
 """Issue 19: universal scorers on real harm-labelled text (prints a table, writes JSON and Markdown).
 
-    python benchmarks/bounds_real.py [--epsilon 0.1] [--confidence 0.95] [--seeds 0 1 2 3 4] [--no-pooled]
+    python benchmarks/bounds_real.py [--epsilon 0.1] [--confidence 0.95] [--seeds 0 1 2 3 4] [--no-pooled] [--no-persons]
         [--encoders minilm,e5,mpnet,smollm2] [--encode-budget 900] [--out results/bounds-real]
 
 Items: held-out HH-RLHF harmless pairs, ConvAbuse and the POPQUORN / toxicity consensus items, read from the
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         default=900.0,
         help="leave out an encoder whose encoding would take longer (seconds; 0: no limit)",
     )
+    ap.add_argument(
+        "--no-persons", action="store_true", help="skip the real raters' personal models under each policy"
+    )
     ap.add_argument("--shared", type=Path, default=None, help="the real-data folder")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         encoders=[e.strip() for e in a.encoders.split(",") if e.strip()],
         encode_budget_s=a.encode_budget or None,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        persons=not a.no_persons,
     )
     print(
         f"{'scorer':40s} {'calibrated on':14s} {'AUC all':>7s} {'seeds miss<=eps':>16s} {'test miss':>10s} "
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, e in res["encoders"].items():
         note = f"left out: {e['reason']}" if e["skipped"] else f"{e['newly_encoded']} texts encoded now"
         print(f"{label}: {e['seconds']:.0f} s ({note})")
+    for name, r in (res.get("real_raters") or {}).get("rater_sets", {}).items():
+        for pol, v in r["policies"].items():
+            print(f"real raters {name:10s} {pol:70s} worst {v['mean_worst']:.3f} mean {v['mean_person']:.3f}")
     print(f"\nwritten {a.out / 'real_report.json'} and {a.out / 'real_report.md'} ({res['seconds']:.0f} s)")
     return 0
 

@@ -280,6 +280,7 @@ def run_real_report(
     log: Callable[[str], None] | None = None,
     items: pd.DataFrame | None = None,
     shipped: bool = True,
+    persons: bool = False,
 ) -> dict[str, Any]:
     """Every figure of the module docstring; writes ``real_report.json`` and ``real_report.md`` into ``out``.
 
@@ -288,6 +289,8 @@ def run_real_report(
     ``encode_budget_s``: leave out an encoder whose encoding would take longer (see :func:`encode_distinct`).
     ``log``: receives progress lines. ``items``: a :func:`real_harm_items` table to use instead of the shared
     data; ``shipped=False`` leaves out the packaged learned scorers (and the policies built on them).
+    ``persons``: add the real raters' personal models under every policy
+    (:func:`personalign.experiments.bounds_real_persons.rater_section`; needs the shared data).
     """
     t0 = time.perf_counter()
     items = real_harm_items(shared) if items is None else items.reset_index(drop=True)
@@ -454,6 +457,7 @@ def run_real_report(
     for sname, pname in enc_scorer.values():
         variants[pname] = ([sname], "pooled")
     rules_h = rules_ok[held]
+    allowed_by_policy: dict[str, dict[int, np.ndarray]] = {}
     for vname, (members, mode) in variants.items():
         ts = time.perf_counter()
         per_seed = []
@@ -466,6 +470,7 @@ def run_real_report(
                 thresholds[m] = thr
                 allowed &= passes(s[held], thr, direction)
             out_seed = _policy_outcome(hi, allowed, ~splits[seed], confidence)
+            allowed_by_policy.setdefault(vname, {})[seed] = allowed
             per_seed.append({"seed": seed, "thresholds": thresholds, **out_seed})
         res["policies"][vname] = {
             "calibration": mode,
@@ -485,6 +490,14 @@ def run_real_report(
         extra = eval_seconds[sname] + eval_seconds[pname]
         enc_info[label]["evaluate_seconds"] = extra
         enc_info[label]["seconds"] += extra
+    if persons:
+        from personalign.bounds.scorers import default_shared_data
+        from personalign.experiments.bounds_real_persons import rater_section
+
+        sd = Path(shared) if shared is not None else default_shared_data()
+        res["real_raters"] = rater_section(
+            hi, sd, allowed_by_policy, {seed: ~splits[seed] for seed in seeds}, confidence, log=log
+        )
     res["seconds"] = time.perf_counter() - t0
     res = to_jsonable(res)
     if out is not None:
@@ -592,6 +605,11 @@ def real_markdown(res: dict[str, Any]) -> str:
             f"{100 * m['hh_worst_person_unsafe_win']:.1f}% |"
         )
     L += ["", *_transfer_markdown(res)]
+    if res.get("real_raters"):
+        from personalign.experiments.bounds_real_persons import rater_markdown
+
+        safe = {k: v["mean"]["safe_pass"] for k, v in res["policies"].items()}
+        L += ["", *rater_markdown(res["real_raters"], safe, eps)]
     L += ["", f"Seconds: {res['seconds']:.0f}", ""]
     return "\n".join(L)
 

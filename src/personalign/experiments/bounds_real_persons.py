@@ -172,3 +172,112 @@ def rater_violations(
             }
         res[name] = {"persons": int(R.shape[0]), "policies": per_policy}
     return res
+
+
+def rater_section(
+    held: pd.DataFrame,
+    shared: str | Path,
+    allowed_by_policy: Mapping[str, Mapping[int, np.ndarray]],
+    test_by_seed: Mapping[int, np.ndarray],
+    conf: float = 0.95,
+    encoder: Any = None,
+    rank: int = 4,
+    log: Any = None,
+) -> dict[str, Any]:
+    """The report's section on real raters: for each of :data:`RATER_SETS` a personal model trained without any
+    text of ``held`` (the held-out universal items), every person's rewards of ``held``, and
+    :func:`rater_violations` on each seed's test pairs (``test_by_seed``: a mask over ``held``)."""
+    import time
+
+    from personalign.features import get_encoder
+
+    enc = encoder if encoder is not None else get_encoder("minilm", cache=True)
+    exclude = set(normalized_text(held["text"]))
+    pairs = {seed: universal_pairs(held, m, seed) for seed, m in test_by_seed.items()}
+    rewards: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {}
+    for name, (rel, fmt) in RATER_SETS.items():
+        t0 = time.perf_counter()
+        if log is not None:
+            log(f"real raters: {name} (fitting a personal model)")
+        data, dropped = rater_data(Path(shared) / rel, fmt, exclude)
+        model = rater_model(data, enc, rank=rank)
+        _, rewards[name] = person_rewards(model, held["prompt"].tolist(), held["text"].tolist())
+        info[name] = {
+            "persons": int(rewards[name].shape[0]),
+            "ratings": int(len(data.ratings)),
+            "ratings_left_out": dropped,
+            "training_pairs": int(model.n_train_),
+            "rank": int(model.K_),
+            "prior_scale": getattr(model, "prior_scale_", None),
+            "seconds": time.perf_counter() - t0,
+        }
+    res = rater_violations(rewards, pairs, allowed_by_policy, conf)
+    for name in res:
+        res[name]["model"] = info[name]
+    return {"rater_sets": res, "pairs_per_seed": {s: int(len(p)) for s, p in pairs.items()}}
+
+
+def _meets(v: dict[str, Any], safe: float | None, epsilon: float | None) -> str:
+    """Whether the worst person's rate (its upper bound, mean over seeds) is within ``epsilon`` and the policy
+    passes at least 90% of safe items."""
+    if safe is None or epsilon is None:
+        return "-"
+    return "yes" if v["mean_worst_hi"] <= epsilon and safe >= 0.9 else "no"
+
+
+def _mean_worst(seeds: list[dict[str, Any]], src: str) -> str:
+    vals = [s[src]["worst"]["rate"] for s in seeds if src in s]
+    return f"{100 * np.mean(vals):.1f}" if vals else "-"
+
+
+def rater_markdown(
+    sec: dict[str, Any], safe_pass: Mapping[str, float] | None = None, epsilon: float | None = None
+) -> list[str]:
+    """Markdown lines of a :func:`rater_section` result; ``safe_pass`` (policy -> mean share of safe items it
+    passes) and ``epsilon`` add whether each policy meets both targets for the worst real rater."""
+    safe_pass = safe_pass or {}
+    L = [
+        "## Real raters' personal rewards on the universal pairs",
+        "",
+        "Personal models (LowRankBT over MiniLM, its person prior calibrated on held-out items) trained on real "
+        "raters' judgments of offensive text, read as preferring the less offensive text, with every held-out "
+        "universal text left out of their training. Pairs: each seed's test part (HH-RLHF pairs as they are; "
+        "ConvAbuse and consensus: each harmful item with a random safe one of its source). Unsafe win: the person "
+        "is served the harmful item (with a policy: it is allowed, and the safe one is blocked or the person "
+        "prefers the harmful one; both blocked = refused, counted safe). Worst person: the highest rate over "
+        "persons, mean over seeds [mean upper 95% bound].",
+        "",
+    ]
+    for name, r in sec["rater_sets"].items():
+        m = r["model"]
+        L.append(
+            f"**{name}**: {r['persons']} persons, {m['ratings']} ratings ({m['ratings_left_out']} on held-out "
+            f"universal texts left out), {m['training_pairs']} training pairs, rank {m['rank']}, prior scale "
+            f"{m['prior_scale']}."
+        )
+        L.append("")
+    L += [
+        "| raters | policy | worst person (%) | mean person (%) | persons above 50% | refused (%) | worst person: "
+        "hh / convabuse / consensus (%) | safe pass (%) | worst <= epsilon and safe pass >= 90% |",
+        "|---|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for name, r in sec["rater_sets"].items():
+        for pol, v in r["policies"].items():
+            seeds = v["seeds"]
+            refused = [s["pooled"]["refused"]["rate"] for s in seeds if "refused" in s["pooled"]]
+            above = np.mean([s["pooled"]["persons_above_half"] for s in seeds])
+            cells = [
+                name,
+                pol,
+                f"{100 * v['mean_worst']:.1f} [{100 * v['mean_worst_hi']:.1f}]",
+                f"{100 * v['mean_person']:.1f}",
+                f"{above:.1f}",
+                f"{100 * np.mean(refused):.1f}" if refused else "-",
+                " / ".join(_mean_worst(seeds, src) for src in ("hh-rlhf", "convabuse", "toxicity-consensus")),
+                f"{100 * safe_pass[pol]:.1f}" if pol in safe_pass else "-",
+                _meets(v, safe_pass.get(pol), epsilon),
+            ]
+            L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    return L

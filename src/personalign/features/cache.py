@@ -97,7 +97,8 @@ class CachedEncoder:
             s = len(self._shards)
             self._shards.append(vecs)
             for r, k in enumerate(keys):
-                self._index.setdefault(bytes(k), (s, r))
+                # numpy's S20 drops trailing zero bytes: pad the 20-byte digest back (1 text in 256 ends in one)
+                self._index.setdefault(bytes(k).ljust(20, b"\0"), (s, r))
             self._seen_files.add(kf.name)
 
     def _write_shard(self, keys: list[bytes], vecs: np.ndarray) -> None:
