@@ -131,7 +131,11 @@ def tune_personal(
         "rank": 0 if shared else best_rank,
         "fitted_rank": best_rank,
         "l2_basis": best_l2,
-        "personal_part": "removed: its collapsed control was better on held-out items" if shared else "kept",
+        "personal_part": (
+            "removed: its collapsed control was better on held-out items"
+            if shared
+            else ("none: rank 0 was best" if best_rank == 0 else "kept")
+        ),
         "inner_val_log_loss": {
             grid_label(r, l2) + (" shared only" if sh else ""): v for (r, l2, sh), v in losses.items()
         },
