@@ -3,6 +3,7 @@ written as JSON + markdown + PNG (violation rates per policy, personalization ta
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from personalign.experiments.poisoning import poisoning_curve
 from personalign.reports import markdown_to_html, render_page
 from personalign.reports import plots as rp
 from personalign.reports.stats import bootstrap_mean
-from personalign.reports.text import glossary_markdown, interval_text, md_table, shorten
+from personalign.reports.text import glossary_markdown, interval_text, md_table
 
 KINDS = ("ordinary", "adversarial", "extreme")
 MONITOR_PERSONS = 400  # ordinary persons the monitors look at (10 of them made drifting)
@@ -56,7 +57,7 @@ def violations_figure(viol: dict[str, pd.DataFrame]) -> Any:
         ax.set_ylim(-3, 103)
         rp.style(
             ax,
-            shorten(name, 38),
+            "\n".join(textwrap.wrap(name, 34)),  # long policy names wrap instead of being cut
             "kind of person",
             "unsafe response wins (% of pairs)" if ax is axes[0, 0] else None,
         )
