@@ -39,7 +39,7 @@ from personalign.bounds.realdata import DOMAINS, SOURCES, calibration_split, rea
 from personalign.bounds.scorers import ConsensusScorer, build_scorer
 from personalign.data.files import dumps_json, to_jsonable, write_text_atomic
 from personalign.errors import ConfigError
-from personalign.features.cache import CachedEncoder, text_key
+from personalign.features.cache import CachedEncoder
 from personalign.features.encoders import PrecomputedEncoder
 
 LEARNED = ("harmless", "not_consensus_offensive")  # the default policy's learned constraints
@@ -94,10 +94,7 @@ def _say(log: Callable[[str], None] | None, msg: str) -> None:
 
 def _uncached(encoder: Any, texts: list[str]) -> list[str]:
     """The texts an encoder would have to encode (those missing from its on-disk cache; all without one)."""
-    if isinstance(encoder, CachedEncoder):
-        encoder._refresh()  # the cache's own index of what it holds (same package)
-        return [t for t in texts if text_key(t) not in encoder._index]
-    return list(texts)
+    return encoder.uncached(texts) if isinstance(encoder, CachedEncoder) else list(texts)
 
 
 def encode_distinct(

@@ -17,6 +17,7 @@ mean person, with Clopper-Pearson intervals, per source and pooled.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,6 @@ def rater_section(
     """The report's section on real raters: for each of :data:`RATER_SETS` a personal model trained without any
     text of ``held`` (the held-out universal items), every person's rewards of ``held``, and
     :func:`rater_violations` on each seed's test pairs (``test_by_seed``: a mask over ``held``)."""
-    import time
-
     from personalign.features import get_encoder
 
     enc = encoder if encoder is not None else get_encoder("minilm", cache=True)

@@ -108,6 +108,12 @@ class CachedEncoder:
         save_array(d / f"{stem}.vecs.npy", np.asarray(vecs, dtype=np.float32))
         save_array(d / f"{stem}.keys.npy", np.frombuffer(b"".join(keys), dtype="S20"))
 
+    def uncached(self, texts: Sequence[str]) -> list[str]:
+        """The texts (in order, repeats kept) whose vectors are not in the cache yet: what :meth:`encode` would
+        send to the wrapped encoder."""
+        self._refresh()
+        return [t for t in (str(x) for x in texts) if text_key(t) not in self._index]
+
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Vectors of the texts: cached ones read from disk, the others encoded by the wrapped encoder and
         stored."""
