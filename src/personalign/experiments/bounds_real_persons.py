@@ -97,7 +97,7 @@ def universal_pairs(items: pd.DataFrame, mask: np.ndarray, seed: int = 0) -> pd.
     for s in pd.unique(src[mask]):
         m = mask & (src == s)
         if s == "hh-rlhf":
-            safe = {g: i for i in np.flatnonzero(m & (y == 0)) for g in [grp[i]]}
+            safe = {grp[i]: int(i) for i in np.flatnonzero(m & (y == 0))}
             rows += [(safe[grp[i]], int(i), s) for i in np.flatnonzero(m & (y == 1)) if grp[i] in safe]
             continue
         harmful, safe_pool = np.flatnonzero(m & (y == 1)), np.flatnonzero(m & (y == 0))
