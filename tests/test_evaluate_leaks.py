@@ -299,3 +299,72 @@ def test_shared_only_scores_as_the_collapsed_model_and_adapts_to_nothing(name):
     post = so.adapt(c.iloc[:20])
     assert post.mean.shape == (0,)
     np.testing.assert_allclose(so.score_posterior(post, args[1], args[2]), so.score(*args), atol=1e-9)
+
+
+@pytest.mark.parametrize("consensus", [3.0, 0.0])
+def test_the_item_prior_is_chosen_on_a_collaborative_inner_split(consensus):
+    """Items whose order everybody shares earn a weak item prior (their judgments carry to other persons); items
+    judged by noise alone earn the strongest one on the grid (their judgments carry nothing)."""
+    from personalign.evaluate.featurize import all_texts, make_featurizer
+    from personalign.features import HashingEncoder
+
+    data = rankings_data(n_persons=60, n_items=30, per=12, consensus=consensus, seed=3)
+    # 4 hashed dimensions cannot tell 30 items apart: what is learned about an item is its item bias
+    feat = make_featurizer(HashingEncoder(dim=4), all_texts(data), show_progress=False)
+    grid = (0.3, 3.0, 30.0)
+    c = cfg(
+        models=("hybrid",),
+        rank=2,
+        tune_l2_basis=(30.0,),
+        tune_ranks=(0,),
+        tune_l2_item=grid,
+        model_params={"hybrid": {"max_iter": 60}},
+    )
+    r = run_seed(data, 0, c, feat)
+    prior = r.chosen["hybrid"]["item_prior"]
+    losses = {float(k): v for k, v in prior["val_log_loss"].items()}
+    assert set(losses) == set(grid) and prior["l2_item"] == min(losses, key=losses.get)
+    assert prior["split"]["val_pairs"] >= 30
+    if consensus:
+        assert prior["l2_item"] < 30.0 and losses[30.0] - min(losses.values()) > 0.02
+    else:
+        assert prior["l2_item"] == 30.0
+
+
+def test_a_configured_item_prior_is_not_tuned():
+    from personalign.evaluate.featurize import all_texts, make_featurizer
+    from personalign.features import HashingEncoder
+
+    data = rankings_data(n_persons=30, n_items=20, per=10, consensus=3.0, seed=4)
+    feat = make_featurizer(HashingEncoder(dim=4), all_texts(data), show_progress=False)
+    c = cfg(
+        models=("hybrid",),
+        rank=2,
+        tune_l2_basis=(30.0,),
+        tune_ranks=(0,),
+        model_params={"hybrid": {"max_iter": 30, "l2_item": 5.0}},
+    )
+    r = run_seed(data, 0, c, feat)
+    assert "item_prior" not in r.chosen["hybrid"]
+
+
+def test_tune_l2_item_must_be_positive():
+    from personalign.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tune_l2_item"):
+        EvalConfig(tune_l2_item=(1.0, 0.0)).check()
+
+
+def test_crowd_reach_counts_the_other_judges_each_side_reads():
+    from personalign.evaluate.holdout import crowd_reach
+
+    rows = [(u, i, r) for u in ("u1", "u2", "u3") for i, r in (("A", 1.0), ("B", 3.0), ("C", 2.0))]
+    ratings = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    ratings["response"] = ratings["item_id"]
+    whole = PreferenceData(ratings=ratings)
+    # u1's judgments of A and B are held out; u3 is an unseen person, outside the training data
+    keep = ~(((ratings.user_id == "u1") & ratings.item_id.isin(["A", "B"])) | (ratings.user_id == "u3"))
+    fit = PreferenceData(ratings=ratings[keep])
+    test = pd.DataFrame({"user_id": ["u1"], "chosen_id": ["B"], "rejected_id": ["A"]})
+    assert crowd_reach(whole, fit, test) == {"crowd_oracle": 2.0, "training": 1.0}
+    assert crowd_reach(whole, fit, test.iloc[:0]) == {}

@@ -169,6 +169,9 @@ def aggregate(
     out["chosen_hyperparameters"] = {
         m: [r.chosen.get(m) for r in per_seed] for m in models if any(m in r.chosen for r in per_seed)
     }
+    reach = [r.reach for r in per_seed if r.reach]
+    if reach:
+        out["crowd_reach"] = {k: M.interval([r[k] for r in reach]) for k in reach[0]}
     out["skipped_models"] = dict(skipped or {})
     out["cell_notes"] = missing_figures_notes(out, models, cells) | cell_notes(per_seed, seeds)
     return to_jsonable(out)

@@ -47,6 +47,7 @@ class SeedResult:
     fit_seconds: dict[str, float] = field(default_factory=dict)
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    reach: dict[str, float] = field(default_factory=dict)  # other judges per collaborative test item
 
 
 @dataclass
@@ -199,7 +200,22 @@ def fit_model(
         def make(**params: Any) -> Any:
             return build_model(name, featurizer, seed, cfg, ctx.data, **params)
 
-        return tune_personal(make, ctx.train_data, cfg.rank, cfg.rank_grid(), cfg.tune_l2_basis, seed, step)
+        # a model with item parameters (the hybrid) gets its item prior chosen first, unless it is configured
+        has_items = "l2_item" in model.get_params() and "l2_item" not in cfg.model_params.get(name, {})
+        item_grid = tuple(cfg.tune_l2_item) if has_items else ()
+        caps = (cfg.max_train_pairs, cfg.max_test_pairs)
+        return tune_personal(
+            make,
+            ctx.train_data,
+            cfg.rank,
+            cfg.rank_grid(),
+            cfg.tune_l2_basis,
+            seed,
+            step,
+            item_grid,
+            ctx.fit_data,
+            caps,
+        )
     if name != "oracle":
         model.fit(ctx.train_data)
     return model, None

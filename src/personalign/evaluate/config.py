@@ -58,6 +58,9 @@ class EvalConfig:
     tune_l2_basis: tuple[float, ...] = (30.0, 300.0, 3000.0)
     tune_ranks: tuple[int, ...] = (0, 2)  # tried beside ``rank`` (ranks above ``rank`` are left out)
     tuned_models: tuple[str, ...] = ("lowrank", "hybrid")
+    # the item prior's precision of a tuned model with item parameters (the hybrid), chosen first on a
+    # collaborative inner split (personalign.evaluate.tuning.tune_item_prior); () keeps the model's default
+    tune_l2_item: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,8 +91,9 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be a fraction in [0, 1), got {v!r}")
         if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in self.ks):
             raise ConfigError(f"k-shot sizes must be integers >= 0, got {list(self.ks)!r}")
-        if any(not (float(x) > 0) for x in self.tune_l2_basis):
-            raise ConfigError(f"tune_l2_basis must hold positive numbers, got {list(self.tune_l2_basis)!r}")
+        for name in ("tune_l2_basis", "tune_l2_item"):
+            if any(not (float(x) > 0) for x in getattr(self, name)):
+                raise ConfigError(f"{name} must hold positive numbers, got {list(getattr(self, name))!r}")
         if any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in self.tune_ranks):
             raise ConfigError(f"tune_ranks must hold integers >= 0, got {list(self.tune_ranks)!r}")
         if self.unit not in (None, "item", "prompt"):

@@ -204,6 +204,36 @@ def collaborative_holdout(
     return without_held(train, held), held, held_pairs
 
 
+def collaborative_pairs(
+    train: PreferenceData, frac: float, train_cap: int | None, test_cap: int | None, rng: np.random.Generator
+) -> tuple[PreferenceData, set[tuple[str, str]], pd.DataFrame, pd.DataFrame]:
+    """:func:`collaborative_holdout` of ``train`` as pairs: (the data without the held-out judgments, the held-out
+    (user, item) set, its training pairs capped per person, the held-out pairs capped per person)."""
+    fit_data, held, held_pairs = collaborative_holdout(train, frac, rng)
+    train_pairs = judgment_pairs(fit_data, train_cap, rng)
+    frames = [judgment_pairs(train, test_cap, rng, held=held)] if held else []
+    if len(held_pairs):
+        frames.append(cap_pairs(held_pairs, test_cap, rng))
+    frames = [f for f in frames if len(f)]
+    test = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMPARISON_COLUMNS)
+    return fit_data, held, train_pairs, test
+
+
+def crowd_reach(crowd_data: PreferenceData, fit_data: PreferenceData, test: pd.DataFrame) -> dict[str, float]:
+    """Mean number of *other* persons who judged a test pair's item: in the data the crowd oracle reads (the
+    whole data set, test cells included) and in the training data the models fit on. The oracle's edge where the
+    first is larger: it reads judgments no model is given."""
+    if not len(test):
+        return {}
+    out = {}
+    for name, d, own in (("crowd_oracle", crowd_data, 1), ("training", fit_data, 0)):
+        judges = item_judges(d)
+        n = [judges.get(str(i), 0) for col in ("chosen_id", "rejected_id") for i in test[col]]
+        # the test person judged the item in the whole data, never in the training data (it is held out)
+        out[name] = float(max(np.mean(n) - own, 0.0))
+    return out
+
+
 # ------------------------------------------------------------------------------------- contested pairs
 def pair_contested_fn(data: PreferenceData) -> Callable[[pd.DataFrame], np.ndarray]:
     """Per test pair: 1 contested, 0 consensus, NaN unknown. Pointwise data: by its items (the data layer's rule,
@@ -282,19 +312,15 @@ def split_notes(sp: Any, cells: dict[str, pd.DataFrame], tests: dict[str, pd.Dat
 def seed_pairs(data: PreferenceData, sp: Any, cfg: Any, rng: np.random.Generator, seed: int) -> SeedPairs:
     """The pairs of one seed's split (``cfg``: an :class:`~personalign.evaluate.config.EvalConfig`), every sample
     drawn from ``rng`` in a fixed order."""
-    fit_data, held, held_pairs = collaborative_holdout(sp.train, cfg.collab_frac, rng)
-    train_pairs = judgment_pairs(fit_data, cfg.max_train_pairs, rng)
+    fit_data, held, train_pairs, collab = collaborative_pairs(
+        sp.train, cfg.collab_frac, cfg.max_train_pairs, cfg.max_test_pairs, rng
+    )
     if len(train_pairs) == 0:
         raise DataError(
             f"{data.name}: no training pairs after the split (seed {seed})",
             field="judgments",
             expected="persons who judged at least two items differently",
         )
-    frames = [judgment_pairs(sp.train, cfg.max_test_pairs, rng, held=held)] if held else []
-    if len(held_pairs):
-        frames.append(cap_pairs(held_pairs, cfg.max_test_pairs, rng))
-    frames = [f for f in frames if len(f)]
-    collab = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMPARISON_COLUMNS)
     unseen = judgment_pairs(sp.seen_users_unseen_items, cfg.max_test_pairs, rng)
     cells = {"collaborative": collab, "unseen_items": unseen[unseen["user_id"] != POPULATION_USER]}
     pool_all = judgment_pairs(sp.unseen_users_seen_items, max(cfg.ks) if cfg.ks else 0, rng)

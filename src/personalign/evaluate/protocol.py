@@ -70,6 +70,7 @@ from personalign.evaluate.holdout import (
     SeedPairs,
     cap_pairs,
     collaborative_holdout,
+    crowd_reach,
     held_only,
     judgment_pairs,
     pair_contested_fn,
@@ -246,6 +247,7 @@ def run_seed(
     )
     res = run_models(ctx, seed, cfg, featurizer, harmless, as_progress(progress, len(cfg.models)), seed_no)
     res.pointwise = pointwise_cells(data, sp, pairs)
+    res.reach = crowd_reach(data, pairs.fit_data, pairs.cells["collaborative"])
     return res
 
 

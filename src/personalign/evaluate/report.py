@@ -403,8 +403,21 @@ def markdown(res: dict[str, Any], command: str | None = None, plots: list[str] |
                 "items it lost to the same model collapsed to the population), so there it serves the "
                 "population's reward and its gain is 0.\n"
             )
+        priors = [c["item_prior"].get("l2_item") for c in seeds if c and c.get("item_prior")]
+        if priors:
+            parts.append(
+                f"{name}: the item prior's precision l2_item was chosen per seed on a collaborative split of the "
+                f"training judgments (grid {res.get('config', {}).get('tune_l2_item')}): {priors}.\n"
+            )
     for cell in ("collaborative", "unseen_items"):
         parts.append(f"## {CELL_TITLES[cell]}\n\n{cell_table(res, cell, 'compact')}")
+        reach = res.get("crowd_reach") if cell == "collaborative" else None
+        if reach:
+            parts.append(
+                f"The crowd oracle reads {reach['crowd_oracle']['mean']:.1f} other judges per test item (the whole "
+                f"data set, test cells included); the models' training data holds {reach['training']['mean']:.1f}. "
+                "Per-item majority is the crowd of the training data alone.\n"
+            )
         if res.get("cells", {}).get(cell):
             parts.append(
                 _details(

@@ -16,6 +16,15 @@ Each personal candidate is also scored *shared only* (``model.shared_only()``: i
 population's reward, ``mu + B m``, rank 0). When that wins, the personal part is removed from the refitted model:
 a personal part is kept only where it beats its own collapsed control on held-out items, so that the gain a
 richer shared reward brings (``B m``) is never mistaken for a personal one.
+
+A model with item parameters (the hybrid's ``b_i, v_i``, shrunk by the prior precision ``l2_item``) first gets that
+precision chosen over ``cfg.tune_l2_item`` (:func:`tune_item_prior`) on a *collaborative* inner split
+(the outer split's collaborative hold-out one level down, :func:`personalign.evaluate.holdout.collaborative_pairs`
+on the judgments the training pairs come from: each person's judgments of a few items that others also judged are
+held out, and the validation pairs are that person's pairs of two held-out items), at rank 0 (the item parameters alone): held-out items would never exercise ``b_i``, and held-out pairs
+that share an item with the person's training pairs would reward memorizing it. How strongly an item's judgments
+should move it off its text depends on how many people judged it and how much they agree, so it is chosen per
+dataset and seed; the personal grid then runs at the chosen precision.
 """
 
 from __future__ import annotations
@@ -29,11 +38,13 @@ import pandas as pd
 
 from personalign.data.core import PreferenceData
 from personalign.data.splits import split_by_items
+from personalign.evaluate.holdout import collaborative_pairs
 
 MIN_PROMPTS = (
     20  # fewer prompts than this: the inner split holds out items, not prompts (as the outer split does)
 )
 INNER_FRAC = 0.2
+MIN_ITEM_PRIOR_PAIRS = 30  # fewer held-out pairs than this: the item prior keeps the model's default
 
 
 def tuning_split(
@@ -75,6 +86,36 @@ def grid_label(rank: int, l2: float | None) -> str:
     return f"rank={rank}" if rank == 0 or l2 is None else f"rank={rank},l2_basis={l2:g}"
 
 
+def tune_item_prior(
+    make: Callable[..., Any],
+    judgments: PreferenceData,
+    grid: tuple[float, ...],
+    seed: int,
+    caps: tuple[int | None, int | None] = (None, None),
+    step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The item prior's precision ``l2_item`` (and ``l2_item_factors``, tied to it) chosen over ``grid`` by
+    log-loss at rank 0 on a collaborative inner split of ``judgments`` (the outer split's own hold-out, one level
+    down: :func:`personalign.evaluate.holdout.collaborative_pairs` with the (training, test) pair ``caps``).
+    Returns ``l2_item`` (None: no such split, the model's default is kept), ``val_log_loss`` per value, ``split``
+    or ``note``."""
+    rng = np.random.default_rng(seed)
+    _, _, tr, va = collaborative_pairs(judgments, INNER_FRAC, caps[0], caps[1], rng)
+    va = va[va["user_id"].astype(str).isin(set(tr["user_id"].astype(str)))] if len(va) and len(tr) else va
+    if not len(tr) or len(va) < MIN_ITEM_PRIOR_PAIRS:
+        return {"l2_item": None, "note": f"no collaborative inner split ({len(va)} held-out pairs)"}
+    inner = PreferenceData(comparisons=tr, users=judgments.users, items=judgments.items, name=judgments.name)
+    losses: dict[float, float] = {}
+    for n, l2 in enumerate(grid, start=1):
+        if step is not None:
+            step(f"tuning item prior l2_item={l2:g} ({n}/{len(grid)})")
+        model = make(rank=0, l2_item=l2, l2_item_factors=l2).fit(inner)
+        losses[float(l2)] = val_log_loss(model, va)
+    best = min(losses, key=losses.get)
+    split = {"train_pairs": int(len(tr)), "val_pairs": int(len(va))}
+    return {"l2_item": best, "val_log_loss": {f"{k:g}": v for k, v in losses.items()}, "split": split}
+
+
 def tune_personal(
     make: Callable[..., Any],
     train_data: PreferenceData,
@@ -83,14 +124,48 @@ def tune_personal(
     l2_grid: tuple[float, ...],
     seed: int,
     step: Callable[[str], None] | None = None,
+    item_grid: tuple[float, ...] = (),
+    item_judgments: PreferenceData | None = None,
+    item_caps: tuple[int | None, int | None] = (None, None),
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit ``make(**params)`` with the personal rank and penalty chosen on :func:`tuning_split` (see the module).
+    """Fit ``make(**params)`` with the personal rank and penalty chosen on :func:`tuning_split` (see the module);
+    with ``item_grid`` the item prior's precision is chosen first (:func:`tune_item_prior` on ``item_judgments``,
+    the judgments the training pairs were drawn from, with their pair ``item_caps``; default ``train_data``).
 
     Returns the model refitted on all of ``train_data`` and what was chosen: ``rank``, ``l2_basis`` (None: the
     model's default), ``inner_val_log_loss`` per grid point, ``inner_fits``, ``tuning_seconds``, ``inner_split``
-    (or ``note`` when no grouped split exists and the configured model is fitted as it is).
+    (or ``note`` when no grouped split exists and the configured model is fitted as it is), ``item_prior``.
     """
     t0 = time.perf_counter()
+    item_prior: dict[str, Any] | None = None
+    if item_grid:
+        judgments = item_judgments if item_judgments is not None else train_data
+        item_prior = tune_item_prior(make, judgments, item_grid, seed, item_caps, step)
+        if item_prior["l2_item"] is not None:
+            make = _with_item_prior(make, item_prior["l2_item"])
+    model, chosen = _tune_personal_part(make, train_data, rank, ranks, l2_grid, seed, step)
+    if item_prior is not None:
+        chosen["item_prior"] = item_prior
+    chosen["tuning_seconds"] = time.perf_counter() - t0
+    return model, chosen
+
+
+def _with_item_prior(make: Callable[..., Any], l2: float) -> Callable[..., Any]:
+    def with_prior(**params: Any) -> Any:
+        return make(**{"l2_item": l2, "l2_item_factors": l2, **params})
+
+    return with_prior
+
+
+def _tune_personal_part(
+    make: Callable[..., Any],
+    train_data: PreferenceData,
+    rank: int,
+    ranks: list[int],
+    l2_grid: tuple[float, ...],
+    seed: int,
+    step: Callable[[str], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
     split = tuning_split(train_data.comparisons, seed=seed)
     if split is None or (len(ranks) <= 1 and not l2_grid):
         model = make(rank=rank)
@@ -140,6 +215,5 @@ def tune_personal(
             grid_label(r, l2) + (" shared only" if sh else ""): v for (r, l2, sh), v in losses.items()
         },
         "inner_fits": len({k[:2] for k in losses}),
-        "tuning_seconds": time.perf_counter() - t0,
         "inner_split": info,
     }
