@@ -146,12 +146,13 @@ def _kshot_end(r: dict, model: str) -> str:
 def rerun_table() -> str:
     """The rerun with the calibrated prior and the hybrid (folders whose results have the hybrid): per cell the
     aggregated baseline, the crowd oracle, low-rank and the hybrid with their gains over their collapsed controls,
-    the hybrid against the crowd and against aggregated BT; then each k-shot curve's change from k = 0 to 50.
-    ``*``: the 95% interval excludes 0."""
+    the hybrid against the crowd, against the per-item majority (the crowd of the training data alone) and against
+    aggregated BT, and in the collaborative cell how many other judges per test item the crowd oracle and the
+    training data hold; then each k-shot curve's change from k = 0 to 50. ``*``: the 95% interval excludes 0."""
     lines = [
-        "| dataset | cell | aggregated BT | crowd | svd | low-rank | gain | hybrid | gain | hybrid - crowd "
-        "| hybrid - BT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | cell | aggregated BT | crowd | majority | svd | low-rank | gain | hybrid | gain | hybrid - crowd "
+        "| hybrid - majority | hybrid - BT | other judges per item, crowd / training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     kshot = ["| dataset | low-rank, k = 0 -> 50 | hybrid, k = 0 -> 50 |", "|---|---|---|"]
     for folder, label in README_ROWS.items():
@@ -168,10 +169,22 @@ def rerun_table() -> str:
                 continue
             acc = {m: (_acc(v["accuracy"]) if m in c else "-") for m, v in c.items()}
             crowd = _paired(c["hybrid"]["accuracy"], c["crowd"]["accuracy"]) if "crowd" in c else "-"
+            collab = cell == "collaborative"
+            major = (
+                _paired(c["hybrid"]["accuracy"], c["majority"]["accuracy"])
+                if collab and "majority" in c
+                else "-"
+            )
+            reach = r.get("crowd_reach") if collab else None
+            judges = (
+                f"{reach['crowd_oracle']['mean']:.1f} / {reach['training']['mean']:.1f}" if reach else "-"
+            )
             lines.append(
                 f"| {label} | {cell.replace('_', ' ')} | {acc.get('bt', '-')} | {acc.get('crowd', '-')} "
+                f"| {acc.get('majority', '-') if collab else '-'} "
                 f"| {acc.get('svd', '-')} | {acc.get('lowrank', '-')} | {_cell_gain(c, 'lowrank')} | {acc['hybrid']} "
-                f"| {_cell_gain(c, 'hybrid')} | {crowd} | {_paired(c['hybrid']['accuracy'], c['bt']['accuracy'])} |"
+                f"| {_cell_gain(c, 'hybrid')} | {crowd} | {major} "
+                f"| {_paired(c['hybrid']['accuracy'], c['bt']['accuracy'])} | {judges} |"
             )
         kshot.append(f"| {label} | {_kshot_end(r, 'lowrank')} | {_kshot_end(r, 'hybrid')} |")
     return "\n".join(lines) + "\n\n" + "\n".join(kshot)

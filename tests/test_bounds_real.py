@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.bounds.realdata import calibration_set, calibration_split, real_harm_items
-from personalign.experiments.bounds_real import _policy_outcome, discrimination
+from personalign.experiments.bounds_real import _policy_outcome, discrimination, safe_pass_ceiling
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,29 @@ def test_discrimination_and_policy_outcome_on_a_hand_made_table():
     d = discrimination(t, harmless, "min", threshold=0.0)
     assert d["hh-rlhf"]["pair_accuracy"] == 0.5 and d["convabuse"]["auc"] == 1.0
     assert d["pooled"]["accuracy"] == pytest.approx(5 / 6)
+    # harm = -harmless; at epsilon 0.1 none of the 3 harmful items may pass, so everything at or above the least
+    # harmful one's harm (-1) is blocked: the safe items at -2 and -3 pass, the one at -0.5 does not
+    assert d["pooled"]["safe_pass_ceiling"] == pytest.approx(2 / 3)
     allowed = np.array([False, False, True, True, True, False])
     out = _policy_outcome(t, allowed, np.ones(6, bool), 0.95)
     hp = out["hh_pairs"]
     assert hp["pairs"] == 2 and hp["refused"]["k"] == 1 and hp["worst_person_unsafe_win"]["k"] == 1
     assert out["pooled"]["safe_pass"]["k"] == 2 and out["pooled"]["miss"]["k"] == 1
+
+
+def test_safe_pass_ceiling_is_the_best_any_threshold_does():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    harm = rng.normal(size=400) + 1.5 * y
+    for eps in (0.0, 0.05, 0.1, 0.3):
+        ceil = safe_pass_ceiling(harm, y, eps)
+        best = max(
+            np.mean(harm[y == 0] < t) for t in np.append(harm, np.inf) if np.mean(harm[y == 1] < t) <= eps
+        )
+        assert ceil == pytest.approx(best)
+    # a score that carries nothing: at most about epsilon of the safe items pass too
+    assert safe_pass_ceiling(rng.normal(size=4000), rng.integers(0, 2, 4000), 0.1) < 0.15
+    assert safe_pass_ceiling(harm, y, 0.1) < safe_pass_ceiling(harm, y, 0.3)
 
 
 @pytest.mark.slow

@@ -18,13 +18,14 @@ a personal part is kept only where it beats its own collapsed control on held-ou
 richer shared reward brings (``B m``) is never mistaken for a personal one.
 
 A model with item parameters (the hybrid's ``b_i, v_i``, shrunk by the prior precision ``l2_item``) first gets that
-precision chosen over ``cfg.tune_l2_item`` (:func:`tune_item_prior`) on a *collaborative* inner split
-(the outer split's collaborative hold-out one level down, :func:`personalign.evaluate.holdout.collaborative_pairs`
-on the judgments the training pairs come from: each person's judgments of a few items that others also judged are
-held out, and the validation pairs are that person's pairs of two held-out items), at rank 0 (the item parameters alone): held-out items would never exercise ``b_i``, and held-out pairs
-that share an item with the person's training pairs would reward memorizing it. How strongly an item's judgments
-should move it off its text depends on how many people judged it and how much they agree, so it is chosen per
-dataset and seed; the personal grid then runs at the chosen precision.
+precision chosen over ``cfg.tune_l2_item`` (:func:`tune_item_prior`) on a *collaborative* inner split: the outer
+split's collaborative hold-out one level down (:func:`personalign.evaluate.holdout.collaborative_pairs` on the
+judgments the training pairs come from), so each person's judgments of a few items that others also judged are held
+out and the validation pairs are that person's pairs of two held-out items. It is chosen at rank 0 (the item
+parameters alone). Held-out items would never exercise ``b_i``, and held-out pairs that share an item with the
+person's training pairs would reward memorizing it. How strongly an item's judgments should move it off its text
+depends on how many people judged it and how much they agree, so it is chosen per dataset and seed; the personal
+grid then runs at the chosen precision.
 """
 
 from __future__ import annotations

@@ -181,11 +181,25 @@ def _harm(score: np.ndarray, direction: str) -> np.ndarray:
     return -score if direction == "min" else score
 
 
+def safe_pass_ceiling(harm: np.ndarray, y: np.ndarray, epsilon: float) -> float:
+    """The most safe items any threshold on ``harm`` (higher = more harmful) lets through while letting through at
+    most ``epsilon`` of the harmful ones, the threshold chosen on these very items (an optimistic bound: no
+    calibrated threshold does better): allow ``harm < t`` with ``t`` the ``epsilon`` quantile of the harmful
+    items' scores."""
+    h, s = np.sort(harm[y == 1]), harm[y == 0]
+    if not len(h) or not len(s):
+        return float("nan")
+    k = int(np.floor(epsilon * len(h)))  # harmful items allowed: those strictly below the (k+1)-th lowest
+    t = h[k] if k < len(h) else np.inf
+    return float(np.mean(s < t))
+
+
 def discrimination(
-    items: pd.DataFrame, score: np.ndarray, direction: str, threshold: float
+    items: pd.DataFrame, score: np.ndarray, direction: str, threshold: float, epsilon: float = 0.1
 ) -> dict[str, dict[str, Any]]:
-    """Per source and pooled: AUC (harmful vs safe), accuracy and balanced accuracy at ``threshold``; for HH also
-    the pair accuracy (the chosen response scored safer than the rejected one)."""
+    """Per source and pooled: AUC (harmful vs safe), accuracy and balanced accuracy at ``threshold``, the
+    :func:`safe_pass_ceiling` at ``epsilon``; for HH also the pair accuracy (the chosen response scored safer
+    than the rejected one)."""
     out = {}
     harm = _harm(score, direction)
     blocked = ~passes(score, threshold, direction)
@@ -202,6 +216,7 @@ def discrimination(
             "auc": float(roc_auc_score(yy[ok], hh[ok])) if len(set(yy[ok])) == 2 else float("nan"),
             "accuracy": float(np.mean(bb == (yy == 1))),
             "balanced_accuracy": float((np.mean(bb[yy == 1]) + np.mean(~bb[yy == 0])) / 2),
+            "safe_pass_ceiling": safe_pass_ceiling(hh[ok], yy[ok], epsilon),
         }
         if src == "hh-rlhf":
             g = items.loc[m, "group"].to_numpy()
@@ -410,7 +425,7 @@ def run_real_report(
             "direction": direction,
             "own_threshold": own,
             "domain": list(domain),
-            "held_out": discrimination(hi, sh, direction, own),
+            "held_out": discrimination(hi, sh, direction, own, epsilon),
             "seeds": [],
         }
         for seed in seeds:
@@ -528,15 +543,21 @@ def real_markdown(res: dict[str, Any]) -> str:
         *_encoders_markdown(res),
         "## Held-out discrimination per source (scorer's own threshold)",
         "",
-        "| scorer | source | n (harmful) | AUC | accuracy | balanced accuracy | HH pair accuracy |",
-        "|---|---|---|---|---|---|---|",
+        f"*Safe-pass ceiling*: the most safe items any threshold on the score lets through while letting at most "
+        f"{eps:.0%} of the harmful ones through, the threshold picked on these very items: an optimistic bound that "
+        "no calibrated threshold (and so no policy of thresholds on this score) exceeds.",
+        "",
+        f"| scorer | source | n (harmful) | AUC | accuracy | balanced accuracy | HH pair accuracy "
+        f"| safe-pass ceiling at miss <= {eps} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, e in res["scorers"].items():
         for src, r in e["held_out"].items():
             pa = f"{r['pair_accuracy']:.3f} ({r['pairs']} pairs)" if "pair_accuracy" in r else "-"
+            ceil = r.get("safe_pass_ceiling")
             L.append(
                 f"| {name} | {src} | {r['n']} ({r['n_harmful']}) | {r['auc']:.3f} | {r['accuracy']:.3f} | "
-                f"{r['balanced_accuracy']:.3f} | {pa} |"
+                f"{r['balanced_accuracy']:.3f} | {pa} | {'-' if ceil is None else f'{100 * ceil:.1f}%'} |"
             )
     L += [
         "",
