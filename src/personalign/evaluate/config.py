@@ -60,7 +60,7 @@ class EvalConfig:
     tuned_models: tuple[str, ...] = ("lowrank", "hybrid")
     # the item prior's precision of a tuned model with item parameters (the hybrid), chosen first on a
     # collaborative inner split (personalign.evaluate.tuning.tune_item_prior); () keeps the model's default
-    tune_l2_item: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+    tune_l2_item: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
