@@ -368,3 +368,33 @@ def test_crowd_reach_counts_the_other_judges_each_side_reads():
     test = pd.DataFrame({"user_id": ["u1"], "chosen_id": ["B"], "rejected_id": ["A"]})
     assert crowd_reach(whole, fit, test) == {"crowd_oracle": 2.0, "training": 1.0}
     assert crowd_reach(whole, fit, test.iloc[:0]) == {}
+
+
+@pytest.mark.parametrize("collab_shared_wins", [True, False])
+def test_a_kept_personal_part_must_also_win_on_the_collaborative_split(monkeypatch, collab_shared_wins):
+    """A model with item parameters keeps a personal part that won on held-out items only if it also beats its
+    collapsed control on held-out judgments of items others judged (the collaborative cell's own question)."""
+    from personalign.data.synthetic import generate_population
+    from personalign.evaluate import tuning
+
+    monkeypatch.setattr(_Fake, "p", {(2, False): 0.6, (2, True): 0.58, (0, False): 0.55})
+    made = []
+
+    def make(**params):
+        made.append(params)
+        return _Fake(params["rank"], params.get("l2_basis"))
+
+    monkeypatch.setattr(tuning, "collaborative_split", lambda *a, **k: ("inner", "val"))
+    monkeypatch.setattr(tuning, "tune_item_prior", lambda *a, **k: {"l2_item": 3.0})
+    losses = {"personal": 0.5, "shared_only": 0.4 if collab_shared_wins else 0.6}
+    monkeypatch.setattr(tuning, "collaborative_check", lambda *a, **k: losses)
+    pop = generate_population(persons=40, comparisons_per_person=20, alpha=0.1, seed=1)
+    model, ch = tuning.tune_personal(make, pop, 2, [0, 2], (30.0,), seed=0, item_grid=(3.0,))
+    assert all(p.get("l2_item") == 3.0 for p in made)  # every fit at the chosen item prior
+    assert ch["fitted_rank"] == 2 and ch["collaborative_check"] == losses
+    assert model.shared is collab_shared_wins and ch["rank"] == (0 if collab_shared_wins else 2)
+    assert ch["personal_part"] == (
+        "removed: its collapsed control was better on held-out judgments of items others judged"
+        if collab_shared_wins
+        else "kept"
+    )

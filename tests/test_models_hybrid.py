@@ -82,3 +82,23 @@ def test_hybrid_rank_zero(pop, noise):
     hy = HybridBT(rank=0, featurizer=noise, random_state=0).fit(pop["data"])
     assert hy.K_ == 0 and hy.item_factors_.shape[1] == 0
     assert acc(hy, pop["test"]) > 0.55  # item biases alone carry the population's preferences
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop, joint, monkeypatch):
+    """Two stages: the text part (what an item nobody judged gets) is fitted before the item parameters, so a
+    weak item prior cannot let the item biases absorb it; fitted jointly (the second case), it changes with it."""
+    if joint:
+        monkeypatch.setattr(HybridBT, "_fit_stages", LowRankBT._fit_stages)
+    weak = HybridBT(rank=2, featurizer=pop["featurizer"], random_state=0, l2_item=1e-3, l2_item_factors=1e-3)
+    strong = HybridBT(rank=2, featurizer=pop["featurizer"], random_state=0, l2_item=1e3, l2_item_factors=1e3)
+    weak.fit(pop["data"])
+    strong.fit(pop["data"])
+    # equal up to the optimizer's tolerance stop (the penalty of the untouched item factors shifts the loss value)
+    moved = max(np.abs(weak.mu_ - strong.mu_).max(), np.abs(weak.B_ - strong.B_).max()) / np.abs(strong.mu_).max()
+    assert np.abs(weak.item_bias_).max() > 10 * np.abs(strong.item_bias_).max()  # the prior did act on the items
+    if joint:
+        assert moved > 0.05
+        return
+    assert moved < 1e-3
+    assert [s["train_loss"][0] > s["train_loss"][-1] for s in weak.history_["stages"]] == [True, True]

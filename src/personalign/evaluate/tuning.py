@@ -25,7 +25,9 @@ out and the validation pairs are that person's pairs of two held-out items. It i
 parameters alone). Held-out items would never exercise ``b_i``, and held-out pairs that share an item with the
 person's training pairs would reward memorizing it. How strongly an item's judgments should move it off its text
 depends on how many people judged it and how much they agree, so it is chosen per dataset and seed; the personal
-grid then runs at the chosen precision.
+grid then runs at the chosen precision. Such a model also serves the collaborative cell, so a personal part it keeps
+must beat its collapsed control on that collaborative split as well (:func:`collaborative_check`, one more fit), or
+it is removed.
 """
 
 from __future__ import annotations
@@ -87,25 +89,32 @@ def grid_label(rank: int, l2: float | None) -> str:
     return f"rank={rank}" if rank == 0 or l2 is None else f"rank={rank},l2_basis={l2:g}"
 
 
-def tune_item_prior(
-    make: Callable[..., Any],
-    judgments: PreferenceData,
-    grid: tuple[float, ...],
-    seed: int,
-    caps: tuple[int | None, int | None] = (None, None),
-    step: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """The item prior's precision ``l2_item`` (and ``l2_item_factors``, tied to it) chosen over ``grid`` by
-    log-loss at rank 0 on a collaborative inner split of ``judgments`` (the outer split's own hold-out, one level
-    down: :func:`personalign.evaluate.holdout.collaborative_pairs` with the (training, test) pair ``caps``).
-    Returns ``l2_item`` (None: no such split, the model's default is kept), ``val_log_loss`` per value, ``split``
-    or ``note``."""
+def collaborative_split(
+    judgments: PreferenceData, seed: int, caps: tuple[int | None, int | None] = (None, None)
+) -> tuple[PreferenceData, pd.DataFrame] | None:
+    """(inner training pairs as comparison data, validation pairs) of a collaborative inner split of
+    ``judgments``: the outer split's own hold-out one level down (:func:`personalign.evaluate.holdout.
+    collaborative_pairs` with the (training, test) pair ``caps``); None with fewer than
+    :data:`MIN_ITEM_PRIOR_PAIRS` validation pairs."""
     rng = np.random.default_rng(seed)
     _, _, tr, va = collaborative_pairs(judgments, INNER_FRAC, caps[0], caps[1], rng)
     va = va[va["user_id"].astype(str).isin(set(tr["user_id"].astype(str)))] if len(va) and len(tr) else va
     if not len(tr) or len(va) < MIN_ITEM_PRIOR_PAIRS:
-        return {"l2_item": None, "note": f"no collaborative inner split ({len(va)} held-out pairs)"}
+        return None
     inner = PreferenceData(comparisons=tr, users=judgments.users, items=judgments.items, name=judgments.name)
+    return inner, va.reset_index(drop=True)
+
+
+def tune_item_prior(
+    make: Callable[..., Any],
+    split: tuple[PreferenceData, pd.DataFrame],
+    grid: tuple[float, ...],
+    step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The item prior's precision ``l2_item`` (and ``l2_item_factors``, tied to it) chosen over ``grid`` by
+    log-loss at rank 0 on a :func:`collaborative_split`. Returns ``l2_item``, ``val_log_loss`` per value and
+    the ``split`` sizes."""
+    inner, va = split
     losses: dict[float, float] = {}
     for n, l2 in enumerate(grid, start=1):
         if step is not None:
@@ -113,8 +122,18 @@ def tune_item_prior(
         model = make(rank=0, l2_item=l2, l2_item_factors=l2).fit(inner)
         losses[float(l2)] = val_log_loss(model, va)
     best = min(losses, key=losses.get)
-    split = {"train_pairs": int(len(tr)), "val_pairs": int(len(va))}
-    return {"l2_item": best, "val_log_loss": {f"{k:g}": v for k, v in losses.items()}, "split": split}
+    sizes = {"train_pairs": int(len(inner.comparisons)), "val_pairs": int(len(va))}
+    return {"l2_item": best, "val_log_loss": {f"{k:g}": v for k, v in losses.items()}, "split": sizes}
+
+
+def collaborative_check(
+    make: Callable[..., Any], split: tuple[PreferenceData, pd.DataFrame], params: dict[str, Any]
+) -> dict[str, float]:
+    """The chosen personal candidate ``make(**params)`` fitted on a :func:`collaborative_split`, scored as it
+    is and shared only on its validation pairs (judgments of items other people judged)."""
+    inner, va = split
+    model = make(**params).fit(inner)
+    return {"personal": val_log_loss(model, va), "shared_only": val_log_loss(model.shared_only(), va)}
 
 
 def tune_personal(
@@ -139,14 +158,34 @@ def tune_personal(
     """
     t0 = time.perf_counter()
     item_prior: dict[str, Any] | None = None
+    collab = None
     if item_grid:
         judgments = item_judgments if item_judgments is not None else train_data
-        item_prior = tune_item_prior(make, judgments, item_grid, seed, item_caps, step)
-        if item_prior["l2_item"] is not None:
+        collab = collaborative_split(judgments, seed, item_caps)
+        if collab is None:
+            item_prior = {"l2_item": None, "note": "no collaborative inner split (too few held-out pairs)"}
+        else:
+            item_prior = tune_item_prior(make, collab, item_grid, step)
             make = _with_item_prior(make, item_prior["l2_item"])
     model, chosen = _tune_personal_part(make, train_data, rank, ranks, l2_grid, seed, step)
     if item_prior is not None:
         chosen["item_prior"] = item_prior
+    if collab is not None and chosen.get("personal_part") == "kept":
+        # a model with item parameters serves the collaborative cell too: its personal part must also beat its
+        # collapsed control on judgments of items other people judged, which the split by items never scores
+        if step is not None:
+            step("checking the personal part on the collaborative split")
+        params = {"rank": chosen["fitted_rank"]}
+        if chosen.get("l2_basis") is not None:
+            params["l2_basis"] = chosen["l2_basis"]
+        check = collaborative_check(make, collab, params)
+        chosen["collaborative_check"] = check
+        if check["shared_only"] <= check["personal"]:
+            model = model.shared_only()
+            chosen["rank"] = 0
+            chosen["personal_part"] = (
+                "removed: its collapsed control was better on held-out judgments of items others judged"
+            )
     chosen["tuning_seconds"] = time.perf_counter() - t0
     return model, chosen
 

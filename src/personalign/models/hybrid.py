@@ -3,7 +3,9 @@
 Model: ``r_u(i) = (mu + B w_u)^T phi(i) + b_i + v_i^T w_u`` with ``phi(i)`` the item's text features, ``b_i`` (a
 scalar) and ``v_i`` (K-dim) parameters of item ``i`` learned from everybody's judgments of it, shrunk toward zero by
 the Gaussian prior ``b_i ~ N(0, 1 / l2_item)``, ``v_i ~ N(0, I / l2_item_factors)``: an item nobody judged has
-``b_i = 0, v_i = 0`` and falls back to its text. This is matrix factorization with side features (LightFM, SVD++
+``b_i = 0, v_i = 0`` and falls back to its text. The MAP fit has two stages: the text part (``mu, B``, with the
+persons' ``w_u``) as LowRankBT fits it, then, with the text part frozen, the item parameters (with ``w_u``) on what
+it leaves, so that the text part, all an unseen item gets, is as good as LowRankBT's whatever ``l2_item`` is. This is matrix factorization with side features (LightFM, SVD++
 with content), in the personal-weights form of :class:`~personalign.models.lowrank.LowRankBT`: a person is still one
 K-dim ``w_u ~ N(m, Sigma)``, so adapt, update, suggest_query, collapsed, the bounds and the service are unchanged.
 
@@ -15,7 +17,7 @@ items of the training judgments get a row at fit. Mechanics as in :mod:`~persona
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,11 @@ class HybridBasis(torch.nn.Module):
         # small random factors: at exactly zero the gradient of v_i^T w_u vanishes together with W's
         self.V = torch.nn.Parameter(torch.randn(n_items, K, generator=gen) * 0.01) if K > 0 else None
         self.l2_item, self.l2_factors = l2_item, l2_factors
+        self.items_on = True  # False: the item parameters are left out (the fit's first, text-only stage)
 
     def forward(self, Xa: torch.Tensor) -> torch.Tensor:
         X, item = Xa[:, :-1], Xa[:, -1].long()
-        known = item >= 0
+        known = (item >= 0) & self.items_on
         safe = torch.where(known, item, torch.zeros_like(item))
         mask = known.to(X.dtype)
         s = X @ self.mu + self.b.index_select(0, safe) * mask
@@ -120,6 +123,26 @@ class HybridBT(LowRankBT):
             )
         super().fit(data, val_data)
         return self
+
+    def _fit_stages(
+        self, basis: torch.nn.Module, W: torch.nn.Parameter | None
+    ) -> Iterator[tuple[list[torch.Tensor], str]]:
+        # the text first, then what everybody's judgments add to it: fitted jointly, the item biases absorb what
+        # the text could have learned (cheaply, under a weak item prior), and the text part, all that is left for
+        # an item nobody judged, ends up worse than LowRankBT's
+        shared = [p for p in (basis.mu, basis.B) if p is not None]
+        items = [p for p in (basis.b, basis.V) if p is not None]
+        w = [W] if W is not None else []
+        basis.items_on = False
+        yield shared + w, "fitting HybridBT (text)"
+        basis.items_on = True
+        for p in shared:
+            p.requires_grad_(False)
+        try:
+            yield items + w, "fitting HybridBT (items)"
+        finally:
+            for p in shared:
+                p.requires_grad_(True)
 
     def _make_basis_module(self, d: int, K: int, gen: torch.Generator) -> torch.nn.Module:
         n = len(getattr(self, "item_index_", {}))

@@ -20,7 +20,7 @@ Extension points (how the other model variants slot in):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -196,15 +196,11 @@ class LinearGaussianModel(PersonalModel):
         )
         validation = objective.on(val.shard(par)) if val is not None and len(val) else None
         options = process_options(self.training_config())
+        stages = []
         with torch_threads():
-            self.history_ = fit_lbfgs(
-                objective,
-                objective.parameters(),
-                validation,
-                options,
-                par.all_reduce,
-                desc=f"fitting {type(self).__name__}",
-            )
+            for params, desc in self._fit_stages(basis, W):
+                stages.append(fit_lbfgs(objective, params, validation, options, par.all_reduce, desc=desc))
+        self.history_ = {**stages[-1], "stages": stages} if len(stages) > 1 else stages[0]
         self._store_basis(basis)
         K = self.B_.shape[1] if self.B_ is not None else (self.n_features_ if self.identity_basis else 0)
         self.prior_mean_ = np.zeros(K)
@@ -217,6 +213,13 @@ class LinearGaussianModel(PersonalModel):
             self._calibrate(train, val)
         self.fitted_ = True
         return self
+
+    def _fit_stages(
+        self, basis: torch.nn.Module, W: torch.nn.Parameter | None
+    ) -> Iterator[tuple[list[torch.Tensor], str]]:
+        """The parameters of each L-BFGS stage of the MAP fit, in order (default: one stage, all of them). A
+        subclass may prepare the basis module between stages (the generator resumes after each stage's fit)."""
+        yield list(basis.parameters()) + ([W] if W is not None else []), f"fitting {type(self).__name__}"
 
     def _calibrate(self, train: TrainArrays, val: TrainArrays | None) -> None:
         """Hook after :meth:`_after_fit` that may rescale the person prior on held-out rows (default: none)."""
