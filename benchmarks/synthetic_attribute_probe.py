@@ -57,7 +57,9 @@ def probe(encoders: list[str], modes: list[str], seed: int = 0) -> dict[str, Any
                 ("random", KFold(5, shuffle=True, random_state=seed), None),
                 ("by_prompt", GroupKFold(5), groups),
             ):
-                row[split] = {a: out_of_fold_r2(X, attrs[:, j], cv, g) for j, a in enumerate(truth.attributes)}
+                row[split] = {
+                    a: out_of_fold_r2(X, attrs[:, j], cv, g) for j, a in enumerate(truth.attributes)
+                }
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             print(f"{enc} {mode}: {row['seconds']:.0f} s", file=sys.stderr, flush=True)

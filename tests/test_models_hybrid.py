@@ -95,8 +95,12 @@ def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop
     weak.fit(pop["data"])
     strong.fit(pop["data"])
     # equal up to the optimizer's tolerance stop (the penalty of the untouched item factors shifts the loss value)
-    moved = max(np.abs(weak.mu_ - strong.mu_).max(), np.abs(weak.B_ - strong.B_).max()) / np.abs(strong.mu_).max()
-    assert np.abs(weak.item_bias_).max() > 10 * np.abs(strong.item_bias_).max()  # the prior did act on the items
+    moved = (
+        max(np.abs(weak.mu_ - strong.mu_).max(), np.abs(weak.B_ - strong.B_).max()) / np.abs(strong.mu_).max()
+    )
+    assert (
+        np.abs(weak.item_bias_).max() > 10 * np.abs(strong.item_bias_).max()
+    )  # the prior did act on the items
     if joint:
         assert moved > 0.05
         return
