@@ -71,3 +71,23 @@ def test_a_person_without_a_score_is_never_flagged():
     df.loc[df["kind"] == "drifting", "drift"] = np.nan  # too little history for the monitor
     cal = monitor_calibration(df, fpr=0.05, seed=1)
     assert cal["monitors"]["lock-in"]["detection"]["drifting"]["k"] == 0
+
+
+def test_a_threshold_with_confidence_keeps_the_rate_itself_under_the_target():
+    """With ``confidence`` the false-positive rate of the calibrated threshold exceeds the target in at most
+    1 - confidence of calibration sets; split conformal keeps it only on average (about half the sets exceed)."""
+    rng = np.random.default_rng(1)
+    n, fpr, draws = 200, 0.05, 2000
+    sure = np.array(
+        [norm.sf(calibrate_flag_threshold(rng.standard_normal(n), fpr, 0.95)) for _ in range(draws)]
+    )
+    conformal = np.array(
+        [norm.sf(calibrate_flag_threshold(rng.standard_normal(n), fpr)) for _ in range(draws)]
+    )
+    assert np.mean(sure > fpr) <= 0.05 + 0.015  # 2000 draws: se ~0.005
+    assert np.mean(conformal > fpr) > 0.3
+    assert np.mean(sure) < np.mean(conformal)  # the price: fewer flags
+    # too few persons for the promise: flag nobody (P(Bin(20, 0.05) = 0) = 0.36 > 0.05)
+    assert calibrate_flag_threshold(rng.standard_normal(20), fpr, 0.95) == float("inf")
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate_flag_threshold([1.0, 2.0], fpr, 1.0)

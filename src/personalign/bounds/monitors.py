@@ -289,16 +289,33 @@ def sycophancy_check(
     }
 
 
-def calibrate_flag_threshold(ordinary_scores: Sequence[float], fpr: float = 0.05) -> float:
-    """Split-conformal flag threshold from ordinary persons' monitor scores (flag when ``score > t``):
-    ``t = s_(ceil((n+1)(1-fpr)))``, the order statistic that gives a new ordinary person
-    ``P(score > t) <= fpr`` when persons are exchangeable; ``+inf`` (flag nobody) when ``n`` is too small."""
+def calibrate_flag_threshold(
+    ordinary_scores: Sequence[float], fpr: float = 0.05, confidence: float | None = None
+) -> float:
+    """Flag threshold from ordinary persons' monitor scores (flag when ``score > t``); ``+inf`` (flag nobody)
+    when ``n`` is too small for the promise.
+
+    ``confidence`` None: split conformal, ``t = s_(ceil((n+1)(1-fpr)))``, the order statistic that gives a new
+    ordinary person ``P(score > t) <= fpr`` on average over calibration sets (persons exchangeable). A number:
+    the false-positive rate itself is at most ``fpr`` with that probability over the calibration set:
+    ``t = s_(n-j)`` with ``j`` the most calibration scores allowed above ``t``, the largest ``j`` with
+    ``P(Binomial(n, fpr) <= j) <= 1 - confidence`` (the rate exceeds ``fpr`` only if at most ``j`` of ``n``
+    scores fall above its ``1 - fpr`` quantile)."""
     if not 0.0 < fpr < 1.0:
         raise ValueError(f"fpr must lie in (0, 1), got {fpr!r}")
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     s = np.sort(np.asarray(ordinary_scores, dtype=float))
     s = s[np.isfinite(s)]
-    k = int(np.ceil((len(s) + 1) * (1.0 - fpr)))
-    return float(s[k - 1]) if 1 <= k <= len(s) else float("inf")
+    n = len(s)
+    if confidence is None:
+        k = int(np.ceil((n + 1) * (1.0 - fpr)))
+    else:
+        from scipy.stats import binom
+
+        ok = np.flatnonzero(binom.cdf(np.arange(n), n, fpr) <= 1.0 - confidence)
+        k = n - int(ok[-1]) if len(ok) else n + 1
+    return float(s[k - 1]) if 1 <= k <= n else float("inf")
 
 
 # -------------------------------------------------------------------------------------------- poisoning

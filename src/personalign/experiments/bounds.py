@@ -314,10 +314,15 @@ PLANTED = ("drifting", "adversarial")
 
 
 def monitor_calibration(
-    df: pd.DataFrame, fpr: float = 0.05, seed: int = 0, confidence: float = 0.95
+    df: pd.DataFrame,
+    fpr: float = 0.05,
+    seed: int = 0,
+    confidence: float = 0.95,
+    threshold_confidence: float | None = 0.95,
 ) -> dict[str, Any]:
-    """Per monitor: the flag threshold set on a random half of the ordinary persons (split conformal, so a new
-    ordinary person is flagged with probability <= ``fpr``), the false-positive rate on the other half and the
+    """Per monitor: the flag threshold set on a random half of the ordinary persons (so that its false-positive
+    rate is at most ``fpr`` with probability ``confidence``; ``confidence`` None: split conformal, at most ``fpr``
+    on average), the false-positive rate on the other half and the
     detection rate of each planted kind (Clopper-Pearson intervals), and the ROC curve and AUC of the score,
     every ordinary person against each planted kind."""
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -328,13 +333,14 @@ def monitor_calibration(
     out: dict[str, Any] = {
         "fpr_target": fpr,
         "confidence": confidence,
+        "threshold_confidence": threshold_confidence,
         "calibration_persons": int(len(cal)),
         "test_persons": int(len(test)),
         "monitors": {},
     }
     for name, (col, sign) in MONITOR_SCORES.items():
         score = sign * df[col].astype(float).fillna(-np.inf)  # no score (too little history): never flagged
-        t = calibrate_flag_threshold(score.loc[cal], fpr)
+        t = calibrate_flag_threshold(score.loc[cal], fpr, threshold_confidence)
         flag = score > t
         entry: dict[str, Any] = {
             "score": col,

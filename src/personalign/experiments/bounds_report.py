@@ -398,6 +398,15 @@ def _rate_text(r: dict[str, Any]) -> str:
     return f"{interval_text(r['rate'], r['lo'], r['hi'], signed=False)} ({r['k']}/{r['n']})"
 
 
+def _threshold_rule(cal: dict[str, Any]) -> str:
+    conf = cal.get("threshold_confidence")
+    if conf is None:
+        return "split conformal: the target holds on average over calibration sets"
+    return (
+        f"binomial order statistic: the false-positive rate is within the target with {conf:.0%} confidence"
+    )
+
+
 def _calibrated_monitor_lines(res: dict[str, Any]) -> list[str]:
     cal = res.get("monitor_calibration")
     if not cal:
@@ -420,8 +429,9 @@ def _calibrated_monitor_lines(res: dict[str, Any]) -> list[str]:
         )
     return [
         f"**Calibrated to {100 * cal['fpr_target']:.0f}% false positives.** Each threshold is set on "
-        f"{cal['calibration_persons']} ordinary persons (split conformal) and checked on {cal['test_persons']} "
-        "others; rates with 95% Clopper-Pearson intervals; the ROC curves are in monitors_roc.png.",
+        f"{cal['calibration_persons']} ordinary persons ({_threshold_rule(cal)}) and checked on "
+        f"{cal['test_persons']} others; rates with 95% Clopper-Pearson intervals; the ROC curves are in "
+        "monitors_roc.png.",
         "",
         md_table(header, rows),
         "",
