@@ -93,9 +93,9 @@ def collaborative_split(
     judgments: PreferenceData, seed: int, caps: tuple[int | None, int | None] = (None, None)
 ) -> tuple[PreferenceData, pd.DataFrame] | None:
     """(inner training pairs as comparison data, validation pairs) of a collaborative inner split of
-    ``judgments``: the outer split's own hold-out one level down (:func:`personalign.evaluate.holdout.
-    collaborative_pairs` with the (training, test) pair ``caps``); None with fewer than
-    :data:`MIN_ITEM_PRIOR_PAIRS` validation pairs."""
+    ``judgments``: the outer split's own hold-out one level down
+    (:func:`personalign.evaluate.holdout.collaborative_pairs` with the (training, test) pair ``caps``); None with
+    fewer than :data:`MIN_ITEM_PRIOR_PAIRS` validation pairs."""
     rng = np.random.default_rng(seed)
     _, _, tr, va = collaborative_pairs(judgments, INNER_FRAC, caps[0], caps[1], rng)
     va = va[va["user_id"].astype(str).isin(set(tr["user_id"].astype(str)))] if len(va) and len(tr) else va
