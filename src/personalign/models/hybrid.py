@@ -8,7 +8,10 @@ the text part (``mu, B``, with the persons' ``w_u``) as LowRankBT fits it; the i
 leaves; the item factors ``v_i`` with ``w_u``. So the text part, all an unseen item gets, is as good as LowRankBT's
 whatever ``l2_item`` is (fitted jointly, a weak item prior lets the item biases take its place), and the population's
 part (what the collapsed model serves) is settled before ``v_i`` and ``w_u`` can co-adapt (fitted together with the
-item biases, they overfit on POPQUORN and dragged the biases with them: 73.5 instead of 78 in two seeds).
+item biases, they overfit on POPQUORN and dragged the biases with them: 73.5 instead of 78 in two seeds). This is
+matrix factorization with side features (LightFM, SVD++ with content), in the personal-weights form of
+:class:`~personalign.models.lowrank.LowRankBT`: a person is still one K-dim ``w_u ~ N(m, Sigma)``, so adapt, update,
+suggest_query, collapsed, the bounds and the service are unchanged.
 
 Items are (prompt, response) pairs, identified exactly (:func:`~personalign.models.objectives.item_keys`); the
 items of the training judgments get a row at fit. Mechanics as in :mod:`~personalign.models.context`:
@@ -128,11 +131,7 @@ class HybridBT(LowRankBT):
     def _fit_stages(
         self, basis: torch.nn.Module, W: torch.nn.Parameter | None
     ) -> Iterator[tuple[list[torch.Tensor], str]]:
-        # the text first, then what everybody's judgments add to it: fitted jointly, the item biases absorb what
-        # the text could have learned (cheaply, under a weak item prior), and the text part, all that is left for
-        # an item nobody judged, ends up worse than LowRankBT's. The item biases come before the personal item
-        # factors, so that the population's part (what the collapsed model serves) is settled before v_i and
-        # w_u can co-adapt
+        # text, then item biases, then item factors, each on what the earlier stages leave (module docstring)
         text = [p for p in (basis.mu, basis.B) if p is not None]
         w = [W] if W is not None else []
         factors = [basis.V] if basis.V is not None else []
