@@ -374,12 +374,16 @@ def test_mixture_in_the_protocol_finds_two_opposed_camps():
         rank=2,
         model_params={"mixture": {"n_classes": 2}},
     )
-    r = run_seed(pop, 0, cfg, attribute_featurizer(pop))
-    u = r.cells["unseen_items"]["mixture"]
-    assert u["accuracy"] - u["collapsed"]["accuracy"] > 0.03  # measured 0.057
-    assert u["accuracy"] > r.cells["unseen_items"]["bt"]["accuracy"] + 0.03  # measured 0.059
-    k = r.kshot["mixture"]["random"]
-    assert k[10]["accuracy"] > k[0]["accuracy"] + 0.03  # measured 0.085
+    rises = []
+    for seed in range(3):
+        r = run_seed(pop, seed, cfg, attribute_featurizer(pop))
+        u = r.cells["unseen_items"]["mixture"]
+        assert u["accuracy"] - u["collapsed"]["accuracy"] > 0.03  # measured 0.034-0.050
+        assert u["accuracy"] > r.cells["unseen_items"]["bt"]["accuracy"] + 0.03  # measured 0.042-0.056
+        k = r.kshot["mixture"]["random"]
+        rises.append(k[10]["accuracy"] - k[0]["accuracy"])
+    # one seed's curve over 24 new persons is noisy (measured -0.016, +0.057, +0.089): the mean must rise
+    assert np.mean(rises) > 0.03
 
 
 def camps_ratings(n_persons: int = 80, n_items: int = 30, per: int = 20, seed: int = 0) -> PreferenceData:

@@ -123,6 +123,31 @@ def test_held_out_items_never_touch_the_persons_training_judgments():
     assert all(n[i] >= 3 for _, i in held)
 
 
+@pytest.mark.parametrize("judges", [4, 20])
+def test_a_held_out_item_keeps_its_crowd_in_training(judges):
+    """Each person holds out 20% of their items, but no item loses more than ceil(20%) of its judges (and never
+    more than leaves two): without the cap, persons spend their share on the same few eligible items and the
+    training crowd of a held-out item is far thinner than the crowd the oracle reads."""
+    rng = np.random.default_rng(judges)
+    n_persons, n_items = 40, 60
+    per = judges * n_items // n_persons
+    rows = [
+        (f"u{u}", f"t{i}", float(rng.integers(5)))
+        for u in range(n_persons)
+        for i in rng.choice(n_items, size=per, replace=False)
+    ]
+    data = PreferenceData(
+        ratings=pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]).assign(prompt="")
+    )
+    n = data.ratings.groupby("item_id").size()
+    rest, held, _ = collaborative_holdout(data, 0.2, np.random.default_rng(1))
+    holders = pd.Series([i for _, i in held]).value_counts()
+    left = rest.ratings.groupby("item_id").size()
+    assert len(held) >= 0.15 * len(data.ratings)  # the persons still hold out (nearly) their share
+    for item, h in holders.items():
+        assert h <= max(1, int(np.ceil(0.2 * n[item]))) and left[item] >= 2, item
+
+
 def test_rankings_fill_both_cells_and_the_crowd_reads_them(with_memorizer):
     data = rankings_data(consensus=3.0, seed=2)
     r = run_seed(data, 0, cfg(), featurizer=None)

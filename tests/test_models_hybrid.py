@@ -94,7 +94,7 @@ def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop
     strong = HybridBT(rank=2, featurizer=pop["featurizer"], random_state=0, l2_item=1e3, l2_item_factors=1e3)
     weak.fit(pop["data"])
     strong.fit(pop["data"])
-    # equal up to the optimizer's tolerance stop (the penalty of the untouched item factors shifts the loss value)
+    # the text stage sees neither the item parameters nor their penalty: its fit is the same whatever the prior
     moved = (
         max(np.abs(weak.mu_ - strong.mu_).max(), np.abs(weak.B_ - strong.B_).max()) / np.abs(strong.mu_).max()
     )
@@ -104,6 +104,6 @@ def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop
     if joint:
         assert moved > 0.05
         return
-    assert moved < 1e-3
+    assert moved < 1e-9
     # text, item biases, item factors: each stage lowers the training loss it starts from
     assert [s["train_loss"][0] > s["train_loss"][-1] for s in weak.history_["stages"]] == [True, True, True]

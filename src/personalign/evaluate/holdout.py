@@ -6,8 +6,13 @@ person it picks items that at least two other persons also judged; the person's 
 training data (a rating or vote of the item, every comparison that touches it, the item inside a ranking), and the
 person's test pairs are the pairs of two held-out items. So no test pair shares an item with that person's training
 judgments: a model that memorizes each person's training order (even through transitivity: a > b and b > c give
-a > c) knows nothing of a test pair, while everybody else's judgments of the held-out items stay in training (what
-a collaborative model may learn from).
+a > c) knows nothing of a test pair, while the other persons' judgments of the held-out items stay in training
+(what a collaborative model may learn from).
+
+An item is held out by at most ``ceil(frac * judges)`` persons, and never by so many that fewer than two
+of its judges stay in training (:func:`holder_caps`); persons are visited in random order. Without the cap, an item
+that few persons judged is held out by most of them at once (every person spends their share on the same few
+eligible items), and the crowd of the training data is about half the crowd the oracle reads.
 
 - Ratings and votes: a ``frac`` share of the person's distinct items (at least two), drawn among the eligible
   items; the test pairs are the data layer's pairs of the held-out judgments (:func:`held_only`).
@@ -102,17 +107,29 @@ def item_judges(data: PreferenceData) -> pd.Series:
     return t.groupby("item_id")["user_id"].size()
 
 
-def _pointwise_held(pt: pd.DataFrame, ok: set[str], frac: float, rng: np.random.Generator) -> set:
-    """Per person, ``frac`` of their distinct items (at least two) among the eligible ``ok`` items."""
-    held: set[tuple[str, str]] = set()
-    for uid, g in pt.groupby("user_id", sort=True):
-        cand = sorted(set(g["item_id"]) & ok)
-        n = max(2, int(np.floor(frac * g["item_id"].nunique())))
-        if len(g) < 4 or len(cand) < 2:
-            continue
-        for it in rng.choice(cand, size=min(n, len(cand)), replace=False):
-            held.add((str(uid), str(it)))
-    return held
+def holder_caps(judges: pd.Series, frac: float) -> dict[str, int]:
+    """Per item judged by ``n`` persons: how many may hold it out, ``min(ceil(frac * n), n - 2)``, so that at
+    least ``MIN_OTHER_JUDGES`` (2) of its judges keep it in training; items with no room are left out. (The
+    ceiling, not the floor: the caps must add up to at least the ``frac`` share every person holds out.)"""
+    n = judges.to_numpy()
+    cap = np.minimum(np.ceil(frac * n), n - MIN_OTHER_JUDGES).astype(int)
+    return {str(i): int(c) for i, c in zip(judges.index, cap) if c > 0}
+
+
+def _take(room: dict[str, int], items: set[str]) -> None:
+    for i in items:
+        room[i] -= 1
+        if room[i] <= 0:
+            del room[i]
+
+
+def _pointwise_held(g: pd.DataFrame, room: dict[str, int], frac: float, rng: np.random.Generator) -> set[str]:
+    """One person's held-out items: ``frac`` of their distinct items (at least two) among those with room."""
+    cand = sorted(set(g["item_id"].astype(str)) & room.keys())
+    n = max(2, int(np.floor(frac * g["item_id"].nunique())))
+    if len(g) < 4 or len(cand) < 2:
+        return set()
+    return {str(it) for it in rng.choice(cand, size=min(n, len(cand)), replace=False)}
 
 
 def person_pair_holdout(
@@ -177,19 +194,28 @@ def collaborative_holdout(
     empty = pd.DataFrame(columns=COMPARISON_COLUMNS)
     if frac <= 0:
         return train.copy(), held, empty
-    judges = item_judges(train)
-    ok = set(judges[judges >= MIN_OTHER_JUDGES + 1].index)  # the person plus at least two others
+    room = holder_caps(item_judges(train), frac)  # items the person plus at least two others judged
     pt = train.pointwise(passes=False)
-    if len(pt):
-        held |= _pointwise_held(pt[pt["user_id"] != POPULATION_USER], ok, frac, rng)
+    pt = pt[pt["user_id"] != POPULATION_USER]
     pw = pairwise_table(train)
     pw = pw[(pw["user_id"] != POPULATION_USER) & ~pw["tie"]].reset_index(drop=True)
-    held_pairs = empty
-    if len(pw):
-        for uid, g in pw.groupby("user_id", sort=True):
+    by_pt = dict(tuple(pt.groupby("user_id", sort=True))) if len(pt) else {}
+    by_pw = dict(tuple(pw.groupby("user_id", sort=True))) if len(pw) else {}
+    users = sorted(set(by_pt) | set(by_pw), key=str)
+    # a random order: with the caps binding, the persons visited first would otherwise get their share first
+    for uid in (users[k] for k in rng.permutation(len(users))):
+        mine = _pointwise_held(by_pt[uid], room, frac, rng) if uid in by_pt else set()
+        _take(room, mine)
+        if uid in by_pw:
+            g = by_pw[uid]
             a = g["chosen_id"].astype(str).to_numpy(object)
             b = g["rejected_id"].astype(str).to_numpy(object)
-            held |= {(str(uid), i) for i in person_pair_holdout(a, b, ok, frac, rng)}
+            more = person_pair_holdout(a, b, set(room), frac, rng) - mine
+            _take(room, more)
+            mine |= more
+        held |= {(str(uid), i) for i in mine}
+    held_pairs = empty
+    if len(pw):
         both = np.fromiter(
             (
                 (u, a) in held and (u, b) in held

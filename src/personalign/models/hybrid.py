@@ -64,7 +64,12 @@ class HybridBasis(torch.nn.Module):
         return torch.cat([s[:, None], g], 1)
 
     def penalty(self, l2_mean: float, l2_basis: float) -> torch.Tensor:
-        pen = ridge(self.mu, self.B, l2_mean, l2_basis) + 0.5 * self.l2_item * (self.b**2).sum()
+        pen = ridge(self.mu, self.B, l2_mean, l2_basis)
+        if not self.items_on:
+            # the text stage: the item terms are constants there, and leaving them in would make its stopping
+            # point (a tolerance on the loss) depend on the item prior
+            return pen
+        pen = pen + 0.5 * self.l2_item * (self.b**2).sum()
         return pen if self.V is None else pen + 0.5 * self.l2_factors * (self.V**2).sum()
 
 
