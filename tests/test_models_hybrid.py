@@ -85,13 +85,15 @@ def test_hybrid_rank_zero(pop, noise):
 
 
 @pytest.mark.parametrize("joint", [False, True])
-def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop, joint, monkeypatch):
+def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop, noise, joint, monkeypatch):
     """Two stages: the text part (what an item nobody judged gets) is fitted before the item parameters, so a
-    weak item prior cannot let the item biases absorb it; fitted jointly (the second case), it changes with it."""
+    weak item prior cannot let the item biases absorb it; fitted jointly (the second case), it changes with it.
+    Noise text features: there the item parameters pay on held-out judgments, so the item stages are kept (on the
+    planted features they do not, and early stopping keeps the item stages' starting point, ``b = 0``)."""
     if joint:
         monkeypatch.setattr(HybridBT, "_fit_stages", LowRankBT._fit_stages)
-    weak = HybridBT(rank=2, featurizer=pop["featurizer"], random_state=0, l2_item=1e-3, l2_item_factors=1e-3)
-    strong = HybridBT(rank=2, featurizer=pop["featurizer"], random_state=0, l2_item=1e3, l2_item_factors=1e3)
+    weak = HybridBT(rank=2, featurizer=noise, random_state=0, l2_item=1e-3, l2_item_factors=1e-3)
+    strong = HybridBT(rank=2, featurizer=noise, random_state=0, l2_item=1e3, l2_item_factors=1e3)
     weak.fit(pop["data"])
     strong.fit(pop["data"])
     # the text stage sees neither the item parameters nor their penalty: its fit is the same whatever the prior
@@ -107,3 +109,14 @@ def test_the_text_part_is_fitted_first_and_does_not_depend_on_the_item_prior(pop
     assert moved < 1e-9
     # text, item biases, item factors: each stage lowers the training loss it starts from
     assert [s["train_loss"][0] > s["train_loss"][-1] for s in weak.history_["stages"]] == [True, True, True]
+
+
+def test_item_stages_that_do_not_pay_on_held_out_judgments_keep_their_start(pop):
+    """On the planted features the text carries everything, so fitting item parameters only raises the held-out
+    loss; early stopping keeps where those stages began (``b = 0``) instead of their least bad round."""
+    weak = HybridBT(rank=2, featurizer=pop["featurizer"], random_state=0, l2_item=1e-3, l2_item_factors=1e-3)
+    weak.fit(pop["data"])
+    stages = weak.history_["stages"]
+    assert [s["kept_start"] for s in stages] == [False, True, True]
+    assert min(stages[2]["val_loss"]) > stages[2]["start_val_loss"]  # every item-factor round was worse
+    assert np.abs(weak.item_bias_).max() == 0.0

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _planted import planted  # noqa: E402
 from personalign.errors import ConfigError  # noqa: E402
 from personalign.models import LowRankBT, TrainingConfig, load_model  # noqa: E402
-from personalign.models.lowrank import PRIOR_SCALES  # noqa: E402
+from personalign.models.lowrank import EM_PATIENCE, PRIOR_SCALES, SCALE_TIE  # noqa: E402
 
 ITEMS = TrainingConfig(validation_split="items", validation_fraction=0.2)
 
@@ -121,3 +121,24 @@ def test_eval_tunes_on_held_out_items_except_for_item_parameter_models():
         build_model("lowrank", pop["featurizer"], 0, mine, pop["data"]).training.validation_split
         == "judgments"
     )
+
+
+def test_em_keeps_the_round_that_held_out_judgments_prefer(strong, monkeypatch):
+    """EM's rounds are scored on held-out judgments; once they stop paying, EM stops and the best round's prior
+    is kept (on a direction the fitted basis separates, EM's fixed point is at infinity)."""
+    real = fit(strong, prior_scale=1.0)
+    assert real.em_losses_[real.em_best_round_] <= min(real.em_losses_) + SCALE_TIE
+    assert len(real.em_losses_) - 1 - real.em_best_round_ <= EM_PATIENCE
+    scripted = iter([0.6, 0.5, 0.55, 0.56, 0.4, 0.3])  # round 1 is the best until patience runs out
+
+    def fake_loss(*args):
+        return next(scripted)
+
+    monkeypatch.setattr(LowRankBT, "_heldout_loss", staticmethod(fake_loss))
+    stopped = fit(strong, prior_scale=1.0)
+    assert stopped.em_best_round_ == 1 and len(stopped.em_losses_) == 2 + EM_PATIENCE
+    scripted = iter([0.6, 0.5])
+    one_round = fit(strong, prior_scale=1.0, em_iters=1)
+    np.testing.assert_allclose(stopped.prior_cov_, one_round.prior_cov_)
+    np.testing.assert_allclose(stopped.prior_mean_, one_round.prior_mean_)
+    assert np.abs(stopped.prior_cov_ - np.eye(2)).max() > 0.05  # round 1's prior is EM's, not the start's

@@ -89,15 +89,25 @@ def test_min_rounds_defers_early_stopping():
     val = TrainArrays(
         train.X, train.ci[:500], train.ri[:500], train.unit[:500], 1.0 - y[:500], train.wt[:500]
     )
-    for min_rounds, expect in ((0, 2), (6, 6)):
+    for min_rounds, expect in ((0, 1), (6, 6)):
         obj = _objective(train)
+        start = [p.detach().clone() for p in obj.parameters()]
         options = TrainingConfig(max_iter=40, eval_every=2, patience=1, min_rounds=min_rounds, tol=0.0)
         h = fit_lbfgs(obj, obj.parameters(), obj.on(val), options)
         assert h["stopped_early"]
         assert len(h["val_loss"]) == expect
-        # the best state (round 1) is restored whatever the number of rounds
-        assert h["best_val_loss"] == min(h["val_loss"]) == h["val_loss"][0]
+        # no round beats the starting point, so the start is restored whatever the number of rounds
+        assert h["kept_start"] and h["best_val_loss"] == h["start_val_loss"] < min(h["val_loss"])
+        for p, p0 in zip(obj.parameters(), start, strict=True):
+            assert torch.equal(p.detach(), p0)
         np.testing.assert_allclose(obj.on(val).loss() / val.wt.sum(), h["best_val_loss"], rtol=1e-6)
+
+
+def test_a_round_that_beats_the_start_is_kept():
+    train = _arrays(seed=1)
+    obj = _objective(train)
+    h = fit_lbfgs(obj, obj.parameters(), obj.on(train), TrainingConfig(max_iter=20, eval_every=2, tol=0.0))
+    assert not h["kept_start"] and h["best_val_loss"] == min(h["val_loss"]) < h["start_val_loss"]
 
 
 def test_all_reduce_hook_of_one_process_changes_nothing():

@@ -209,7 +209,7 @@ class LinearGaussianModel(PersonalModel):
         self.unit_covs_ = None
         self.added_: dict[str, Posterior] = {}
         with torch_threads():
-            self._after_fit(train)
+            self._after_fit(train, val)
             self._calibrate(train, val)
         self.fitted_ = True
         return self
@@ -231,8 +231,9 @@ class LinearGaussianModel(PersonalModel):
         self.mu_ = basis.mu.detach().double().numpy().copy()
         self.B_ = basis.B.detach().double().numpy().copy() if getattr(basis, "B", None) is not None else None
 
-    def _after_fit(self, train: TrainArrays) -> None:
-        """Hook after the MAP fit (default: Laplace covariances of the units under the fixed prior)."""
+    def _after_fit(self, train: TrainArrays, val: TrainArrays | None = None) -> None:
+        """Hook after the MAP fit (default: Laplace covariances of the units under the fixed prior); ``val``: the
+        held-out rows of the fit's early stopping, if any."""
         if self.K_ > 0 and self.store_unit_covs and len(self.units_):
             P = torch.from_numpy(np.linalg.inv(self.prior_cov_))
             W, C = self._unit_laplace(train).solve(

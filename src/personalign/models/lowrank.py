@@ -18,6 +18,7 @@ PRIOR_SCALES = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
 MIN_SCALE = 1e-4  # what scale 0 is stored as (an invertible prior that is the population in effect)
 MIN_CALIBRATION_ROWS = 20
 SCALE_TIE = 1e-4  # nats per judgment: held-out losses closer than this count as equal
+EM_PATIENCE = 2  # EM rounds without a held-out gain before EM stops
 
 
 class LowRankBT(LinearGaussianModel):
@@ -32,7 +33,12 @@ class LowRankBT(LinearGaussianModel):
        ``N(w_u_hat, C_u)`` of every person under ``N(m, Sigma)``; M-step ``m = mean_u w_u_hat``,
        ``Sigma = mean_u [C_u + (w_u_hat - m)(w_u_hat - m)^T]`` (plus ``jitter * I``). The persons' stored
        posteriors are the final E-step's (EM stops early once Sigma moves by less than ``em_tol``, relative
-       Frobenius norm), and ``adapt`` for a new person starts from the learned ``N(m, Sigma)``.
+       Frobenius norm), and ``adapt`` for a new person starts from the learned ``N(m, Sigma)``. With held-out
+       rows (the validation rows of ``training`` of the training persons), each round's prior is scored by the
+       held-out log loss of its posterior predictive, EM stops after ``EM_PATIENCE`` rounds without a gain, and
+       the best round's prior is kept: ``mu, B`` were fitted to the same training judgments, so on a direction
+       where they separate them EM's fixed point is at infinity (the prior mean and covariance grow each round
+       and swamp the population's reward; seen on the synthetic alpha = 10 population, seed 3).
     3. Calibration of the prior's scale (``prior_scale="auto"``): EM fits ``Sigma`` to the training judgments
        that also fitted ``B``, so it overstates how far a person's personal part carries to judgments it has not
        seen. With ``mu, B, m`` frozen, ``Sigma_c = c * Sigma`` for ``c`` in :data:`PRIOR_SCALES` is scored by the
@@ -64,18 +70,31 @@ class LowRankBT(LinearGaussianModel):
         self.jitter = jitter
         self.prior_scale = prior_scale
 
-    def _after_fit(self, train: TrainArrays) -> None:
+    def _after_fit(self, train: TrainArrays, val: TrainArrays | None = None) -> None:
         if self.K_ == 0 or not len(self.units_):
             return
         lap = self._unit_laplace(train)
+        heldout = self._calibration_rows(val)
         n = len(self.units_)
         m = torch.from_numpy(self.prior_mean_)
         Sig = torch.from_numpy(self.prior_cov_)
         W = torch.from_numpy(self.unit_means_)
         eye = torch.eye(self.K_, dtype=torch.float64)
-        self.em_rounds_ = 0
-        for _ in range(max(1, self.em_iters)):
+        self.em_rounds_, self.em_losses_, self.em_best_round_ = 0, [], None
+        best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+        for _ in range(max(1, self.em_iters) + 1):
             W, C = lap.solve(m, torch.linalg.inv(Sig), w0=W, iters=4)
+            if heldout is not None:
+                # this round's prior, scored by its persons' posteriors on judgments EM does not see
+                loss = self._heldout_loss(W.numpy(), C.numpy(), *heldout)
+                self.em_losses_.append(loss)
+                if best is None or loss < best[0] - SCALE_TIE:
+                    best = (loss, m, Sig)
+                    self.em_best_round_ = len(self.em_losses_) - 1
+                elif len(self.em_losses_) - 1 - self.em_best_round_ >= EM_PATIENCE:
+                    break  # EM is fitting the training judgments, no longer the persons
+            if self.em_rounds_ == max(1, self.em_iters):
+                break
             m = W.mean(0)
             R = W - m
             new = C.mean(0) + R.T @ R / n + self.jitter * eye
@@ -86,12 +105,21 @@ class LowRankBT(LinearGaussianModel):
             self.em_rounds_ += 1
             if change < self.em_tol:
                 break
-        # final E-step under the final prior, so stored posteriors and the prior agree
+        if best is not None:
+            _, m, Sig = best
+        # final E-step under the kept prior, so stored posteriors and the prior agree
         W, C = lap.solve(m, torch.linalg.inv(Sig), w0=W, iters=6)
         self.prior_mean_ = m.numpy().copy()
         self.prior_cov_ = Sig.numpy().copy()
         self.unit_means_ = W.numpy().copy()
         self.unit_covs_ = C.numpy().copy()
+
+    def _calibration_rows(self, val: TrainArrays | None) -> tuple[np.ndarray, ...] | None:
+        """The held-out judgments of training persons that EM and the scale calibration are scored on."""
+        rows = val.subset(val.unit >= 0) if val is not None else None
+        if rows is None or len(rows) < MIN_CALIBRATION_ROWS:
+            return None
+        return self._heldout_pairs(rows)
 
     def _calibrate(self, train: TrainArrays, val: TrainArrays | None) -> None:
         """Choose and apply the prior's scale (see the class docstring, step 3)."""
@@ -104,10 +132,9 @@ class LowRankBT(LinearGaussianModel):
             return
         lap = self._unit_laplace(train)
         if self.prior_scale == "auto":
-            rows = val.subset(val.unit >= 0) if val is not None else None
-            if rows is None or len(rows) < MIN_CALIBRATION_ROWS:
+            heldout = self._calibration_rows(val)
+            if heldout is None:
                 return  # nothing held out to calibrate on: the EM prior as it is
-            heldout = self._heldout_pairs(rows)
             losses = {c: self._predictive_loss(lap, c, *heldout) for c in PRIOR_SCALES}
             self.prior_scale_losses_ = {str(c): v for c, v in losses.items()}
             best = min(losses.values())
@@ -134,18 +161,23 @@ class LowRankBT(LinearGaussianModel):
         P = torch.linalg.inv(torch.from_numpy(self.prior_cov_ * c))
         return lap.solve(m, P, w0=torch.from_numpy(self.unit_means_), iters=6)
 
-    def _predictive_loss(
-        self,
-        lap: BatchedLaplace,
-        c: float,
+    def _predictive_loss(self, lap: BatchedLaplace, c: float, *heldout: np.ndarray) -> float:
+        """Held-out log loss of the posterior predictive under ``N(m, c * Sigma)``."""
+        W, C = (t.numpy() for t in self._scaled_posteriors(lap, c))
+        return self._heldout_loss(W, C, *heldout)
+
+    @staticmethod
+    def _heldout_loss(
+        W: np.ndarray,
+        C: np.ndarray,
         D: np.ndarray,
         a: np.ndarray,
         unit: np.ndarray,
         y: np.ndarray,
         wt: np.ndarray,
     ) -> float:
-        """Weighted held-out log loss of the probit posterior predictive under ``N(m, c * Sigma)``."""
-        W, C = (t.numpy() for t in self._scaled_posteriors(lap, c))
+        """Weighted log loss of the probit posterior predictive ``sigmoid(z / sqrt(1 + pi v / 8))`` of the
+        persons' posteriors ``N(W_u, C_u)`` on held-out pairs (``z``, ``v``: the margin's mean and variance)."""
         z = a + np.einsum("ij,ij->i", D, W[unit])
         v = np.einsum("ij,ijk,ik->i", D, C[unit], D)
         p = np.clip(sigmoid(z / np.sqrt(1.0 + np.pi * np.clip(v, 0, None) / 8.0)), 1e-12, 1 - 1e-12)

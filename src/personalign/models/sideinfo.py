@@ -143,8 +143,10 @@ class SideInfoLowRankBT(LowRankBT):
             del self._users_table
         return self
 
-    def _after_fit(self, train: TrainArrays) -> None:
-        super()._after_fit(train)  # low-rank empirical Bayes: mu, B frozen, N(m, Sigma), persons' posteriors
+    def _after_fit(self, train: TrainArrays, val: TrainArrays | None = None) -> None:
+        super()._after_fit(
+            train, val
+        )  # low-rank empirical Bayes: mu, B frozen, N(m, Sigma), persons' posteriors
         U, K = len(self.units_), self.K_
         if K == 0 or U == 0:
             self.side_map_ = np.zeros((self.side_encoder_.dim, K))

@@ -224,7 +224,8 @@ def fit_lbfgs(
     """Minimize ``objective`` over ``params`` by full-batch L-BFGS; early-stopped on ``validation``'s mean loss.
 
     Rounds of ``options.eval_every`` iterations, at most ``options.max_iter`` in all (see
-    :class:`TrainingConfig`); the parameters of the best validation round are restored at the end.
+    :class:`TrainingConfig`); the parameters of the best validation round, the starting point included, are
+    restored at the end (``kept_start`` in the history: no round beat where the fit began).
     ``all_reduce`` (several processes) sums the data term's value and gradient over the processes;
     ``optimizer`` continues an earlier L-BFGS (its memory), e.g. across the M-steps of EM. Returns the history:
     ``train_loss`` and ``val_loss`` per round, ``best_val_loss``, ``stopped_early``, ``world_size``.
@@ -269,6 +270,11 @@ def _rounds(
     """The rounds of :func:`fit_lbfgs`: step, validate, keep the best state, stop early; restore the best."""
     history: dict[str, Any] = {"train_loss": [], "val_loss": [], "stopped_early": False}
     best_loss, best_state, bad, prev = math.inf, None, 0, math.inf
+    if val_loss is not None:
+        # the starting point is a candidate too: a stage that starts from an earlier stage's fit (the hybrid's
+        # item factors) must not end worse on held-out judgments than it began
+        best_loss, best_state = val_loss(), [p.detach().clone() for p in params]
+        history["start_val_loss"] = best_loss
     rounds = max(1, options.max_iter // options.eval_every)
     bar = None
     if options.verbose:
@@ -301,6 +307,7 @@ def _rounds(
             for p, b in zip(params, best_state, strict=True):
                 p.copy_(b)
     history["best_val_loss"] = best_loss if best_state is not None else None
+    history["kept_start"] = val_loss is not None and best_loss == history.get("start_val_loss")
     return history
 
 
