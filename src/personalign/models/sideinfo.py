@@ -144,9 +144,8 @@ class SideInfoLowRankBT(LowRankBT):
         return self
 
     def _after_fit(self, train: TrainArrays, val: TrainArrays | None = None) -> None:
-        super()._after_fit(
-            train, val
-        )  # low-rank empirical Bayes: mu, B frozen, N(m, Sigma), persons' posteriors
+        # low-rank empirical Bayes: mu, B frozen, N(m, Sigma), persons' posteriors
+        super()._after_fit(train, val)
         U, K = len(self.units_), self.K_
         if K == 0 or U == 0:
             self.side_map_ = np.zeros((self.side_encoder_.dim, K))

@@ -228,7 +228,8 @@ def fit_lbfgs(
     restored at the end (``kept_start`` in the history: no round beat where the fit began).
     ``all_reduce`` (several processes) sums the data term's value and gradient over the processes;
     ``optimizer`` continues an earlier L-BFGS (its memory), e.g. across the M-steps of EM. Returns the history:
-    ``train_loss`` and ``val_loss`` per round, ``best_val_loss``, ``stopped_early``, ``world_size``.
+    ``train_loss`` and ``val_loss`` per round, ``start_val_loss``, ``best_val_loss``, ``kept_start``,
+    ``stopped_early``, ``world_size``.
     torch's thread count is the caller's (the comparison models train inside :func:`torch_threads`; float sums,
     and so the last digits of a fit, depend on it).
     """
