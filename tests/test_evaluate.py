@@ -418,7 +418,7 @@ def test_svd_learns_camps_from_other_peoples_ratings_and_is_skipped_on_compariso
 
 @pytest.mark.slow
 def test_the_hybrid_does_not_collapse_where_its_item_stage_overfits():
-    """Regression (synthetic alpha 10, seed 3, about 3 minutes): the final refit's item-factor stage only raised
+    """Regression (synthetic alpha 10, seed 3, about a minute): the final refit's item-factor stage only raised
     the held-out loss, early stopping kept its least bad round, the person prior's EM ran away on it, and the
     hybrid fell to chance (52.2 collaborative, 51.4 unseen, against BT's 66.9 and 61.8)."""
     from personalign.data.io import read_data

@@ -82,7 +82,8 @@ class LowRankBT(LinearGaussianModel):
         eye = torch.eye(self.K_, dtype=torch.float64)
         self.em_rounds_, self.em_losses_, self.em_best_round_ = 0, [], None
         best: tuple[float, torch.Tensor, torch.Tensor] | None = None
-        for _ in range(max(1, self.em_iters) + 1):
+        iters = max(1, self.em_iters)
+        for _ in range(iters + 1):  # iters M-steps, each E-step scored (the last one's too)
             W, C = lap.solve(m, torch.linalg.inv(Sig), w0=W, iters=4)
             if heldout is not None:
                 # this round's prior, scored by its persons' posteriors on judgments EM does not see
@@ -93,7 +94,7 @@ class LowRankBT(LinearGaussianModel):
                     self.em_best_round_ = len(self.em_losses_) - 1
                 elif len(self.em_losses_) - 1 - self.em_best_round_ >= EM_PATIENCE:
                     break  # EM is fitting the training judgments, no longer the persons
-            if self.em_rounds_ == max(1, self.em_iters):
+            if self.em_rounds_ == iters:
                 break
             m = W.mean(0)
             R = W - m

@@ -270,11 +270,11 @@ def _rounds(
 ) -> dict[str, Any]:
     """The rounds of :func:`fit_lbfgs`: step, validate, keep the best state, stop early; restore the best."""
     history: dict[str, Any] = {"train_loss": [], "val_loss": [], "stopped_early": False}
-    best_loss, best_state, bad, prev = math.inf, None, 0, math.inf
+    best_loss, best_state, best_round, bad, prev = math.inf, None, None, 0, math.inf
     if val_loss is not None:
         # the starting point is a candidate too: a stage that starts from an earlier stage's fit (the hybrid's
         # item factors) must not end worse on held-out judgments than it began
-        best_loss, best_state = val_loss(), [p.detach().clone() for p in params]
+        best_loss, best_state, best_round = val_loss(), [p.detach().clone() for p in params], -1
         history["start_val_loss"] = best_loss
     rounds = max(1, options.max_iter // options.eval_every)
     bar = None
@@ -289,7 +289,7 @@ def _rounds(
             vl = val_loss()
             history["val_loss"].append(vl)
             if vl < best_loss - 1e-6:
-                best_loss, best_state, bad = vl, [p.detach().clone() for p in params], 0
+                best_loss, best_state, best_round, bad = vl, [p.detach().clone() for p in params], r, 0
             else:
                 bad += 1
         if bar is not None:
@@ -308,7 +308,7 @@ def _rounds(
             for p, b in zip(params, best_state, strict=True):
                 p.copy_(b)
     history["best_val_loss"] = best_loss if best_state is not None else None
-    history["kept_start"] = val_loss is not None and best_loss == history.get("start_val_loss")
+    history["kept_start"] = best_round == -1  # no round beat the starting point
     return history
 
 
