@@ -141,6 +141,31 @@ def test_sideinfo_missing_columns_and_roundtrip(pop, side, tmp_path):
         SideInfoLowRankBT(rank=2, featurizer=feat, side_info=["no_such_column"]).fit(data)
 
 
+def test_sideinfo_keeps_the_population_prior_when_demographics_do_not_predict():
+    # a postcode that carries nothing, fitted with a ridge too weak to shrink it: EM of the demographic priors
+    # would give each postcode the mean of its few persons' weights (noise); scored on held-out judgments,
+    # no round beats the start, so a new person's demographic prior is the population's
+    data = generate_population(
+        persons=240, comparisons_per_person=40, alpha=1.0, seed=3, demographic_signal=0.0
+    )
+    data.users["postcode"] = [f"z{i}" for i in np.random.default_rng(0).integers(0, 8, len(data.users))]
+    ids = data.user_ids
+    feat = attr_featurizer(data)
+    side = SideInfoLowRankBT(rank=2, featurizer=feat, side_info=["postcode"], side_ridge=1e-6, random_state=0)
+    side.fit(data.filter_users(ids[:160]))
+    assert side.side_em_best_round_ == 0 and len(side.side_em_losses_) >= 2
+    assert min(side.side_em_losses_[1:]) > side.side_em_losses_[0]
+    new = data.filter_users(ids[160:])
+    users = data.users.set_index("user_id")
+    for u in new.user_ids[:20]:
+        np.testing.assert_allclose(side.prior(users.loc[u].to_dict()).mean, side.prior().mean, atol=1e-12)
+
+
+def test_sideinfo_em_keeps_a_later_round_where_demographics_predict(side):
+    assert side.side_em_best_round_ >= 1
+    assert side.side_em_losses_[side.side_em_best_round_] < side.side_em_losses_[0]
+
+
 # ------------------------------------------------------------------------------------------------ context
 def test_context_model_helps_when_preferences_shift_with_domain(tmp_path):
     data = generate_population(

@@ -5,7 +5,9 @@ on top of :class:`~personalign.models.lowrank.LowRankBT` (same basis ``mu, B``).
 Bayes alternates ``side_em_iters`` times: ridge regression of the persons' posterior means on ``x_u``
 (``A = (X^T X + lambda I)^{-1} X^T W``, intercept unpenalized), residual covariance
 ``Sigma_x = mean_u [C_u + (w_u - A^T x_u)(w_u - A^T x_u)^T]``, then every person's Laplace posterior under their
-own demographic prior. ``prior(user_row)`` returns ``N(A^T x(row), Sigma_x)``: a new person with demographics but no
+own demographic prior. With held-out rows each round is scored by the posterior predictive's held-out log loss
+and the best round is kept; round 0 is the population prior for everybody, so demographics that predict nothing
+held out are not used. ``prior(user_row)`` returns ``N(A^T x(row), Sigma_x)``: a new person with demographics but no
 judgments is scored from the demographic prior, and ``adapt(..., user_row=row)`` starts from it. Without a row the
 population prior (marginal over demographics) is used. Unknown categories / missing columns contribute the
 training frequency of each category (their expected one-hot), so a missing column means "average person".
@@ -25,7 +27,7 @@ from personalign.data.core import PreferenceData
 from personalign.errors import ConfigError, DataError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models import artifacts
-from personalign.models.lowrank import LowRankBT
+from personalign.models.lowrank import EM_PATIENCE, SCALE_TIE, LowRankBT
 from personalign.models.objectives import TrainArrays
 from personalign.models.posterior import Posterior
 
@@ -147,32 +149,63 @@ class SideInfoLowRankBT(LowRankBT):
         # low-rank empirical Bayes: mu, B frozen, N(m, Sigma), persons' posteriors
         super()._after_fit(train, val)
         U, K = len(self.units_), self.K_
-        if K == 0 or U == 0:
-            self.side_map_ = np.zeros((self.side_encoder_.dim, K))
-            self.side_cov_ = self.prior_cov_.copy()
-            return
         Xs = self.side_encoder_.matrix(self._users_table.reindex(self.units_).reset_index(drop=True))
+        # round 0 is the population prior for everybody: A's intercept row is m, every demographic row 0
+        A = np.zeros((self.side_encoder_.dim, K))
+        A[0] = self.prior_mean_
+        start = (A, self.prior_cov_.copy(), self.unit_means_, self.unit_covs_)
+        self.side_em_losses_: list[float] = []
+        self.side_em_best_round_: int | None = None
+        if K == 0 or U == 0:
+            self.side_map_, self.side_cov_ = start[0], start[1]
+            return
+        kept = self._side_em(train, Xs, start, self._calibration_rows(val))
+        self.side_map_, self.side_cov_, self.unit_means_, self.unit_covs_ = kept
+        if kept is not start:
+            # the population prior (no demographics known): marginal of the demographic priors
+            M = Xs @ kept[0]
+            self.prior_mean_ = kept[2].mean(0)
+            self.prior_cov_ = kept[1] + np.cov(M.T, bias=True).reshape(K, K)
+
+    def _side_em(
+        self,
+        train: TrainArrays,
+        Xs: np.ndarray,
+        start: tuple[np.ndarray, ...],
+        heldout: tuple[np.ndarray, ...] | None,
+    ) -> tuple[np.ndarray, ...]:
+        """EM of the demographic priors from ``start`` = ``(A, Sigma_x, W, C)``; the round kept.
+
+        With held-out rows every round (the start too) is scored by the posterior predictive's held-out log
+        loss, EM stops after ``EM_PATIENCE`` rounds without a gain and the best round is kept: demographics
+        that do not predict held-out judgments (too many categories for the persons, a weak ridge) leave the
+        population prior in place. Without them the last round is kept.
+        """
         lap = self._unit_laplace(train)
-        W, C = self.unit_means_, self.unit_covs_
         pen = self.side_ridge * np.eye(Xs.shape[1])
         pen[0, 0] = 0.0  # the intercept is not shrunk
-        eye = np.eye(K)
-        for _ in range(max(1, self.side_em_iters)):
+        eye = np.eye(self.K_)
+        state, best, best_loss = start, start, np.inf
+        for r in range(max(1, self.side_em_iters) + 1):
+            if heldout is not None:
+                loss = self._heldout_loss(state[2], state[3], *heldout)
+                self.side_em_losses_.append(loss)
+                if loss < best_loss - SCALE_TIE:
+                    best, best_loss, self.side_em_best_round_ = state, loss, r
+                elif r - self.side_em_best_round_ >= EM_PATIENCE:
+                    break
+            if r == max(1, self.side_em_iters):
+                break
+            W, C = state[2], state[3]
             A = np.linalg.solve(Xs.T @ Xs + pen, Xs.T @ W)
             M = Xs @ A
             R = W - M
-            Sig = C.mean(0) + R.T @ R / U + self.jitter * eye
+            Sig = C.mean(0) + R.T @ R / len(W) + self.jitter * eye
             Sig = 0.5 * (Sig + Sig.T)
             P = torch.from_numpy(np.linalg.inv(Sig))
             Wt, Ct = lap.solve(torch.from_numpy(M), P, w0=torch.from_numpy(W), iters=4)
-            W, C = Wt.numpy().copy(), Ct.numpy().copy()
-        self.side_map_ = A
-        self.side_cov_ = Sig
-        self.unit_means_, self.unit_covs_ = W, C
-        # the population prior (no demographics known): marginal of the demographic priors
-        m = W.mean(0)
-        self.prior_mean_ = m
-        self.prior_cov_ = 0.5 * (Sig + Sig.T) + np.cov(M.T, bias=True).reshape(K, K)
+            state = (A, Sig, Wt.numpy().copy(), Ct.numpy().copy())
+        return best if heldout is not None else state
 
     def _calibrate(self, train: TrainArrays, val: TrainArrays | None) -> None:
         # the demographic priors' EM above replaces the population prior, so rescaling only it would make the
