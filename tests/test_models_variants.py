@@ -8,7 +8,7 @@ import pytest
 
 from personalign.data.core import PreferenceData
 from personalign.data.synthetic import ATTRIBUTES, generate_population, sample_comparisons
-from personalign.errors import DataError
+from personalign.errors import ConfigError, DataError
 from personalign.features import PairFeaturizer, PrecomputedEncoder
 from personalign.models import (
     AggregatedBT,
@@ -20,6 +20,8 @@ from personalign.models import (
     load_model,
     make_model,
 )
+from personalign.models.lowrank import SCALE_TIE
+from personalign.models.mixture import LIKELIHOOD_POWERS, MIXTURE_TRAINING
 
 
 def attr_featurizer(data: PreferenceData) -> PairFeaturizer:
@@ -101,6 +103,36 @@ def test_mixture_save_load_and_maxmin(pop, mixture, tmp_path):
     np.testing.assert_allclose(again.predict_proba(c), mixture.predict_proba(c))
     R = mixture.class_rewards(c["prompt"].tolist(), c["chosen"].tolist())
     np.testing.assert_allclose(mixture.maxmin_score(c["prompt"].tolist(), c["chosen"].tolist()), R.min(1))
+
+
+def test_mixture_tempering_serves_the_population_where_classes_carry_nothing(tmp_path):
+    # nearly alike persons with 12 judgments each: EM still splits them into 4 classes, but on held-out items
+    # trusting a person's class pays no more than a hair, so the likelihood power is 0: everybody gets the class prior
+    data = generate_population(persons=300, comparisons_per_person=12, alpha=10, seed=4)
+    feat = attr_featurizer(data)
+    tr = MIXTURE_TRAINING.replace(validation_split="items", validation_fraction=0.2)
+    mix = MixtureBT(4, featurizer=feat, random_state=0, training=tr).fit(data)
+    assert mix.likelihood_power_ == 0.0
+    losses = mix.likelihood_power_losses_
+    assert set(losses) == {str(e) for e in LIKELIHOOD_POWERS}
+    assert losses["0.0"] <= min(losses.values()) + SCALE_TIE  # a tie goes to the population
+    c = sample_comparisons(data, 10, seed=13).comparisons
+    np.testing.assert_allclose(mix.predict_proba(c), mix.collapsed().predict_proba(c), atol=1e-12)
+    plain = MixtureBT(4, featurizer=feat, random_state=0, training=tr, likelihood_power=1.0).fit(data)
+    assert plain.likelihood_power_ == 1.0 and plain.likelihood_power_losses_ == {}
+    assert not np.allclose(plain.predict_proba(c), plain.collapsed().predict_proba(c))
+    # adapt uses the same power: a new person's belief stays at the class prior
+    np.testing.assert_allclose(mix.adapt(c.iloc[:12]).mean, mix.prior().mean, atol=1e-12)
+    mix.save_pretrained(tmp_path / "mix0")
+    assert load_model(tmp_path / "mix0", featurizer=feat).likelihood_power_ == 0.0
+    with pytest.raises(ConfigError, match="likelihood_power"):
+        MixtureBT(2, featurizer=feat, likelihood_power=2).fit(data)
+
+
+def test_mixture_tempering_keeps_classes_that_predict_held_out_judgments(pop, mixture):
+    assert mixture.likelihood_power_ > 0
+    losses = mixture.likelihood_power_losses_
+    assert losses[str(mixture.likelihood_power_)] < losses["0.0"]
 
 
 # ---------------------------------------------------------------------------------------------- side info

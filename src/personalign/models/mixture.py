@@ -13,6 +13,14 @@ Fitting: EM. E-step: ``rho_uc ∝ pi_c prod_i sigmoid(+-z_ic)`` over the person'
 rho_u`` and ``(mu, B)`` by L-BFGS on ``sum_i sum_c rho_{u(i)c} BCE(z_ic, y_i)`` + ``l2`` penalties; stopped on the
 validation log loss (predictive ``sum_c rho_uc sigmoid(z_ic)``), best state kept. :meth:`MixtureBT.maxmin_score` gives
 the egalitarian (MaxMin-RLHF) reward ``min_c r_c``.
+
+Calibration (``likelihood_power="auto"``): EM's responsibilities trust a person's judgments as if the C class
+rewards were the truth, which on held-out items they are not, so a person assigned to one class can be served
+worse than by the population mixture. After EM the persons' responsibilities are tempered,
+``rho_uc ∝ pi_c prod_i sigmoid(+-z_ic)^eta`` (a power posterior, as in safe Bayesian learning), with ``eta`` in
+:data:`LIKELIHOOD_POWERS` chosen by the posterior predictive's log loss on the validation rows of the training
+persons (the smallest within ``SCALE_TIE`` of the best). ``eta = 0`` is the collapsed model (everybody at ``pi``);
+``adapt`` and ``update`` use the same ``eta``. A number fixes ``eta``; 1 is plain EM.
 """
 
 from __future__ import annotations
@@ -23,14 +31,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from personalign.errors import ConfigError
 from personalign.features.pairs import PairFeaturizer
 from personalign.models.estimator import as_list
 from personalign.models.linear import LinearGaussianModel
+from personalign.models.lowrank import MIN_CALIBRATION_ROWS, SCALE_TIE
 from personalign.models.objectives import LinearBasis, TrainArrays
 from personalign.models.posterior import Posterior
 from personalign.models.training import TrainingConfig, data_parallel, fit_lbfgs, make_lbfgs, process_options
 
 _EPS = 1e-12
+# the tempering exponents of the persons' likelihood that ``likelihood_power="auto"`` compares on held-out rows
+LIKELIHOOD_POWERS = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0)
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -92,7 +104,8 @@ class MixtureBT(LinearGaussianModel):
     ``n_classes`` (``rank`` for :func:`make_model`), ``em_iters`` EM rounds (each M-step runs ``m_step_iter``
     L-BFGS iterations through :func:`~personalign.models.training.fit_lbfgs`, continuing one L-BFGS memory),
     ``n_init`` random restarts (best validation loss wins); ``training.patience`` EM rounds without a better
-    validation loss stop EM.
+    validation loss stop EM. ``likelihood_power``: "auto" or a number in [0, 1] (see the module docstring);
+    fitted ``likelihood_power_`` and ``likelihood_power_losses_``.
     """
 
     name = "mixture"
@@ -107,6 +120,7 @@ class MixtureBT(LinearGaussianModel):
         em_iters: int = 30,
         m_step_iter: int = 10,
         n_init: int = 1,
+        likelihood_power: float | str = "auto",
         l2_mean: float = 1e-3,
         l2_basis: float = 1e-2,
         random_state: int = 0,
@@ -119,6 +133,7 @@ class MixtureBT(LinearGaussianModel):
         self.em_iters = em_iters
         self.m_step_iter = m_step_iter
         self.n_init = n_init
+        self.likelihood_power = likelihood_power
 
     # ------------------------------------------------------------------ fit (EM)
     def fit_arrays(self, train: TrainArrays, val: TrainArrays | None = None) -> MixtureBT:
@@ -141,6 +156,9 @@ class MixtureBT(LinearGaussianModel):
         self.mu_, self.B_ = mu, B
         self.prior_mean_ = pi
         self.prior_cov_ = _onehot_cov(pi)
+        L = self._unit_loglik(train, mu, B, len(self.units_))
+        self.likelihood_power_ = self._choose_power(L, val, mu, B, pi)
+        R = _tempered(L, pi, self.likelihood_power_)
         self.unit_means_ = R
         self.unit_covs_ = _onehot_cov(R)
         self.added_: dict[str, Posterior] = {}
@@ -212,21 +230,37 @@ class MixtureBT(LinearGaussianModel):
         S, G = X @ mu, X @ B
         return (S[ci] - S[ri])[:, None] + (G[ci] - G[ri])
 
-    def _responsibilities(
-        self, t: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, U: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        X = np.asarray(t.X, np.float64)
-        z = self._class_margins(X, t.ci, t.ri, mu, B)
+    def _unit_loglik(self, t: TrainArrays, mu: np.ndarray, B: np.ndarray, U: int) -> np.ndarray:
+        """``(U, C)``: each person's log-likelihood of their judgments under each class."""
+        z = self._class_margins(np.asarray(t.X, np.float64), t.ci, t.ri, mu, B)
         y, wt = t.y[:, None].astype(float), t.wt[:, None].astype(float)
         ll = wt * (y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z))
         keep = t.unit >= 0
         L = np.zeros((U, z.shape[1]))
         np.add.at(L, t.unit[keep], ll[keep])
-        L += np.log(np.maximum(pi, _EPS))
-        L -= L.max(1, keepdims=True)
-        R = np.exp(L)
-        R /= R.sum(1, keepdims=True)
+        return L
+
+    def _responsibilities(
+        self, t: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, U: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        R = _tempered(self._unit_loglik(t, mu, B, U), pi, 1.0)
         return R.mean(0) if U else pi, R
+
+    def _choose_power(
+        self, L: np.ndarray, val: TrainArrays | None, mu: np.ndarray, B: np.ndarray, pi: np.ndarray
+    ) -> float:
+        """The likelihood power in force (see the module docstring); records the held-out losses compared."""
+        self.likelihood_power_losses_: dict[str, float] = {}
+        if self.likelihood_power != "auto":
+            return _checked_power(self.likelihood_power)
+        rows = val.subset(val.unit >= 0) if val is not None else None
+        if rows is None or len(rows) < MIN_CALIBRATION_ROWS:
+            return 1.0  # nothing held out to temper on: plain EM
+        losses = {eta: self._val_loss(rows, mu, B, pi, _tempered(L, pi, eta)) for eta in LIKELIHOOD_POWERS}
+        self.likelihood_power_losses_ = {str(k): v for k, v in losses.items()}
+        best = min(losses.values())
+        # the weakest trust in a person's judgments within a hair of the best
+        return min(eta for eta, v in losses.items() if v <= best + SCALE_TIE)
 
     def _val_loss(
         self, v: TrainArrays, mu: np.ndarray, B: np.ndarray, pi: np.ndarray, R: np.ndarray
@@ -246,7 +280,7 @@ class MixtureBT(LinearGaussianModel):
             return Posterior(prior.mean.copy(), prior.cov.copy(), prior.n)
         z = a[:, None] + D
         ll = (wt[:, None] * (y[:, None] * _log_sigmoid(z) + (1 - y[:, None]) * _log_sigmoid(-z))).sum(0)
-        L = np.log(np.maximum(prior.mean, _EPS)) + ll
+        L = np.log(np.maximum(prior.mean, _EPS)) + getattr(self, "likelihood_power_", 1.0) * ll
         r = np.exp(L - L.max())
         r /= r.sum()
         return Posterior(r, _onehot_cov(r), prior.n + len(a))
@@ -279,11 +313,36 @@ class MixtureBT(LinearGaussianModel):
         """The egalitarian reward of MaxMin-RLHF: the worst class's reward ``min_c r_c(x, y)``."""
         return self.class_rewards(prompts, responses).min(1)
 
+    def _artifact_config(self) -> dict[str, Any]:
+        return {**super()._artifact_config(), "likelihood_power_": getattr(self, "likelihood_power_", 1.0)}
+
+    def _load_tensors(self, t: dict[str, np.ndarray], cfg: dict[str, Any], d: Any) -> None:
+        super()._load_tensors(t, cfg, d)
+        self.likelihood_power_ = float(cfg.get("likelihood_power_", 1.0))  # artifacts before it: plain EM
+
     def assignments(self) -> pd.Series:
         """Most likely class of every trained person."""
         self._check_fitted()
         rows = {u: int(np.argmax(self.unit_means_[j])) for u, j in self.user_units_.items()}
         return pd.Series(rows, name="class")
+
+
+def _tempered(L: np.ndarray, pi: np.ndarray, eta: float) -> np.ndarray:
+    """Responsibilities ``rho_uc ∝ pi_c exp(eta L_uc)`` (``eta = 1``: Bayes; 0: the class prior)."""
+    S = np.log(np.maximum(pi, _EPS))[None, :] + eta * L
+    S -= S.max(1, keepdims=True)
+    R = np.exp(S)
+    return R / R.sum(1, keepdims=True)
+
+
+def _checked_power(v: Any) -> float:
+    try:
+        eta = float(v)
+    except (TypeError, ValueError):
+        eta = float("nan")
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"likelihood_power must be 'auto' or a number in [0, 1], got {v!r}")
+    return eta
 
 
 def _progress(verbose: bool, total: int) -> Any:
