@@ -382,6 +382,8 @@ def test_mixture_in_the_protocol_finds_two_opposed_camps():
         assert u["accuracy"] > r.cells["unseen_items"]["bt"]["accuracy"] + 0.03  # measured 0.042-0.056
         k = r.kshot["mixture"]["random"]
         rises.append(k[10]["accuracy"] - k[0]["accuracy"])
+        # the camps predict held-out judgments, so the likelihood power the mixture chose trusts them
+        assert r.chosen["mixture"]["likelihood_power"] > 0
     # one seed's curve over 24 new persons is noisy (measured -0.016, +0.057, +0.089): the mean must rise
     assert np.mean(rises) > 0.03
 

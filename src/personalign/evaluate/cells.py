@@ -221,6 +221,19 @@ def fit_model(
     return model, None
 
 
+# what a model chose on its own validation rows while fitting (fitted attribute -> results.json key)
+CALIBRATION_ATTRIBUTES = {"prior_scale_": "prior_scale", "likelihood_power_": "likelihood_power"}
+
+
+def calibration_choices(model: Any) -> dict[str, Any]:
+    """The calibration a fitted model made itself (the person prior's scale, the mixture's likelihood power)."""
+    return {
+        key: float(getattr(model, attr))
+        for attr, key in CALIBRATION_ATTRIBUTES.items()
+        if getattr(model, attr, None) is not None
+    }
+
+
 def evaluate_model(
     name: str,
     featurizer: Any,
@@ -235,8 +248,9 @@ def evaluate_model(
     t0 = time.perf_counter()
     model, chosen = fit_model(name, featurizer, seed, cfg, ctx, step)
     res.fit_seconds[name] = time.perf_counter() - t0
-    if chosen is not None:
-        res.chosen[name] = chosen
+    calibrated = calibration_choices(model)
+    if chosen is not None or calibrated:
+        res.chosen[name] = {**(chosen or {}), **calibrated}
     coll = model.collapsed() if is_personal(model) else model
     if step is not None:
         step("test cells")

@@ -403,6 +403,12 @@ def markdown(res: dict[str, Any], command: str | None = None, plots: list[str] |
                 "items it lost to the same model collapsed to the population), so there it serves the "
                 "population's reward and its gain is 0.\n"
             )
+        powers = [c["likelihood_power"] for c in seeds if c and "likelihood_power" in c]
+        if powers:
+            parts.append(
+                f"{name}: the persons' likelihood power (how far a person's judgments move them from the class "
+                f"prior; 0 = the collapsed model) was chosen per seed on held-out training rows: {powers}.\n"
+            )
         priors = [c["item_prior"].get("l2_item") for c in seeds if c and c.get("item_prior")]
         if priors:
             parts.append(
